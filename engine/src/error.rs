@@ -1,0 +1,43 @@
+//! The engine's error types. Cancellation is not among them: it is an [`crate::Outcome`].
+
+use std::path::PathBuf;
+
+/// Loading a model or creating its context failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    #[error("{path}: architecture {architecture:?} is not supported (llama is)")]
+    Architecture { path: PathBuf, architecture: String },
+    #[error("{path} holds only a vocabulary, no weights")]
+    VocabOnly { path: PathBuf },
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+    #[error("llama.cpp could not load {path}: {message}")]
+    Llama { path: PathBuf, message: String },
+    #[error("llama.cpp could not create a context: {0} (try a smaller context size)")]
+    Context(String),
+    #[error("quantize: {0}")]
+    Quantize(String),
+    #[error("the engine thread could not be started: {0}")]
+    Thread(String),
+}
+
+/// A job failed. The engine keeps running and the next job starts from a consistent state.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("prompt of {n_prompt} tokens does not fit the context of {n_ctx} tokens")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
+    #[error("empty prompt")]
+    EmptyPrompt,
+    #[error("token id {token} is outside the vocabulary of {n_vocab}")]
+    BadToken { token: i32, n_vocab: u32 },
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    #[error("the engine stopped")]
+    Stopped,
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}

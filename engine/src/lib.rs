@@ -1,0 +1,218 @@
+//! amd-engine: code completion inference on llama.cpp, behind one thread and a message API.
+//!
+//! The engine knows nothing of LSP, JSON or URIs. Callers start an [`Engine`] with an
+//! [`EngineConfig`], submit [`CompletionRequest`]s and await a [`JobHandle`]. One OS thread owns
+//! llama.cpp (model, context, KV cache); the KV cache is reused across requests by longest
+//! common prefix, so a keystroke costs only the tokens that changed.
+
+mod engine;
+mod error;
+pub mod gguf;
+mod llama;
+pub mod reuse;
+mod session;
+pub mod testmodel;
+pub mod text;
+
+use std::path::PathBuf;
+
+pub use engine::{CancelToken, Engine, EngineCounters, JobHandle};
+pub use error::{EngineError, LoadError};
+pub use llama::{quantize, QuantType};
+pub use text::StopRules;
+
+/// A token id in the model's vocabulary.
+pub type TokenId = i32;
+
+/// What the engine knows about its model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub architecture: String,
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+    /// The context size the engine runs with (0 when only the vocabulary is loaded).
+    pub n_ctx: u32,
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub bos: Option<TokenId>,
+    pub eos: Option<TokenId>,
+    /// Whether prompts start with BOS (the GGUF's `tokenizer.ggml.add_bos_token`).
+    pub add_bos: bool,
+    /// Fill-in-the-middle tokens, when the vocabulary has them (CodeLlama: ▁<PRE> ▁<SUF> ▁<MID>).
+    pub fim: Option<FimTokens>,
+    pub load_ms: f64,
+}
+
+/// Fill-in-the-middle control tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FimTokens {
+    pub pre: TokenId,
+    pub suf: TokenId,
+    pub mid: TokenId,
+    pub eot: Option<TokenId>,
+}
+
+/// How the engine is set up. `0` means "choose" for the numeric fields.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub model_path: PathBuf,
+    /// Context size in tokens; 0 = the model's training context, at most 4096.
+    pub n_ctx: u32,
+    /// Threads for single-token decode steps; 0 = the default policy (see docs/configuration.md).
+    pub n_threads: u32,
+    /// Threads for prompt evaluation; 0 = all cores.
+    pub n_threads_batch: u32,
+    /// Layers offloaded to a GPU backend (ignored on CPU builds).
+    pub gpu_layers: u32,
+    /// Prompt tokens evaluated per llama.cpp call; cancellation is checked between calls.
+    pub prefill_chunk: u32,
+    /// Reuse the KV cache across requests (off only for baselines and tests).
+    pub kv_reuse: bool,
+    /// Load only the vocabulary: tokenize and detokenize, no completions.
+    pub vocab_only: bool,
+}
+
+impl EngineConfig {
+    pub fn new(model_path: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            model_path: model_path.into(),
+            n_ctx: 0,
+            n_threads: 0,
+            n_threads_batch: 0,
+            gpu_layers: 0,
+            prefill_chunk: 64,
+            kv_reuse: true,
+            vocab_only: false,
+        }
+    }
+}
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (ties: the lowest id).
+    Greedy,
+    /// Seeded sampling through llama.cpp's top-k → top-p → temperature → dist chain.
+    Random {
+        temperature: f32,
+        /// 0 = no top-k cut.
+        top_k: u32,
+        /// 1.0 = no top-p cut.
+        top_p: f32,
+        seed: u32,
+    },
+}
+
+/// The prompt of a completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// Plain text, tokenized without special-token parsing; BOS added when the model wants it.
+    Text(String),
+    /// Token ids, used as they are (FIM prompts are built this way).
+    Tokens(Vec<TokenId>),
+}
+
+/// Called on the engine thread after each prefill chunk and each generated token.
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// How far a job has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub n_evaluated: usize,
+    pub n_generated: usize,
+}
+
+/// One completion job.
+pub struct CompletionRequest {
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    pub sampling: Sampling,
+    pub stop: StopRules,
+    /// Record the top-1/top-2 logit margin of every generated token (greedy analysis).
+    pub record_margins: bool,
+    pub on_progress: Option<ProgressFn>,
+}
+
+impl CompletionRequest {
+    pub fn greedy(prompt: Prompt, max_tokens: u32) -> CompletionRequest {
+        CompletionRequest {
+            prompt,
+            max_tokens,
+            sampling: Sampling::Greedy,
+            stop: StopRules::default(),
+            record_margins: false,
+            on_progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CompletionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionRequest")
+            .field("max_tokens", &self.max_tokens)
+            .field("sampling", &self.sampling)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    EndOfGeneration,
+    MaxTokens,
+    StopString,
+    LineEnd,
+    ContextFull,
+}
+
+/// What a job cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JobStats {
+    pub n_prompt: usize,
+    /// Prompt tokens whose KV entries were kept from earlier jobs.
+    pub n_reused: usize,
+    /// Prompt tokens evaluated by this job.
+    pub n_evaluated: usize,
+    pub n_generated: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+/// A finished completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<TokenId>,
+    pub stop: StopReason,
+    pub stats: JobStats,
+    /// Top-1 minus top-2 logit for each generated token, when asked for.
+    pub margins: Vec<f32>,
+}
+
+/// How a job ended. Cancellation is an outcome, not an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Completed(Completion),
+    Cancelled(JobStats),
+}
+
+impl Outcome {
+    pub fn completion(self) -> Option<Completion> {
+        match self {
+            Outcome::Completed(c) => Some(c),
+            Outcome::Cancelled(_) => None,
+        }
+    }
+
+    pub fn stats(&self) -> &JobStats {
+        match self {
+            Outcome::Completed(c) => &c.stats,
+            Outcome::Cancelled(s) => s,
+        }
+    }
+}

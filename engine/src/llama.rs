@@ -1,0 +1,332 @@
+//! The wall around llama.cpp: the only module that imports `llama_cpp_2` (and its sys crate).
+//!
+//! Everything here runs on the engine thread, except [`quantize`] and [`Model::load`] with
+//! `vocab_only`, which touch no context. The rest of the crate sees plain token ids (`i32`),
+//! byte pieces and logits slices.
+
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{send_logs_to_tracing, LogOptions};
+
+use crate::error::{EngineError, LoadError};
+use crate::{FimTokens, ModelInfo, Sampling, TokenId};
+
+/// llama.cpp's "no token" value.
+const TOKEN_NULL: i32 = -1;
+
+/// The process-wide llama.cpp backend, initialised on first use; llama.cpp logs go to `tracing`.
+fn backend() -> Result<&'static LlamaBackend, LoadError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            send_logs_to_tracing(LogOptions::default().with_logs_enabled(true));
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| LoadError::Backend(e.clone()))
+}
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ModelParams {
+    pub(crate) gpu_layers: u32,
+    pub(crate) vocab_only: bool,
+}
+
+/// A loaded model and the facts the rest of the engine needs about it.
+pub(crate) struct Model {
+    inner: LlamaModel,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Loads (mmaps) a GGUF file. The header has already been validated by the caller.
+    pub(crate) fn load(path: &Path, params: &ModelParams) -> Result<Model, LoadError> {
+        let backend = backend()?;
+        let started = Instant::now();
+        let model_params = LlamaModelParams::default()
+            .with_n_gpu_layers(params.gpu_layers)
+            .with_vocab_only(params.vocab_only);
+        let inner = LlamaModel::load_from_file(backend, path, &model_params).map_err(|e| {
+            LoadError::Llama {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let vocab = inner.vocab();
+        let token = |t: LlamaToken| (t.0 != TOKEN_NULL).then_some(t.0);
+        let fim = match (
+            token(vocab.fim_pre()),
+            token(vocab.fim_suf()),
+            token(vocab.fim_mid()),
+        ) {
+            (Some(pre), Some(suf), Some(mid)) => Some(FimTokens {
+                pre,
+                suf,
+                mid,
+                eot: token(vocab.eot()),
+            }),
+            _ => None,
+        };
+        let meta = |key: &str| inner.meta_val_str(key).ok();
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name: meta("general.name"),
+            architecture: meta("general.architecture").unwrap_or_default(),
+            n_vocab: inner.n_vocab().max(0) as u32,
+            n_ctx_train: inner.n_ctx_train(),
+            n_ctx: 0,
+            n_layer: inner.n_layer(),
+            n_embd: inner.n_embd().max(0) as u32,
+            n_params: inner.n_params(),
+            size_bytes: inner.size(),
+            bos: token(vocab.bos()),
+            eos: token(vocab.eos()),
+            add_bos: vocab.should_add_bos(),
+            fim,
+            load_ms,
+        };
+        Ok(Model { inner, info })
+    }
+
+    pub(crate) fn set_n_ctx(&mut self, n_ctx: u32) {
+        self.info.n_ctx = n_ctx;
+    }
+
+    pub(crate) fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Tokenizes user text. Special-token text (`<s>`, `<PRE>`, …) is never parsed as a
+    /// control token: it is tokenized as the plain text it is.
+    pub(crate) fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
+        let vocab = self.inner.vocab();
+        let mut tokens = Vec::with_capacity(text.len() / 3 + 2);
+        if add_bos {
+            if let Some(bos) = self.info.bos {
+                tokens.push(bos);
+            }
+        }
+        let raw = vocab.tokenize(text.as_bytes(), false, false);
+        tokens.extend(raw.into_iter().map(|t| t.0));
+        tokens
+    }
+
+    /// The bytes a token stands for in generated text; control tokens give nothing.
+    pub(crate) fn piece(&self, token: TokenId, out: &mut Vec<u8>) {
+        self.inner
+            .vocab()
+            .token_to_piece_into(LlamaToken(token), out, false, None);
+    }
+
+    pub(crate) fn is_eog(&self, token: TokenId) -> bool {
+        self.inner.vocab().is_eog(LlamaToken(token))
+    }
+
+    pub(crate) fn new_context(&self, params: &ContextParams) -> Result<Context<'_>, LoadError> {
+        let backend = backend()?;
+        let threads = params.n_threads.max(1) as i32;
+        let threads_batch = params.n_threads_batch.max(1) as i32;
+        let n_batch = params.n_batch.max(1);
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(params.n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max(1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads_batch);
+        let ctx = self
+            .inner
+            .new_context(backend, ctx_params)
+            .map_err(|e| LoadError::Context(e.to_string()))?;
+        Ok(Context {
+            ctx,
+            batch: LlamaBatch::new(n_batch as usize, 1),
+            n_batch: n_batch as usize,
+            last_logits_idx: None,
+        })
+    }
+}
+
+/// Context settings, chosen by the engine's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct ContextParams {
+    pub(crate) n_ctx: u32,
+    pub(crate) n_batch: u32,
+    pub(crate) n_threads: u32,
+    pub(crate) n_threads_batch: u32,
+}
+
+/// One llama.cpp context with one sequence (id 0) in its KV cache.
+pub(crate) struct Context<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    /// Batch index of the last position that produced logits.
+    last_logits_idx: Option<i32>,
+}
+
+impl Context<'_> {
+    pub(crate) fn n_ctx(&self) -> u32 {
+        self.ctx.n_ctx()
+    }
+
+    pub(crate) fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    /// Drops every KV entry at position `pos` or later.
+    pub(crate) fn truncate(&mut self, pos: usize) -> Result<(), EngineError> {
+        let pos =
+            u32::try_from(pos).map_err(|_| EngineError::Decode("position overflow".into()))?;
+        self.ctx
+            .kv_cache_seq_rm(0, Some(pos), None)
+            .map_err(|e| EngineError::Decode(format!("removing KV cells from {pos}: {e}")))
+    }
+
+    /// Empties the KV cache.
+    pub(crate) fn clear(&mut self) {
+        self.ctx.clear_kv_cache();
+        self.last_logits_idx = None;
+    }
+
+    /// Evaluates `tokens` at positions `start_pos..`, at most `n_batch` at a time. When
+    /// `logits_last` is set, the last token's logits are kept for sampling.
+    pub(crate) fn decode(
+        &mut self,
+        tokens: &[TokenId],
+        start_pos: usize,
+        logits_last: bool,
+    ) -> Result<(), EngineError> {
+        debug_assert!(tokens.len() <= self.n_batch);
+        self.batch.clear();
+        self.last_logits_idx = None;
+        for (i, &t) in tokens.iter().enumerate() {
+            let last = logits_last && i + 1 == tokens.len();
+            let pos = i32::try_from(start_pos + i)
+                .map_err(|_| EngineError::Decode("position overflow".into()))?;
+            self.batch
+                .add(LlamaToken(t), pos, &[0], last)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+        }
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| EngineError::Decode(e.to_string()))?;
+        if logits_last && !tokens.is_empty() {
+            self.last_logits_idx = Some(tokens.len() as i32 - 1);
+        }
+        Ok(())
+    }
+
+    /// The logits of the last decoded position that asked for them.
+    pub(crate) fn logits(&self) -> Option<&[f32]> {
+        self.last_logits_idx.map(|i| self.ctx.get_logits_ith(i))
+    }
+
+    /// Samples from the last logits with llama.cpp's sampler chain.
+    pub(crate) fn sample(&self, sampler: &mut Sampler) -> Option<TokenId> {
+        let idx = self.last_logits_idx?;
+        Some(sampler.inner.sample(&self.ctx, idx).0)
+    }
+}
+
+/// A llama.cpp sampler chain for seeded sampling (greedy decoding does not need one).
+pub(crate) struct Sampler {
+    inner: LlamaSampler,
+}
+
+impl Sampler {
+    pub(crate) fn new(sampling: &Sampling) -> Option<Sampler> {
+        match *sampling {
+            Sampling::Greedy => None,
+            Sampling::Random {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => {
+                let mut chain = Vec::with_capacity(4);
+                if top_k > 0 {
+                    chain.push(LlamaSampler::top_k(top_k as i32));
+                }
+                if top_p < 1.0 {
+                    chain.push(LlamaSampler::top_p(top_p, 1));
+                }
+                chain.push(LlamaSampler::temp(temperature));
+                chain.push(LlamaSampler::dist(seed));
+                Some(Sampler {
+                    inner: LlamaSampler::chain_simple(chain),
+                })
+            }
+        }
+    }
+}
+
+/// Quantization targets that `quantize` accepts (llama.cpp's `llama_ftype` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantType {
+    F16,
+    Bf16,
+    Q8_0,
+    Q4KM,
+}
+
+impl QuantType {
+    fn ftype(self) -> llama_cpp_sys_2::llama_ftype {
+        match self {
+            QuantType::F16 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_F16,
+            QuantType::Bf16 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_BF16,
+            QuantType::Q8_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0,
+            QuantType::Q4KM => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_K_M,
+        }
+    }
+}
+
+/// Quantizes a GGUF model with llama.cpp's own quantizer (`llama_model_quantize`).
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    to: QuantType,
+    n_threads: u32,
+) -> Result<(), LoadError> {
+    backend()?;
+    let c_path = |p: &Path| {
+        p.to_str()
+            .and_then(|s| CString::new(s).ok())
+            .ok_or_else(|| {
+                LoadError::Quantize(format!(
+                    "path {} is not valid UTF-8 without NULs",
+                    p.display()
+                ))
+            })
+    };
+    let (inp, out) = (c_path(input)?, c_path(output)?);
+    // SAFETY: plain C call on a struct of defaults; the pointers outlive the call.
+    let rc = unsafe {
+        let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
+        params.ftype = to.ftype();
+        params.nthread = n_threads as i32;
+        llama_cpp_sys_2::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(LoadError::Quantize(format!(
+            "llama.cpp could not quantize {} (code {rc})",
+            input.display()
+        )))
+    }
+}

@@ -1,0 +1,229 @@
+//! Random-weight Llama models for tests and benchmarks, written deterministically and offline.
+//!
+//! The vocabulary (tokens, scores, types, special ids) is copied from a vocab-only GGUF, so the
+//! models tokenize exactly like the real AMD-Llama-135m / Llama-2. The weights are seeded
+//! normal noise: outputs are meaningless, but shapes, speed and KV behaviour are real.
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::LoadError;
+use crate::gguf::{self, GgmlType, GgufWriter, TensorData, Value};
+use crate::llama::{quantize, QuantType};
+
+/// The shape of a Llama model (llama.cpp's `llama` architecture, MHA, untied embeddings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlamaShape {
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_ff: u32,
+    pub n_ctx_train: u32,
+}
+
+impl LlamaShape {
+    /// 2 layers, hidden 64: loads in milliseconds, for unit and CI tests.
+    pub fn tiny() -> LlamaShape {
+        LlamaShape {
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 4,
+            n_head_kv: 4,
+            n_ff: 128,
+            n_ctx_train: 2048,
+        }
+    }
+
+    /// The shape of AMD-Llama-135m(-code): 12 layers, hidden 768, 12 heads × 64, FFN 2048.
+    pub fn amd_135m() -> LlamaShape {
+        LlamaShape {
+            n_layer: 12,
+            n_embd: 768,
+            n_head: 12,
+            n_head_kv: 12,
+            n_ff: 2048,
+            n_ctx_train: 2048,
+        }
+    }
+}
+
+/// Weight storage of a generated model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightType {
+    F32,
+    F16,
+    /// Written as F16, then quantized by llama.cpp's own quantizer.
+    Q8_0,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestModelError {
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    #[error("{0} has no tokenizer.ggml.tokens")]
+    NoVocab(PathBuf),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Quantize(#[from] LoadError),
+}
+
+/// Writes a random-weight Llama with `shape`, the vocabulary of `vocab_gguf`, and weights drawn
+/// from `seed`. The same arguments always give the same bytes.
+pub fn write_random_llama(
+    vocab_gguf: &Path,
+    shape: &LlamaShape,
+    wtype: WeightType,
+    seed: u64,
+    out: &Path,
+) -> Result<(), TestModelError> {
+    if wtype == WeightType::Q8_0 {
+        let f16_path = out.with_extension("f16.tmp.gguf");
+        write_random_llama(vocab_gguf, shape, WeightType::F16, seed, &f16_path)?;
+        let result = quantize(&f16_path, out, QuantType::Q8_0, 2);
+        let _ = std::fs::remove_file(&f16_path);
+        return Ok(result?);
+    }
+    let vocab = gguf::read_header(vocab_gguf)?;
+    let n_vocab = vocab
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .map(<[Value]>::len)
+        .ok_or_else(|| TestModelError::NoVocab(vocab_gguf.to_path_buf()))? as u64;
+
+    let mut w = GgufWriter::new();
+    let s = shape;
+    w.set("general.architecture", Value::String("llama".into()));
+    w.set(
+        "general.name",
+        Value::String(format!(
+            "random-llama-{}L-{}d-seed{seed}",
+            s.n_layer, s.n_embd
+        )),
+    );
+    w.set(
+        "general.file_type",
+        Value::U32(if wtype == WeightType::F32 { 0 } else { 1 }),
+    );
+    w.set("llama.context_length", Value::U32(s.n_ctx_train));
+    w.set("llama.embedding_length", Value::U32(s.n_embd));
+    w.set("llama.block_count", Value::U32(s.n_layer));
+    w.set("llama.feed_forward_length", Value::U32(s.n_ff));
+    w.set("llama.attention.head_count", Value::U32(s.n_head));
+    w.set("llama.attention.head_count_kv", Value::U32(s.n_head_kv));
+    w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    w.set("llama.rope.freq_base", Value::F32(10000.0));
+    w.set(
+        "llama.rope.dimension_count",
+        Value::U32(s.n_embd / s.n_head),
+    );
+    w.set("llama.vocab_size", Value::U32(n_vocab as u32));
+    for (key, value) in vocab
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+    {
+        w.set(key, value.clone());
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (embd, ff) = (u64::from(s.n_embd), u64::from(s.n_ff));
+    let kv = embd / u64::from(s.n_head) * u64::from(s.n_head_kv);
+    let mut matrix = |name: String, dims: Vec<u64>, std: f32| {
+        let n: u64 = dims.iter().product();
+        let dist = Normal::new(0.0f32, std).expect("valid normal");
+        let values = (0..n).map(|_| dist.sample(&mut rng));
+        let (ggml_type, data) = match wtype {
+            WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
+            _ => (
+                GgmlType::F16,
+                values
+                    .flat_map(|v| f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        TensorData {
+            name,
+            dims,
+            ggml_type,
+            data,
+        }
+    };
+    let mut tensors = vec![matrix(
+        "token_embd.weight".into(),
+        vec![embd, n_vocab],
+        0.02,
+    )];
+    for i in 0..s.n_layer {
+        tensors.push(matrix(
+            format!("blk.{i}.attn_q.weight"),
+            vec![embd, embd],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.attn_k.weight"),
+            vec![embd, kv],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.attn_v.weight"),
+            vec![embd, kv],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.attn_output.weight"),
+            vec![embd, embd],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.ffn_gate.weight"),
+            vec![embd, ff],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.ffn_up.weight"),
+            vec![embd, ff],
+            0.05,
+        ));
+        tensors.push(matrix(
+            format!("blk.{i}.ffn_down.weight"),
+            vec![ff, embd],
+            0.05,
+        ));
+    }
+    tensors.push(matrix("output.weight".into(), vec![embd, n_vocab], 0.1));
+    for t in tensors {
+        w.add_tensor(t);
+    }
+    // Norm weights stay F32 (llama.cpp's convention), near but not at 1.
+    let mut norm = |name: String| {
+        let dist = Normal::new(1.0f32, 0.1).expect("valid normal");
+        let data = (0..embd)
+            .flat_map(|_| dist.sample(&mut rng).to_le_bytes())
+            .collect();
+        TensorData {
+            name,
+            dims: vec![embd],
+            ggml_type: GgmlType::F32,
+            data,
+        }
+    };
+    for i in 0..s.n_layer {
+        w.add_tensor(norm(format!("blk.{i}.attn_norm.weight")));
+        w.add_tensor(norm(format!("blk.{i}.ffn_norm.weight")));
+    }
+    w.add_tensor(norm("output_norm.weight".into()));
+    w.write(out).map_err(|source| TestModelError::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,55 @@
+//! Shared set-up for the engine's integration tests: fixture paths and the tiny test model.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use amd_engine::{Engine, EngineConfig};
+
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+pub fn vocab_gguf() -> PathBuf {
+    fixtures().join("llama2-vocab/llama2-vocab.gguf")
+}
+
+/// The tiny random Llama (2 layers, hidden 64, real Llama-2 vocabulary), written once per
+/// target directory. The file is deterministic and written atomically, so test binaries
+/// running at the same time may race to write it harmlessly.
+pub fn tiny_model() -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama-f32-seed1.gguf");
+    if !path.exists() {
+        write_random_llama(
+            &vocab_gguf(),
+            &LlamaShape::tiny(),
+            WeightType::F32,
+            1,
+            &path,
+        )
+        .expect("write tiny test model");
+    }
+    path
+}
+
+pub fn tiny_engine(kv_reuse: bool) -> Engine {
+    let mut config = EngineConfig::new(tiny_model());
+    config.n_ctx = 2048;
+    config.n_threads = 1;
+    config.n_threads_batch = 1;
+    config.kv_reuse = kv_reuse;
+    Engine::start(config).expect("start engine on the tiny model")
+}
+
+/// Runs a future to completion on a current-thread runtime, failing after [`TIMEOUT`].
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+        .block_on(async { tokio::time::timeout(TIMEOUT, f).await.expect("timed out") })
+}

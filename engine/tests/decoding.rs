@@ -1,0 +1,161 @@
+//! Decoding rules (sampling, stop strings, single line, budgets) and load/prompt errors.
+
+mod common;
+
+use amd_engine::gguf::{GgufWriter, Value};
+use amd_engine::{
+    CompletionRequest, Engine, EngineConfig, EngineError, LoadError, Prompt, Sampling, StopReason,
+};
+use common::{block_on, tiny_engine, tiny_model, vocab_gguf};
+
+const PROMPT: &str = "import heapq\n\ndef merge(a, b):\n    ";
+
+fn complete(engine: &Engine, req: CompletionRequest) -> amd_engine::Completion {
+    block_on(engine.submit(req))
+        .expect("job")
+        .completion()
+        .expect("completed")
+}
+
+fn sampled(seed: u32) -> CompletionRequest {
+    let mut req = CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 24);
+    req.sampling = Sampling::Random {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed,
+    };
+    req
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seed_dependent() {
+    let engine = tiny_engine(true);
+    let a = complete(&engine, sampled(11));
+    let b = complete(&engine, sampled(11));
+    let c = complete(&engine, sampled(12));
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.tokens.len(), 24);
+    assert_ne!(
+        a.tokens, c.tokens,
+        "a random model at temperature 1 over 32000 tokens"
+    );
+    let greedy = complete(
+        &engine,
+        CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 24),
+    );
+    assert_ne!(greedy.tokens, a.tokens);
+}
+
+#[test]
+fn max_tokens_and_stop_rules_end_generation() {
+    let engine = tiny_engine(true);
+    let free = complete(&engine, sampled(5));
+    assert_eq!(free.stop, StopReason::MaxTokens);
+    assert_eq!(free.stats.n_generated, 24);
+
+    // Stop at a piece of text the model is known to produce: the output is cut before it.
+    let chars: Vec<char> = free.text.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let mut req = sampled(5);
+    req.stop.stop_strings = vec![stop.clone()];
+    let cut = complete(&engine, req);
+    assert_eq!(cut.stop, StopReason::StopString);
+    assert!(!cut.text.contains(&stop));
+    assert!(free.text.starts_with(&cut.text));
+    assert_eq!(free.text[cut.text.len()..].find(&stop), Some(0));
+
+    // Single-line mode never returns a newline. (A random model over 32000 tokens rarely
+    // emits one; the cut itself is unit-tested in `text`, through the same `StopRules::find`.)
+    for seed in 0..4 {
+        let mut req = sampled(seed);
+        req.max_tokens = 48;
+        req.stop.single_line = true;
+        let c = complete(&engine, req);
+        assert!(!c.text.contains('\n'), "{:?}", c.text);
+    }
+
+    let zero = complete(
+        &engine,
+        CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 0),
+    );
+    assert_eq!((zero.text.as_str(), zero.stats.n_generated), ("", 0));
+}
+
+#[test]
+fn bad_prompts_are_errors_and_the_engine_keeps_serving() {
+    let mut config = EngineConfig::new(tiny_model());
+    config.n_ctx = 256;
+    let engine = Engine::start(config).expect("start");
+    let long = "x = 1\n".repeat(400);
+    let err = block_on(engine.submit(CompletionRequest::greedy(Prompt::Text(long), 4)))
+        .expect_err("too long");
+    assert!(
+        matches!(err, EngineError::PromptTooLong { n_ctx: 256, .. }),
+        "{err}"
+    );
+    let err = block_on(engine.submit(CompletionRequest::greedy(
+        Prompt::Tokens(vec![1, 99_999]),
+        4,
+    )))
+    .expect_err("bad token");
+    assert!(
+        matches!(err, EngineError::BadToken { token: 99_999, .. }),
+        "{err}"
+    );
+    let err = block_on(engine.submit(CompletionRequest::greedy(Prompt::Tokens(vec![]), 4)))
+        .expect_err("empty");
+    assert!(matches!(err, EngineError::EmptyPrompt));
+    let ok = complete(
+        &engine,
+        CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 4),
+    );
+    assert_eq!(ok.stats.n_generated, 4);
+    // Near the end of the context, generation stops instead of overflowing.
+    let fill = "y = 2\n".repeat(40);
+    let near = complete(&engine, CompletionRequest::greedy(Prompt::Text(fill), 200));
+    assert_eq!(near.stop, StopReason::ContextFull, "{:?}", near.stats);
+}
+
+#[test]
+fn broken_model_files_give_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("amd-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let start =
+        |path: std::path::PathBuf| Engine::start(EngineConfig::new(path)).expect_err("must fail");
+
+    assert!(matches!(
+        start(dir.join("absent.gguf")),
+        LoadError::Missing { .. }
+    ));
+
+    let random = dir.join("random.gguf");
+    std::fs::write(
+        &random,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .expect("write");
+    let err = start(random);
+    assert!(err.to_string().contains("not a GGUF file"), "{err}");
+
+    let bytes = std::fs::read(tiny_model()).expect("read");
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let err = start(truncated);
+    assert!(err.to_string().contains("outside the file"), "{err}");
+
+    let err = start(vocab_gguf());
+    assert!(matches!(err, LoadError::VocabOnly { .. }), "{err}");
+
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("gpt2".into()));
+    let gpt2 = dir.join("gpt2.gguf");
+    w.write(&gpt2).expect("write");
+    let err = start(gpt2);
+    assert!(
+        err.to_string().contains("\"gpt2\" is not supported"),
+        "{err}"
+    );
+}

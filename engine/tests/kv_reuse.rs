@@ -1,0 +1,192 @@
+//! KV reuse is exact: a replay of real editing, each prompt run with reuse and cold.
+
+mod common;
+
+use amd_engine::reuse::common_prefix;
+use amd_engine::{CompletionRequest, Engine, Outcome, Prompt, StopReason};
+use common::{block_on, fixtures, tiny_engine};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Bytes of prefix the prompt window may hold before its start moves.
+const WINDOW_MAX: usize = 2400;
+/// Where the start moves to: this many bytes before the cursor, then to a line start.
+const WINDOW_KEEP: usize = 1600;
+
+/// A document being edited, with a cursor and a sticky prompt-window start.
+struct Editor {
+    doc: String,
+    cursor: usize,
+    window_start: usize,
+    source: Vec<char>,
+    next_source: usize,
+}
+
+impl Editor {
+    fn prompt(&mut self) -> &str {
+        if self.window_start > self.cursor || self.cursor - self.window_start > WINDOW_MAX {
+            let from = floor_boundary(&self.doc, self.cursor.saturating_sub(WINDOW_KEEP));
+            self.window_start = self.doc[from..self.cursor]
+                .find('\n')
+                .map_or(from, |i| from + i + 1);
+        }
+        self.window_start = floor_boundary(&self.doc, self.window_start);
+        &self.doc[self.window_start..self.cursor]
+    }
+
+    fn type_chars(&mut self, n: usize) {
+        for _ in 0..n {
+            let c = self.source[self.next_source % self.source.len()];
+            self.next_source += 1;
+            self.doc.insert(self.cursor, c);
+            self.cursor += c.len_utf8();
+        }
+    }
+
+    fn backspace(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(c) = self.doc[..self.cursor].chars().next_back() {
+                self.cursor -= c.len_utf8();
+                self.doc.remove(self.cursor);
+            }
+        }
+    }
+
+    /// Inserts a word at the end of a line above the cursor; the cursor stays (shifted).
+    fn edit_above(&mut self, rng: &mut ChaCha8Rng) {
+        let lines: Vec<usize> = self.doc[..self.cursor]
+            .match_indices('\n')
+            .map(|(i, _)| i)
+            .collect();
+        if lines.len() < 4 {
+            return;
+        }
+        let at = lines[rng.random_range(lines.len() / 2..lines.len())];
+        let word = " # edited";
+        self.doc.insert_str(at, word);
+        self.cursor += word.len();
+    }
+
+    /// Moves the cursor to the end of some other line.
+    fn jump(&mut self, rng: &mut ChaCha8Rng) {
+        let lines: Vec<usize> = self.doc.match_indices('\n').map(|(i, _)| i).collect();
+        if !lines.is_empty() {
+            self.cursor = lines[rng.random_range(0..lines.len())];
+        }
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn run(engine: &Engine, prompt: Vec<i32>, record_margins: bool) -> amd_engine::Completion {
+    let mut req = CompletionRequest::greedy(Prompt::Tokens(prompt), 8);
+    req.record_margins = record_margins;
+    match block_on(engine.submit(req)).expect("job") {
+        Outcome::Completed(c) => c,
+        Outcome::Cancelled(_) => panic!("nothing cancelled this job"),
+    }
+}
+
+#[test]
+fn reuse_is_token_identical_to_cold_over_200_edits() {
+    let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
+    let split = floor_boundary(&text, 3000);
+    let mut ed = Editor {
+        doc: text[..split].to_owned(),
+        cursor: split,
+        window_start: 0,
+        source: text[split..].chars().collect(),
+        next_source: 0,
+    };
+    let warm = tiny_engine(true);
+    let cold = tiny_engine(false);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut kv_mirror: Vec<i32> = Vec::new();
+    let (mut n_steps, mut n_near_ties, mut n_prompt_total, mut n_reused_total) = (0, 0, 0, 0);
+    let mut n_whole_prompt_cached = 0;
+    let mut kinds = [0usize; 4];
+    for step in 0..220 {
+        let kind = match rng.random_range(0..100) {
+            0..=59 => 0,
+            60..=79 => 1,
+            80..=89 => 2,
+            _ => 3,
+        };
+        kinds[kind] += 1;
+        match kind {
+            0 => ed.type_chars(rng.random_range(1..=4)),
+            1 => ed.backspace(rng.random_range(1..=3)),
+            2 => ed.edit_above(&mut rng),
+            _ => ed.jump(&mut rng),
+        }
+        let prompt_text = ed.prompt().to_owned();
+        let prompt = block_on(warm.tokenize(prompt_text, true)).expect("tokenize");
+
+        let got = run(&warm, prompt.clone(), false);
+        let want = run(&cold, prompt.clone(), true);
+
+        // Reuse bookkeeping: exactly the common prefix with what the cache held is kept.
+        let expect_keep = common_prefix(&kv_mirror, &prompt).min(prompt.len() - 1);
+        if common_prefix(&kv_mirror, &prompt) >= prompt.len() {
+            n_whole_prompt_cached += 1;
+        }
+        assert_eq!(got.stats.n_reused, expect_keep, "step {step}");
+        assert_eq!(
+            got.stats.n_evaluated,
+            prompt.len() - expect_keep,
+            "step {step}"
+        );
+        assert_eq!(
+            want.stats.n_evaluated,
+            prompt.len(),
+            "cold run evaluates everything"
+        );
+
+        if got.tokens != want.tokens {
+            let i = common_prefix(&got.tokens, &want.tokens);
+            let margin = want.margins[i];
+            assert!(
+                margin < 1e-3,
+                "step {step}: reuse and cold differ at generated token {i} with margin {margin}: {:?} vs {:?}",
+                got.tokens,
+                want.tokens
+            );
+            n_near_ties += 1;
+        }
+
+        // What the warm engine's KV cache now holds: the prompt plus every generated token
+        // that was fed back (all but the last, unless generation ended on an EOG token).
+        kv_mirror = prompt.clone();
+        let n_fed = match got.stop {
+            StopReason::EndOfGeneration => got.tokens.len(),
+            _ => got.tokens.len().saturating_sub(1),
+        };
+        kv_mirror.extend_from_slice(&got.tokens[..n_fed]);
+        n_steps += 1;
+        n_prompt_total += prompt.len();
+        n_reused_total += got.stats.n_reused;
+    }
+    assert_eq!(n_steps, 220);
+    assert!(
+        kinds.iter().all(|&k| k > 5),
+        "every kind of edit happened: {kinds:?}"
+    );
+    assert!(
+        n_whole_prompt_cached > 0,
+        "a backspace over generated text re-used a whole prompt"
+    );
+    assert!(
+        n_reused_total * 10 > n_prompt_total * 8,
+        "typing should reuse most of the prompt: {n_reused_total} of {n_prompt_total}"
+    );
+    assert!(
+        n_near_ties <= 5,
+        "{n_near_ties} near-ties in 220 steps is suspicious"
+    );
+    eprintln!("220 steps, {n_near_ties} accepted near-ties, reused {n_reused_total}/{n_prompt_total} prompt tokens");
+}

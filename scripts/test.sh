@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's one test command: installs build prerequisites, then formats-checks, lints
+# and runs every test. Used by README, developers and CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# libgomp spin-waits by default; on a busy 2-core machine that makes decoding 10-50x slower.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+
+if rustup component list --installed 2>/dev/null | grep -q rustfmt; then
+  cargo fmt --all -- --check
+fi
+# One profile for everything: llama.cpp is compiled once (release), tests run fast.
+if rustup component list --installed 2>/dev/null | grep -q clippy; then
+  cargo clippy --release --workspace --all-targets -- -D warnings
+fi
+cargo test --release --workspace

@@ -1,0 +1,132 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "amd-lsp",
+    version,
+    about = "Offline inline code completions from a small local model"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Write logs to this file instead of stderr (stdout is never used for logs).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
+    /// AMD_LSP_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a completion for a prompt or a file position (the model card's quickstart).
+    Complete(CompleteArgs),
+    /// Developer tools: test models.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// The GGUF model file.
+    #[arg(long, env = "AMD_LSP_MODEL", value_name = "GGUF")]
+    pub model: PathBuf,
+    /// Threads for decoding (0 = default policy).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Context size in tokens (0 = the model's, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx_size: u32,
+    /// Layers to offload to the GPU (GPU builds only).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The text to complete.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub prompt: Option<String>,
+    /// Complete at a position in this file (the text before the position is the prompt).
+    #[arg(long, requires_all = ["line", "col"])]
+    pub file: Option<PathBuf>,
+    /// 1-based line of the cursor in --file.
+    #[arg(long)]
+    pub line: Option<usize>,
+    /// 1-based column of the cursor in --file, in characters.
+    #[arg(long)]
+    pub col: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Stop at the end of the line.
+    #[arg(long)]
+    pub single_line: bool,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Sample at this temperature instead of greedy decoding.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: u32,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Print token counts and timings to stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Write a random-weight Llama with the real Llama-2 vocabulary (for tests and benchmarks).
+    MakeModel(MakeModelArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModelSize {
+    /// 2 layers, hidden 64.
+    Tiny,
+    /// AMD-Llama-135m's shape: 12 layers, hidden 768, 12 heads, FFN 2048.
+    #[value(name = "135m")]
+    Amd135m,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModelType {
+    F32,
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+#[derive(Debug, Args)]
+pub struct MakeModelArgs {
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub size: ModelSize,
+    #[arg(long = "type", value_enum, default_value = "f32")]
+    pub wtype: ModelType,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Vocabulary-only GGUF to take the tokenizer from.
+    #[arg(long, default_value = "tests/fixtures/llama2-vocab/llama2-vocab.gguf")]
+    pub vocab: PathBuf,
+    #[arg(short, long)]
+    pub output: PathBuf,
+}

@@ -1,0 +1,4 @@
+//! Command-line commands other than the language server itself.
+
+pub(crate) mod complete;
+pub(crate) mod dev;
