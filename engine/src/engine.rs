@@ -18,9 +18,10 @@ use tokio::sync::oneshot;
 use crate::error::{EngineError, LoadError};
 use crate::gguf;
 use crate::llama::{ContextParams, Model, ModelParams};
+use crate::prompt::{self, PromptModel};
 use crate::session::Session;
 use crate::text::Utf8Stream;
-use crate::{CompletionRequest, EngineConfig, ModelInfo, Outcome, Prompt, TokenId};
+use crate::{CompletionRequest, EngineConfig, ModelInfo, Outcome, TokenId};
 
 /// Largest context chosen automatically when the configuration says 0.
 const AUTO_N_CTX_MAX: u32 = 4096;
@@ -247,8 +248,15 @@ fn validate_model_file(path: &Path, vocab_only: bool) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn default_threads() -> u32 {
+fn n_cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Decode threads when the configuration says 0: one fewer than the cores. A single-token
+/// step is too small to share well, and a spare core keeps decoding steady when another
+/// process is busy (measured in docs/benchmarks.md).
+fn default_decode_threads() -> u32 {
+    n_cores().saturating_sub(1).max(1)
 }
 
 fn engine_thread(
@@ -276,15 +284,17 @@ fn engine_thread(
             n => n,
         };
         let ctx_params = ContextParams {
+            kv_type: config.kv_type,
+            flash_attention: config.flash_attention,
             n_ctx,
             n_batch: 512,
             n_threads: if config.n_threads == 0 {
-                default_threads()
+                default_decode_threads()
             } else {
                 config.n_threads
             },
             n_threads_batch: if config.n_threads_batch == 0 {
-                default_threads()
+                n_cores()
             } else {
                 config.n_threads_batch
             },
@@ -355,18 +365,15 @@ fn run_job(
     cancel: &CancelToken,
 ) -> Result<Outcome, EngineError> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let tokenized;
-        let prompt: &[TokenId] = match &req.prompt {
-            Prompt::Text(text) => {
-                tokenized = model.tokenize(text, model.info().add_bos);
-                &tokenized
-            }
-            Prompt::Tokens(tokens) => {
-                tokenized = tokens.clone();
-                &tokenized
-            }
+        let info = model.info();
+        let tokenize = |text: &str| model.tokenize(text, false);
+        let prompt_model = PromptModel {
+            bos: info.bos.filter(|_| info.add_bos),
+            fim: info.fim,
+            tokenize: &tokenize,
         };
-        session.run(req, prompt, cancel)
+        let prompt = prompt::build(&prompt_model, &req.prompt);
+        session.run(req, &prompt, cancel)
     }));
     let result = result.unwrap_or_else(|panic| {
         let what = panic

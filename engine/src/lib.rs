@@ -9,6 +9,7 @@ mod engine;
 mod error;
 pub mod gguf;
 mod llama;
+mod prompt;
 pub mod reuse;
 mod session;
 pub mod testmodel;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 pub use engine::{CancelToken, Engine, EngineCounters, JobHandle};
 pub use error::{EngineError, LoadError};
 pub use llama::{quantize, QuantType};
+pub use prompt::Prompt;
 pub use text::StopRules;
 
 /// A token id in the model's vocabulary.
@@ -74,6 +76,21 @@ pub struct EngineConfig {
     pub kv_reuse: bool,
     /// Load only the vocabulary: tokenize and detokenize, no completions.
     pub vocab_only: bool,
+    /// Element type of the KV cache. F16 halves its memory; F32 makes results independent of
+    /// how a prompt was split into batches up to float summation order (tests use it).
+    pub kv_type: KvType,
+    /// Flash attention (llama.cpp decides per backend when on). Its CPU kernel accumulates in
+    /// F16, so logits then depend on how the prompt was split into batches by ~1e-3.
+    pub flash_attention: bool,
+}
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
+    Q8_0,
 }
 
 impl EngineConfig {
@@ -84,9 +101,11 @@ impl EngineConfig {
             n_threads: 0,
             n_threads_batch: 0,
             gpu_layers: 0,
-            prefill_chunk: 64,
+            prefill_chunk: 128,
             kv_reuse: true,
             vocab_only: false,
+            kv_type: KvType::F16,
+            flash_attention: true,
         }
     }
 }
@@ -105,15 +124,6 @@ pub enum Sampling {
         top_p: f32,
         seed: u32,
     },
-}
-
-/// The prompt of a completion.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Prompt {
-    /// Plain text, tokenized without special-token parsing; BOS added when the model wants it.
-    Text(String),
-    /// Token ids, used as they are (FIM prompts are built this way).
-    Tokens(Vec<TokenId>),
 }
 
 /// Called on the engine thread after each prefill chunk and each generated token.

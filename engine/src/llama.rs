@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -21,7 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
 use crate::error::{EngineError, LoadError};
-use crate::{FimTokens, ModelInfo, Sampling, TokenId};
+use crate::{FimTokens, KvType, ModelInfo, Sampling, TokenId};
 
 /// llama.cpp's "no token" value.
 const TOKEN_NULL: i32 = -1;
@@ -147,7 +147,14 @@ impl Model {
             .with_n_ubatch(n_batch)
             .with_n_seq_max(1)
             .with_n_threads(threads)
-            .with_n_threads_batch(threads_batch);
+            .with_n_threads_batch(threads_batch)
+            .with_type_k(kv_type(params.kv_type))
+            .with_type_v(kv_type(params.kv_type))
+            .with_flash_attention_policy(if params.flash_attention {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO
+            } else {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            });
         let ctx = self
             .inner
             .new_context(backend, ctx_params)
@@ -161,9 +168,19 @@ impl Model {
     }
 }
 
+fn kv_type(t: KvType) -> KvCacheType {
+    match t {
+        KvType::F16 => KvCacheType::F16,
+        KvType::F32 => KvCacheType::F32,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+    }
+}
+
 /// Context settings, chosen by the engine's configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct ContextParams {
+    pub(crate) kv_type: KvType,
+    pub(crate) flash_attention: bool,
     pub(crate) n_ctx: u32,
     pub(crate) n_batch: u32,
     pub(crate) n_threads: u32,

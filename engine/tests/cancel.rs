@@ -26,7 +26,10 @@ fn cancel_during_prefill_stops_after_the_current_chunk() {
         panic!("expected a cancelled job, got {outcome:?}")
     };
     assert!(stats.n_prompt > 500, "{stats:?}");
-    assert_eq!(stats.n_evaluated, 64, "exactly one chunk of 64 tokens ran");
+    assert_eq!(
+        stats.n_evaluated, 128,
+        "exactly one chunk of 128 tokens ran"
+    );
     assert_eq!(stats.n_generated, 0);
 }
 

@@ -11,6 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Offline inline code completions from a small local model"
 )]
 pub struct Cli {
+    /// Serve LSP on stdin/stdout (what editors run).
+    #[arg(long)]
+    pub stdio: bool,
+    /// Model for the server when the client's settings name none.
+    #[arg(long, env = "AMD_LSP_MODEL", value_name = "GGUF")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]

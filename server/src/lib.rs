@@ -3,6 +3,8 @@
 pub mod cli;
 mod commands;
 pub mod logging;
+pub mod lsp;
+pub mod threads;
 
 use anyhow::Result;
 
@@ -15,8 +17,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Dev {
             command: DevCommand::MakeModel(args),
         }) => commands::dev::make_model(&args),
+        None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")
         }
     }
+}
+
+/// `amd-lsp --stdio`: LSP on stdin/stdout until `exit` or end of input.
+fn serve_stdio(model: Option<std::path::PathBuf>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let options = lsp::ServeOptions { model };
+        lsp::serve(tokio::io::stdin(), tokio::io::stdout(), options).await;
+    });
+    tracing::info!("exiting");
+    Ok(())
 }

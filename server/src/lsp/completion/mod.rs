@@ -1,0 +1,236 @@
+//! Completion requests, from a cursor to cleaned suggestions; shared by
+//! `textDocument/inlineCompletion` and `textDocument/completion`.
+//!
+//! Order of work: snapshot the document (no await before it), serve from the type-through
+//! cache if the user is typing through the suggestion on screen, claim the document's
+//! latest-wins slot, debounce, then ask the engine. A newer request for the same document
+//! wakes this one at once; it answers empty and its engine job is cancelled.
+
+pub mod latest;
+pub mod postprocess;
+pub mod typethrough;
+pub mod window;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amd_engine::{CompletionRequest, Outcome, Prompt, Sampling, StopRules};
+use anyhow::Result;
+use ropey::Rope;
+use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
+
+use self::postprocess::Around;
+use self::typethrough::Shown;
+use self::window::{surroundings, window_start, WindowPolicy};
+use super::config::MultiLine;
+use super::state::ServerState;
+
+/// Sampling settings of the extra candidates of an invoked completion.
+const CANDIDATE_TEMPERATURE: f32 = 0.7;
+
+/// What is being asked.
+#[derive(Clone, Debug)]
+pub struct SuggestParams {
+    pub uri: Uri,
+    pub position: Position,
+    /// Up to this many distinct suggestions (the first is greedy).
+    pub n_candidates: usize,
+    /// The completion popup's selected item: the suggestion must extend it.
+    pub selected: Option<(Range, String)>,
+}
+
+/// Suggestions and where they go. Positions are in the client's encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suggestion {
+    pub line_start: Position,
+    pub cursor: Position,
+    /// Start of the identifier that ends at the cursor (for popup items).
+    pub word_start: Position,
+    /// The cursor's line before the cursor (with the popup's selected text applied).
+    pub line_prefix: String,
+    /// The identifier that ends at the cursor, in the document as it is.
+    pub word: String,
+    pub texts: Vec<String>,
+}
+
+/// Answers a completion request; `Ok(None)` means no suggestion (superseded, cancelled,
+/// no model, or nothing worth showing).
+pub async fn suggest(
+    state: &Arc<ServerState>,
+    params: SuggestParams,
+) -> Result<Option<Suggestion>> {
+    let started = Instant::now();
+    ServerState::bump(&state.counters.n_requests);
+    let enc = state.encoding();
+    let config = state.config();
+
+    // Everything up to the first await works on a snapshot taken now.
+    let Some(doc) = state.docs.snapshot(&params.uri) else {
+        tracing::debug!(uri = %params.uri, "completion for a document that is not open");
+        return Ok(None);
+    };
+    let doc_cursor = doc.char_offset(params.position, enc);
+    let cursor_pos = doc.position(doc_cursor, enc);
+    let line_start_char = doc.rope.line_to_char(doc.rope.char_to_line(doc_cursor));
+    let word_start_char = word_start(&doc.rope, line_start_char, doc_cursor);
+
+    let (rope, cursor) = match &params.selected {
+        Some((range, text)) if doc.char_offset(range.end, enc) == doc_cursor => {
+            let start = doc
+                .char_offset(range.start, enc)
+                .min(doc_cursor)
+                .max(line_start_char);
+            let mut rope = doc.rope.clone();
+            rope.remove(start..doc_cursor);
+            rope.insert(start, text);
+            (rope, start + text.chars().count())
+        }
+        _ => (doc.rope.clone(), doc_cursor),
+    };
+    let policy = WindowPolicy {
+        max_chars: config.window_max_chars.max(64),
+        keep_chars: config.window_max_chars.max(64) / 2,
+    };
+    let start = window_start(&rope, cursor, state.window_start(&params.uri), policy);
+    if params.selected.is_none() {
+        state.set_window_start(&params.uri, start);
+    }
+    let at = surroundings(&rope, cursor, start);
+    let mut suggestion = Suggestion {
+        line_start: Position {
+            line: cursor_pos.line,
+            character: 0,
+        },
+        cursor: cursor_pos,
+        word_start: doc.position(word_start_char, enc),
+        line_prefix: at.line_prefix.clone(),
+        word: doc.rope.slice(word_start_char..doc_cursor).to_string(),
+        texts: Vec::new(),
+    };
+
+    if params.selected.is_none() {
+        if let Some(rest) = state
+            .shown(&params.uri)
+            .as_ref()
+            .and_then(|s| s.remaining(&at))
+        {
+            ServerState::bump(&state.counters.n_cache_hits);
+            suggestion.texts.push(rest.to_owned());
+            state.record_latency(ms_since(started));
+            return Ok(Some(suggestion));
+        }
+    }
+
+    let ticket = state.latest.begin(&params.uri);
+    tokio::select! {
+        () = ticket.superseded.cancelled() => {
+            ServerState::bump(&state.counters.n_superseded);
+            return Ok(None);
+        }
+        () = tokio::time::sleep(Duration::from_millis(config.debounce_ms)) => {}
+    }
+    let Some(engine) = state.engine() else {
+        ServerState::bump(&state.counters.n_empty);
+        return Ok(None);
+    };
+
+    let multi_line = match config.multi_line {
+        MultiLine::Always => true,
+        MultiLine::Never => false,
+        MultiLine::Auto => {
+            at.line_suffix.trim().is_empty()
+                && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
+        }
+    };
+    let info = engine.info();
+    let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
+    let prompt = if info.fim.is_some() {
+        Prompt::Fim {
+            prefix: at.prefix.clone(),
+            suffix: at.suffix.clone(),
+            max_tokens: budget,
+        }
+    } else {
+        Prompt::Prefix {
+            text: at.prefix.clone(),
+            max_tokens: budget,
+        }
+    };
+    let around = Around {
+        line_prefix: &at.line_prefix,
+        line_suffix: &at.line_suffix,
+        next_lines: at.next_lines(),
+        multi_line,
+    };
+    for i in 0..params.n_candidates.max(1) {
+        let sampling = if i == 0 {
+            Sampling::Greedy
+        } else {
+            Sampling::Random {
+                temperature: CANDIDATE_TEMPERATURE,
+                top_k: 40,
+                top_p: 0.95,
+                seed: i as u32,
+            }
+        };
+        let job = engine.submit(CompletionRequest {
+            prompt: prompt.clone(),
+            max_tokens: config.max_tokens,
+            sampling,
+            stop: StopRules {
+                stop_strings: Vec::new(),
+                single_line: !multi_line,
+            },
+            record_margins: false,
+            on_progress: None,
+        });
+        // Dropping `job` (superseded) cancels the engine's work.
+        let outcome = tokio::select! {
+            () = ticket.superseded.cancelled() => {
+                ServerState::bump(&state.counters.n_superseded);
+                return Ok(None);
+            }
+            outcome = job => outcome?,
+        };
+        match outcome {
+            Outcome::Cancelled(_) => {
+                ServerState::bump(&state.counters.n_cancelled);
+                return Ok(None);
+            }
+            Outcome::Completed(c) => {
+                state.set_last_job(c.stats);
+                if let Some(text) = postprocess::clean(&c.text, &around) {
+                    if !suggestion.texts.contains(&text) {
+                        suggestion.texts.push(text);
+                    }
+                }
+            }
+        }
+    }
+    state.record_latency(ms_since(started));
+    if params.selected.is_none() {
+        let shown = suggestion.texts.first().map(|t| Shown::new(&at, t.clone()));
+        state.set_shown(&params.uri, shown);
+    }
+    if suggestion.texts.is_empty() {
+        ServerState::bump(&state.counters.n_empty);
+        return Ok(None);
+    }
+    ServerState::bump(&state.counters.n_suggestions);
+    Ok(Some(suggestion))
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The char offset where the identifier ending at `cursor` starts (not before `line_start`).
+fn word_start(rope: &Rope, line_start: usize, cursor: usize) -> usize {
+    let line = rope.slice(line_start..cursor);
+    let n_word = line
+        .chars_at(line.len_chars())
+        .reversed()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .count();
+    cursor - n_word
+}

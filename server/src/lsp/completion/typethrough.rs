@@ -1,0 +1,83 @@
+//! Type-through: while the user types characters that match the suggestion on screen, the
+//! rest of it is served from here without asking the model. Pure.
+
+use super::window::Surroundings;
+
+/// The suggestion last shown for a document, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub line: usize,
+    pub line_prefix: String,
+    pub line_suffix: String,
+    pub context_tail: String,
+    pub text: String,
+}
+
+impl Shown {
+    pub fn new(at: &Surroundings, text: String) -> Shown {
+        Shown {
+            line: at.line,
+            line_prefix: at.line_prefix.clone(),
+            line_suffix: at.line_suffix.clone(),
+            context_tail: at.context_tail.clone(),
+            text,
+        }
+    }
+
+    /// The part of the suggestion still to type, if the cursor is inside it.
+    pub fn remaining(&self, at: &Surroundings) -> Option<&str> {
+        if at.line != self.line
+            || at.line_suffix != self.line_suffix
+            || at.context_tail != self.context_tail
+        {
+            return None;
+        }
+        let typed = at.line_prefix.strip_prefix(self.line_prefix.as_str())?;
+        let rest = self.text.strip_prefix(typed)?;
+        (!rest.trim().is_empty()).then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ropey::Rope;
+
+    use super::super::window::surroundings;
+    use super::*;
+
+    fn at(doc: &str) -> Surroundings {
+        let (before, after) = doc.split_once("$0").expect("cursor");
+        let rope = Rope::from_str(&format!("{before}{after}"));
+        surroundings(&rope, before.chars().count(), 0)
+    }
+
+    #[test]
+    fn serves_the_rest_while_typing_through() {
+        let shown = Shown::new(&at("x = 1\nprint($0)\n"), "x + 1".into());
+        assert_eq!(shown.remaining(&at("x = 1\nprint($0)\n")), Some("x + 1"));
+        assert_eq!(shown.remaining(&at("x = 1\nprint(x $0)\n")), Some("+ 1"));
+        assert_eq!(shown.remaining(&at("x = 1\nprint(x +$0)\n")), Some(" 1"));
+    }
+
+    #[test]
+    fn misses_when_the_text_diverges_or_is_done() {
+        let shown = Shown::new(&at("x = 1\nprint($0)\n"), "x + 1".into());
+        assert_eq!(shown.remaining(&at("x = 1\nprint(y$0)\n")), None);
+        assert_eq!(shown.remaining(&at("x = 1\nprint(x + 1$0)\n")), None);
+        assert_eq!(
+            shown.remaining(&at("x = 2\nprint(x$0)\n")),
+            None,
+            "an edit above"
+        );
+        assert_eq!(
+            shown.remaining(&at("x = 1\nprint(x$0))\n")),
+            None,
+            "the suffix changed"
+        );
+        assert_eq!(
+            shown.remaining(&at("x = 1\nprint\n(x$0)\n")),
+            None,
+            "another line"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! What the model sees: the cursor's surroundings cut from a document snapshot, with a
+//! prompt-window start that is sticky so typing keeps the KV cache append-only. Pure.
+
+use ropey::Rope;
+
+/// Bytes of text after the cursor kept for FIM prompts and post-processing.
+const SUFFIX_CHARS: usize = 2048;
+/// Chars before the cursor's line compared by the type-through cache.
+const CONTEXT_TAIL_CHARS: usize = 256;
+
+/// How large the prompt window may grow before its start moves, and how much it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowPolicy {
+    pub max_chars: usize,
+    pub keep_chars: usize,
+}
+
+impl Default for WindowPolicy {
+    fn default() -> WindowPolicy {
+        WindowPolicy {
+            max_chars: 6144,
+            keep_chars: 3072,
+        }
+    }
+}
+
+/// The cursor's surroundings in a document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Surroundings {
+    pub line: usize,
+    /// Char offset where the prompt window starts (a line start, when possible).
+    pub window_start: usize,
+    /// Window start .. cursor.
+    pub prefix: String,
+    /// Cursor .. a bounded distance after it.
+    pub suffix: String,
+    pub line_prefix: String,
+    pub line_suffix: String,
+    /// Up to 256 chars before the cursor's line: what the type-through cache compares.
+    pub context_tail: String,
+}
+
+impl Surroundings {
+    /// The lines after the cursor's line, from the bounded suffix.
+    pub fn next_lines(&self) -> &str {
+        self.suffix.split_once('\n').map_or("", |(_, rest)| rest)
+    }
+}
+
+/// Chooses the window start: the previous one while it is still a line start at most
+/// `max_chars` before the cursor; otherwise the first line start after `cursor - keep_chars`.
+pub fn window_start(
+    rope: &Rope,
+    cursor: usize,
+    prev: Option<usize>,
+    policy: WindowPolicy,
+) -> usize {
+    if let Some(start) = prev {
+        let is_line_start =
+            start <= rope.len_chars() && rope.line_to_char(rope.char_to_line(start)) == start;
+        if start <= cursor && cursor - start <= policy.max_chars && is_line_start {
+            return start;
+        }
+    }
+    let from = cursor.saturating_sub(policy.keep_chars);
+    let line = rope.char_to_line(from);
+    let line_start = rope.line_to_char(line);
+    if line_start == from {
+        return from;
+    }
+    let next = if line + 1 < rope.len_lines() {
+        rope.line_to_char(line + 1)
+    } else {
+        cursor
+    };
+    if next <= cursor {
+        next
+    } else {
+        from
+    }
+}
+
+/// Cuts the surroundings of `cursor` (a char offset) out of `rope`.
+pub fn surroundings(rope: &Rope, cursor: usize, window_start: usize) -> Surroundings {
+    let cursor = cursor.min(rope.len_chars());
+    let window_start = window_start.min(cursor);
+    let line = rope.char_to_line(cursor);
+    let line_start = rope.line_to_char(line);
+    let line_end = if line + 1 < rope.len_lines() {
+        rope.line_to_char(line + 1)
+    } else {
+        rope.len_chars()
+    };
+    let line_suffix: String = rope
+        .slice(cursor..line_end)
+        .chars()
+        .take_while(|c| *c != '\n' && *c != '\r')
+        .collect();
+    let suffix_end = (cursor + SUFFIX_CHARS).min(rope.len_chars());
+    Surroundings {
+        line,
+        window_start,
+        prefix: rope.slice(window_start..cursor).to_string(),
+        suffix: rope.slice(cursor..suffix_end).to_string(),
+        line_prefix: rope.slice(line_start..cursor).to_string(),
+        line_suffix,
+        context_tail: rope
+            .slice(line_start.saturating_sub(CONTEXT_TAIL_CHARS)..line_start)
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: WindowPolicy = WindowPolicy {
+        max_chars: 20,
+        keep_chars: 10,
+    };
+
+    #[test]
+    fn window_start_is_sticky_then_jumps_to_a_line_start() {
+        let rope = Rope::from_str("aaaa\nbbbb\ncccc\ndddd\neeee\nffff\n");
+        assert_eq!(window_start(&rope, 4, None, POLICY), 0);
+        // Typing onwards keeps the start until the window exceeds max_chars.
+        assert_eq!(window_start(&rope, 19, Some(0), POLICY), 0);
+        // 24 - 10 = 14 is inside "cccc\n"'s newline; the next line starts at 15.
+        assert_eq!(window_start(&rope, 24, Some(0), POLICY), 15);
+        assert_eq!(window_start(&rope, 24, Some(15), POLICY), 15);
+        // A start that is no longer a line start (an edit above shifted it) is replaced.
+        assert_eq!(window_start(&rope, 24, Some(16), POLICY), 15);
+        // A cursor before the start (a jump upwards) moves it back.
+        assert_eq!(window_start(&rope, 3, Some(15), POLICY), 0);
+    }
+
+    #[test]
+    fn surroundings_of_a_cursor() {
+        let rope = Rope::from_str("def f(x):\n    return x + 1\nprint(f(2))\n");
+        let cursor = "def f(x):\n    return x".chars().count();
+        let s = surroundings(&rope, cursor, 0);
+        assert_eq!(s.line, 1);
+        assert_eq!(s.prefix, "def f(x):\n    return x");
+        assert_eq!(s.line_prefix, "    return x");
+        assert_eq!(s.line_suffix, " + 1");
+        assert_eq!(s.next_lines(), "print(f(2))\n");
+        assert_eq!(s.context_tail, "def f(x):\n");
+    }
+}

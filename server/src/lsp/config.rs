@@ -1,0 +1,206 @@
+//! Server configuration: `initializationOptions` and `workspace/didChangeConfiguration`
+//! (camelCase keys, every key optional). Each key is documented in docs/configuration.md,
+//! and a test keeps that page and these defaults in step.
+
+use std::path::PathBuf;
+
+use amd_engine::EngineConfig;
+use serde::Deserialize;
+
+/// When to ask for more than one line.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum MultiLine {
+    /// Multi-line at an empty line or after a block opener, single-line mid-line.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether to offer `textDocument/completion` (the popup) besides inline completions.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CompletionPopup {
+    /// Only for clients that do not declare inline completion support.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Path of the GGUF model. Falls back to `--model`, then `AMD_LSP_MODEL`.
+    pub model: Option<PathBuf>,
+    /// Decode threads; 0 = the engine's default policy.
+    pub threads: u32,
+    /// Context size in tokens; 0 = the model's training context (at most 4096).
+    pub context_size: u32,
+    /// Layers offloaded to the GPU (GPU builds only).
+    pub gpu_layers: u32,
+    /// Most tokens generated per suggestion.
+    pub max_tokens: u32,
+    /// Quiet time after a keystroke before the model is asked, in milliseconds.
+    pub debounce_ms: u64,
+    pub multi_line: MultiLine,
+    /// Candidates returned for an explicitly invoked inline completion.
+    pub inline_candidates: u32,
+    pub completion_popup: CompletionPopup,
+    /// Prompt window: characters before the cursor it may grow to before its start moves.
+    pub window_max_chars: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            model: None,
+            threads: 0,
+            context_size: 0,
+            gpu_layers: 0,
+            max_tokens: 64,
+            debounce_ms: 40,
+            multi_line: MultiLine::Auto,
+            inline_candidates: 3,
+            completion_popup: CompletionPopup::Auto,
+            window_max_chars: 6144,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a settings object: either our keys directly, or under `amdLsp` / `amd-lsp`
+    /// (how VS Code and Neovim users often nest them). `null` means defaults.
+    pub fn from_json(value: &serde_json::Value) -> Result<ServerConfig, serde_json::Error> {
+        let inner = ["amdLsp", "amd-lsp", "amd_lsp"]
+            .iter()
+            .find_map(|k| value.get(k))
+            .unwrap_or(value);
+        if inner.is_null() {
+            return Ok(ServerConfig::default());
+        }
+        ServerConfig::deserialize(inner)
+    }
+
+    /// The engine settings these keys imply; `fallback_model` when no model key is set.
+    pub fn engine_config(&self, fallback_model: Option<&PathBuf>) -> Option<EngineConfig> {
+        let model = self.model.as_ref().or(fallback_model)?;
+        let mut config = EngineConfig::new(model);
+        config.n_threads = self.threads;
+        config.n_ctx = self.context_size;
+        config.gpu_layers = self.gpu_layers;
+        Some(config)
+    }
+
+    /// Whether a change from `self` to `next` needs the model reloaded.
+    pub fn needs_reload(&self, next: &ServerConfig) -> bool {
+        (
+            &self.model,
+            self.threads,
+            self.context_size,
+            self.gpu_layers,
+        ) != (
+            &next.model,
+            next.threads,
+            next.context_size,
+            next.gpu_layers,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reads_flat_and_nested_settings() {
+        let flat =
+            ServerConfig::from_json(&json!({"maxTokens": 16, "multiLine": "never"})).expect("flat");
+        assert_eq!(flat.max_tokens, 16);
+        assert_eq!(flat.multi_line, MultiLine::Never);
+        assert_eq!(flat.debounce_ms, ServerConfig::default().debounce_ms);
+        let nested =
+            ServerConfig::from_json(&json!({"amdLsp": {"debounceMs": 5}})).expect("nested");
+        assert_eq!(nested.debounce_ms, 5);
+        assert_eq!(
+            ServerConfig::from_json(&json!(null)).expect("null"),
+            ServerConfig::default()
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_wrong_types() {
+        let err = ServerConfig::from_json(&json!({"maxTokenz": 16})).expect_err("typo");
+        assert!(err.to_string().contains("maxTokenz"), "{err}");
+        assert!(ServerConfig::from_json(&json!({"maxTokens": "many"})).is_err());
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let defaults =
+            serde_json::to_value(DocumentedDefaults::from(&ServerConfig::default())).expect("json");
+        for (key, default) in defaults.as_object().expect("object") {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("docs/configuration.md has no row for `{key}`"));
+            let shown = match default {
+                serde_json::Value::String(s) => format!("`\"{s}\"`"),
+                other => format!("`{other}`"),
+            };
+            assert!(
+                row.contains(&shown),
+                "the row for `{key}` should show the default {shown}: {row}"
+            );
+        }
+    }
+
+    /// The defaults as JSON, for the documentation check.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DocumentedDefaults {
+        model: Option<PathBuf>,
+        threads: u32,
+        context_size: u32,
+        gpu_layers: u32,
+        max_tokens: u32,
+        debounce_ms: u64,
+        multi_line: &'static str,
+        inline_candidates: u32,
+        completion_popup: &'static str,
+        window_max_chars: usize,
+    }
+
+    impl From<&ServerConfig> for DocumentedDefaults {
+        fn from(c: &ServerConfig) -> Self {
+            let ServerConfig {
+                model,
+                threads,
+                context_size,
+                gpu_layers,
+                max_tokens,
+                debounce_ms,
+                multi_line: _,
+                inline_candidates,
+                completion_popup: _,
+                window_max_chars,
+            } = c.clone();
+            DocumentedDefaults {
+                model,
+                threads,
+                context_size,
+                gpu_layers,
+                max_tokens,
+                debounce_ms,
+                multi_line: "auto",
+                inline_candidates,
+                completion_popup: "auto",
+                window_max_chars,
+            }
+        }
+    }
+}

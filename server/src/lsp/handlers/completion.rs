@@ -1,0 +1,129 @@
+//! textDocument/inlineCompletion and textDocument/completion: the same suggestions, shaped
+//! for each.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use tower_lsp_server::gen_lsp_types::{
+    CompletionItem, CompletionItemKind, CompletionItemTextEdit, CompletionList, CompletionParams,
+    CompletionResponse, InlineCompletionItem, InlineCompletionList, InlineCompletionParams,
+    InlineCompletionResponse, InlineCompletionTriggerKind, InsertText, InsertTextFormat, Range,
+    TextEdit,
+};
+
+use crate::lsp::completion::{suggest, SuggestParams, Suggestion};
+use crate::lsp::state::ServerState;
+
+/// Longest popup label, in characters.
+const LABEL_CHARS: usize = 60;
+
+pub(crate) async fn handle_inline_completion(
+    state: Arc<ServerState>,
+    params: InlineCompletionParams,
+) -> Result<Option<InlineCompletionResponse>> {
+    let pos = params.text_document_position_params;
+    let n_candidates = match params.context.trigger_kind {
+        InlineCompletionTriggerKind::Invoked => state.config().inline_candidates.max(1) as usize,
+        _ => 1,
+    };
+    let selected = params
+        .context
+        .selected_completion_info
+        .map(|info| (info.range, info.text));
+    let suggestion = suggest(
+        &state,
+        SuggestParams {
+            uri: pos.text_document.uri,
+            position: pos.position,
+            n_candidates,
+            selected,
+        },
+    )
+    .await?;
+    Ok(suggestion.map(|s| InlineCompletionResponse::InlineCompletionList(inline_items(&s))))
+}
+
+/// Each item replaces the line up to the cursor with that text plus the suggestion; the
+/// filter text is the same, so the client keeps the item while the user types through it.
+fn inline_items(s: &Suggestion) -> InlineCompletionList {
+    let range = Range {
+        start: s.line_start,
+        end: s.cursor,
+    };
+    InlineCompletionList {
+        items: s
+            .texts
+            .iter()
+            .map(|text| {
+                let insert = format!("{}{text}", s.line_prefix);
+                InlineCompletionItem {
+                    insert_text: InsertText::String(insert.clone()),
+                    filter_text: Some(insert),
+                    range: Some(range),
+                    command: None,
+                }
+            })
+            .collect(),
+    }
+}
+
+pub(crate) async fn handle_completion(
+    state: Arc<ServerState>,
+    params: CompletionParams,
+) -> Result<Option<CompletionResponse>> {
+    let pos = params.text_document_position_params;
+    let suggestion = suggest(
+        &state,
+        SuggestParams {
+            uri: pos.text_document.uri,
+            position: pos.position,
+            n_candidates: 1,
+            selected: None,
+        },
+    )
+    .await?;
+    // Always incomplete: the client asks again as the user types.
+    let items = suggestion.map(|s| popup_items(&s)).unwrap_or_default();
+    Ok(Some(CompletionResponse::CompletionList(CompletionList {
+        is_incomplete: true,
+        item_defaults: None,
+        apply_kind: None,
+        items,
+    })))
+}
+
+/// One popup item per suggestion; its edit replaces the word before the cursor.
+fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
+    s.texts
+        .iter()
+        .map(|text| {
+            let new_text = format!("{}{text}", s.word);
+            let first_line = new_text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            let mut label: String = first_line.chars().take(LABEL_CHARS).collect();
+            if first_line.chars().count() > LABEL_CHARS || new_text.trim().lines().count() > 1 {
+                label.push('…');
+            }
+            CompletionItem {
+                label,
+                kind: Some(CompletionItemKind::Text),
+                detail: Some("amd-lsp".into()),
+                preselect: Some(true),
+                sort_text: Some("0".into()),
+                filter_text: Some(new_text.clone()),
+                insert_text_format: Some(InsertTextFormat::PlainText),
+                text_edit: Some(CompletionItemTextEdit::TextEdit(TextEdit {
+                    range: Range {
+                        start: s.word_start,
+                        end: s.cursor,
+                    },
+                    new_text,
+                })),
+                ..CompletionItem::default()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,84 @@
+//! `amd/status`: model facts, counters and latency, for editors' health checks.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use crate::lsp::documents::PositionEncoding;
+use crate::lsp::state::{EngineSlot, ServerState};
+
+pub(crate) fn handle_status(state: &ServerState) -> Value {
+    let (state_name, error, engine) = match state.engine_slot() {
+        EngineSlot::Unconfigured => (
+            "unconfigured",
+            Some(crate::lsp::lifecycle::NO_MODEL.to_owned()),
+            None,
+        ),
+        EngineSlot::Loading => ("loading", None, None),
+        EngineSlot::Ready(engine) => ("ready", None, Some(engine)),
+        EngineSlot::Failed(message) => ("failed", Some(message), None),
+    };
+    let model = engine.as_ref().map(|e| {
+        let i = e.info();
+        json!({
+            "path": i.path,
+            "name": i.name,
+            "architecture": i.architecture,
+            "nParams": i.n_params,
+            "nVocab": i.n_vocab,
+            "nCtx": i.n_ctx,
+            "nCtxTrain": i.n_ctx_train,
+            "fim": i.fim.is_some(),
+            "loadMs": i.load_ms,
+        })
+    });
+    let c = &state.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let engine_counters = engine.as_ref().map(|e| {
+        let ec = e.counters();
+        json!({
+            "jobs": get(&ec.n_jobs),
+            "completed": get(&ec.n_completed),
+            "cancelled": get(&ec.n_cancelled),
+            "failed": get(&ec.n_failed),
+            "tokensReused": get(&ec.n_tokens_reused),
+            "tokensEvaluated": get(&ec.n_tokens_evaluated),
+            "tokensGenerated": get(&ec.n_tokens_generated),
+        })
+    });
+    let (p50, p95) = state.latency_quantiles();
+    let last_job = state.last_job().map(|s| {
+        json!({
+            "nPrompt": s.n_prompt,
+            "nReused": s.n_reused,
+            "nEvaluated": s.n_evaluated,
+            "nGenerated": s.n_generated,
+            "prefillMs": s.prefill_ms,
+            "decodeMs": s.decode_ms,
+        })
+    });
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": state_name,
+        "error": error,
+        "model": model,
+        "positionEncoding": match state.encoding() {
+            PositionEncoding::Utf8 => "utf-8",
+            PositionEncoding::Utf16 => "utf-16",
+            PositionEncoding::Utf32 => "utf-32",
+        },
+        "documents": state.docs.n_open(),
+        "counters": {
+            "requests": get(&c.n_requests),
+            "superseded": get(&c.n_superseded),
+            "cancelled": get(&c.n_cancelled),
+            "cacheHits": get(&c.n_cache_hits),
+            "suggestions": get(&c.n_suggestions),
+            "empty": get(&c.n_empty),
+            "errors": get(&c.n_errors),
+        },
+        "engine": engine_counters,
+        "latencyMs": { "p50": p50, "p95": p95 },
+        "lastJob": last_job,
+    })
+}

@@ -1,0 +1,41 @@
+//! didOpen / didChange / didClose / didSave. Synchronous: a change is applied before the
+//! handler could yield, so a later request always sees it.
+
+use tower_lsp_server::gen_lsp_types::{
+    DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+};
+
+use crate::lsp::documents::ChangeRejected;
+use crate::lsp::state::ServerState;
+
+pub(crate) fn handle_did_open(state: &ServerState, params: DidOpenTextDocumentParams) {
+    let doc = params.text_document;
+    tracing::debug!(uri = %doc.uri, version = doc.version, n_bytes = doc.text.len(), "didOpen");
+    state.forget(&doc.uri);
+    state.docs.open(doc.uri, &doc.text, doc.version);
+}
+
+pub(crate) fn handle_did_change(state: &ServerState, params: DidChangeTextDocumentParams) {
+    let uri = params.text_document.text_document_identifier.uri;
+    let version = params.text_document.version;
+    match state
+        .docs
+        .change(&uri, version, &params.content_changes, state.encoding())
+    {
+        Ok(()) => {}
+        Err(ChangeRejected::UnknownDocument) => {
+            tracing::warn!(uri = %uri, "didChange for a document that is not open; ignored");
+        }
+        Err(ChangeRejected::StaleVersion { have, got }) => {
+            tracing::warn!(uri = %uri, have, got, "didChange with a stale version; ignored");
+        }
+    }
+}
+
+pub(crate) fn handle_did_close(state: &ServerState, params: DidCloseTextDocumentParams) {
+    let uri = params.text_document.uri;
+    state.forget(&uri);
+    if !state.docs.close(&uri) {
+        tracing::warn!(uri = %uri, "didClose for a document that is not open");
+    }
+}

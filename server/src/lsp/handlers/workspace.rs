@@ -1,0 +1,34 @@
+//! workspace/didChangeConfiguration: new settings apply to the next request; model, thread,
+//! context or GPU changes reload the model.
+
+use std::sync::Arc;
+
+use tower_lsp_server::gen_lsp_types::{DidChangeConfigurationParams, MessageType};
+
+use crate::lsp::config::ServerConfig;
+use crate::lsp::lifecycle::load_engine;
+use crate::lsp::state::ServerState;
+
+pub(crate) async fn handle_did_change_configuration(
+    state: Arc<ServerState>,
+    params: DidChangeConfigurationParams,
+) {
+    let next = match ServerConfig::from_json(&params.settings) {
+        Ok(config) => config,
+        Err(e) => {
+            // Keep the configuration we have; say once what was wrong.
+            let text = format!("amd-lsp: settings ignored: {e}");
+            tracing::warn!("{text}");
+            state.client.show_message(MessageType::Warning, text).await;
+            return;
+        }
+    };
+    let previous = state.set_config(next.clone());
+    tracing::info!(
+        reload = previous.needs_reload(&next),
+        "configuration changed"
+    );
+    if previous.needs_reload(&next) {
+        load_engine(state).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! Loading (and reloading) the model off the async runtime, with `$/progress` and one clear
+//! message when there is no model or it cannot be loaded. The server keeps serving either way.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use amd_engine::Engine;
+use tower_lsp_server::gen_lsp_types::{MessageType, ProgressToken};
+
+use super::state::{EngineSlot, ServerState};
+
+pub(crate) const NO_MODEL: &str = "amd-lsp: no model configured, so there are no completions. \
+Set `model` to a GGUF file in the server settings, pass `--model`, or set AMD_LSP_MODEL.";
+
+/// Loads the model the current configuration names, replacing any loaded one.
+pub(crate) async fn load_engine(state: Arc<ServerState>) {
+    let generation = state.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let config = state.config();
+    let Some(engine_config) = config.engine_config(state.cli_model.as_ref()) else {
+        retire(state.set_engine_slot(EngineSlot::Unconfigured));
+        tracing::warn!("no model configured");
+        state
+            .client
+            .show_message(MessageType::Warning, NO_MODEL)
+            .await;
+        return;
+    };
+    retire(state.set_engine_slot(EngineSlot::Loading));
+    let path = engine_config.model_path.display().to_string();
+    let progress = if state.client_facts().work_done_progress {
+        let token = ProgressToken::String(format!("amd-lsp/load/{generation}"));
+        match state.client.create_work_done_progress(token.clone()).await {
+            Ok(()) => Some(
+                state
+                    .client
+                    .progress(token, "amd-lsp: loading model")
+                    .with_message(path.clone())
+                    .begin()
+                    .await,
+            ),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let result = tokio::task::spawn_blocking(move || Engine::start(engine_config)).await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    let result = match result {
+        Ok(r) => r.map_err(|e| format!("{e}")),
+        Err(e) => Err(format!("loading {path} failed: {e}")),
+    };
+    if state.load_generation.load(Ordering::SeqCst) != generation {
+        // A newer configuration started another load; this one is stale.
+        if let Ok(engine) = result {
+            retire(EngineSlot::Ready(Arc::new(engine)));
+        }
+        return;
+    }
+    match result {
+        Ok(engine) => {
+            let info = engine.info();
+            tracing::info!(
+                path,
+                n_params = info.n_params,
+                n_ctx = info.n_ctx,
+                load_ms = info.load_ms,
+                "model ready"
+            );
+            retire(state.set_engine_slot(EngineSlot::Ready(Arc::new(engine))));
+        }
+        Err(message) => {
+            tracing::error!(path, error = %message, "model failed to load");
+            retire(state.set_engine_slot(EngineSlot::Failed(message.clone())));
+            let text = format!(
+                "amd-lsp: {message}. There are no completions until a model loads: \
+                 set `model` in the server settings, pass `--model`, or set AMD_LSP_MODEL."
+            );
+            state.client.show_message(MessageType::Error, text).await;
+        }
+    }
+}
+
+/// Drops a replaced slot on a blocking thread: dropping the last handle of an engine joins its
+/// thread, which may finish a job first.
+pub(crate) fn retire(slot: EngineSlot) {
+    if let EngineSlot::Ready(engine) = slot {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            drop(handle.spawn_blocking(move || drop(engine)));
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The server's state: documents, configuration, the engine slot and counters. Every field
+//! sits behind its own short lock or is atomic; no lock is ever held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use amd_engine::{Engine, JobStats};
+use tower_lsp_server::gen_lsp_types::Uri;
+use tower_lsp_server::Client;
+
+use super::completion::latest::LatestWins;
+use super::completion::typethrough::Shown;
+use super::config::ServerConfig;
+use super::documents::{DocumentStore, PositionEncoding};
+
+/// Where the model stands.
+#[derive(Clone, Debug, Default)]
+pub enum EngineSlot {
+    /// No model path was given anywhere.
+    #[default]
+    Unconfigured,
+    Loading,
+    Ready(Arc<Engine>),
+    Failed(String),
+}
+
+/// What the client told us in `initialize`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientFacts {
+    pub encoding: PositionEncoding,
+    pub inline_completion: bool,
+    pub work_done_progress: bool,
+}
+
+/// Counters for `amd/status`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub n_requests: AtomicU64,
+    pub n_superseded: AtomicU64,
+    pub n_cancelled: AtomicU64,
+    pub n_cache_hits: AtomicU64,
+    pub n_suggestions: AtomicU64,
+    pub n_empty: AtomicU64,
+    pub n_errors: AtomicU64,
+}
+
+/// Latencies (request received → answer ready) of the last requests that reached the model
+/// or the type-through cache.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    samples_ms: VecDeque<f64>,
+}
+
+impl Latencies {
+    const N_KEPT: usize = 1024;
+
+    pub fn record(&mut self, ms: f64) {
+        if self.samples_ms.len() == Self::N_KEPT {
+            self.samples_ms.pop_front();
+        }
+        self.samples_ms.push_back(ms);
+    }
+
+    /// The q-quantile (0..=1) by nearest rank, or `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let mut v: Vec<f64> = self.samples_ms.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
+}
+
+pub struct ServerState {
+    pub client: Client,
+    pub docs: DocumentStore,
+    /// The model from `--model` / `AMD_LSP_MODEL`, used when the configuration names none.
+    pub cli_model: Option<PathBuf>,
+    config: Mutex<Arc<ServerConfig>>,
+    client_facts: Mutex<ClientFacts>,
+    engine: Mutex<EngineSlot>,
+    /// Bumped by every (re)load; a load whose number is no longer current is discarded.
+    pub load_generation: AtomicU64,
+    pub latest: LatestWins,
+    shown: Mutex<HashMap<Uri, Shown>>,
+    windows: Mutex<HashMap<Uri, usize>>,
+    pub counters: Counters,
+    latencies: Mutex<Latencies>,
+    last_job: Mutex<Option<JobStats>>,
+    pub shutting_down: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ServerState {
+    pub fn new(client: Client, cli_model: Option<PathBuf>) -> ServerState {
+        ServerState {
+            client,
+            docs: DocumentStore::default(),
+            cli_model,
+            config: Mutex::new(Arc::new(ServerConfig::default())),
+            client_facts: Mutex::new(ClientFacts::default()),
+            engine: Mutex::new(EngineSlot::Unconfigured),
+            load_generation: AtomicU64::new(0),
+            latest: LatestWins::default(),
+            shown: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            latencies: Mutex::new(Latencies::default()),
+            last_job: Mutex::new(None),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&lock(&self.config))
+    }
+
+    /// Replaces the configuration; returns the previous one.
+    pub fn set_config(&self, config: ServerConfig) -> Arc<ServerConfig> {
+        std::mem::replace(&mut *lock(&self.config), Arc::new(config))
+    }
+
+    pub fn client_facts(&self) -> ClientFacts {
+        *lock(&self.client_facts)
+    }
+
+    pub fn set_client_facts(&self, facts: ClientFacts) {
+        *lock(&self.client_facts) = facts;
+    }
+
+    pub fn encoding(&self) -> PositionEncoding {
+        self.client_facts().encoding
+    }
+
+    pub fn engine_slot(&self) -> EngineSlot {
+        lock(&self.engine).clone()
+    }
+
+    /// The engine, when one is loaded.
+    pub fn engine(&self) -> Option<Arc<Engine>> {
+        match &*lock(&self.engine) {
+            EngineSlot::Ready(engine) => Some(Arc::clone(engine)),
+            _ => None,
+        }
+    }
+
+    /// Installs a new slot; returns the old one (drop an old engine off the async runtime:
+    /// dropping it joins its thread).
+    pub fn set_engine_slot(&self, slot: EngineSlot) -> EngineSlot {
+        std::mem::replace(&mut *lock(&self.engine), slot)
+    }
+
+    pub fn shown(&self, uri: &Uri) -> Option<Shown> {
+        lock(&self.shown).get(uri).cloned()
+    }
+
+    pub fn set_shown(&self, uri: &Uri, shown: Option<Shown>) {
+        let mut map = lock(&self.shown);
+        match shown {
+            Some(s) => map.insert(uri.clone(), s),
+            None => map.remove(uri),
+        };
+    }
+
+    pub fn window_start(&self, uri: &Uri) -> Option<usize> {
+        lock(&self.windows).get(uri).copied()
+    }
+
+    pub fn set_window_start(&self, uri: &Uri, start: usize) {
+        lock(&self.windows).insert(uri.clone(), start);
+    }
+
+    /// Forgets everything kept for a closed document.
+    pub fn forget(&self, uri: &Uri) {
+        lock(&self.shown).remove(uri);
+        lock(&self.windows).remove(uri);
+        self.latest.cancel(uri);
+    }
+
+    pub fn record_latency(&self, ms: f64) {
+        lock(&self.latencies).record(ms);
+    }
+
+    pub fn latency_quantiles(&self) -> (Option<f64>, Option<f64>) {
+        let l = lock(&self.latencies);
+        (l.quantile(0.5), l.quantile(0.95))
+    }
+
+    pub fn set_last_job(&self, stats: JobStats) {
+        *lock(&self.last_job) = Some(stats);
+    }
+
+    pub fn last_job(&self) -> Option<JobStats> {
+        *lock(&self.last_job)
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latencies;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut l = Latencies::default();
+        assert_eq!(l.quantile(0.5), None);
+        for ms in [5.0, 1.0, 3.0, 2.0, 4.0] {
+            l.record(ms);
+        }
+        assert_eq!(l.quantile(0.5), Some(3.0));
+        assert_eq!(l.quantile(0.95), Some(5.0));
+        for _ in 0..2000 {
+            l.record(7.0);
+        }
+        assert_eq!(l.quantile(0.0), Some(7.0), "old samples roll off");
+    }
+}

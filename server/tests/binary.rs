@@ -1,0 +1,164 @@
+//! The real `amd-lsp` binary over stdio: arguments, a whole session, and a clean stdout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_amd-lsp");
+
+fn tiny_model() -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama-f32-seed1.gguf");
+    if !path.exists() {
+        let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
+        write_random_llama(&vocab, &LlamaShape::tiny(), WeightType::F32, 1, &path)
+            .expect("tiny model");
+    }
+    path
+}
+
+fn frame(msg: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("json");
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend(body);
+    out
+}
+
+/// Reads one framed message; `None` at end of stream.
+fn read_frame(r: &mut impl BufRead) -> Option<Value> {
+    let mut n = None;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read") == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let value = line
+            .strip_prefix("Content-Length: ")
+            .expect("only Content-Length headers on stdout");
+        n = Some(value.parse::<usize>().expect("length"));
+    }
+    let mut body = vec![0; n.expect("Content-Length")];
+    r.read_exact(&mut body).expect("body");
+    Some(serde_json::from_slice(&body).expect("stdout carries only JSON-RPC frames"))
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("amd-lsp "));
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--stdio",
+        "--model",
+        "--log-file",
+        "--log-level",
+        "complete",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}
+
+#[test]
+fn a_whole_session_over_stdio() {
+    let mut child = Command::new(BIN)
+        .args(["--stdio", "--log-level", "debug", "--model"])
+        .arg(tiny_model())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn amd-lsp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut send = |msg: Value| stdin.write_all(&frame(&msg)).expect("write");
+
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "processId": null,
+            "capabilities": {"textDocument": {"inlineCompletion": {}}},
+            "initializationOptions": {"debounceMs": 0},
+        }}),
+    );
+    let init = read_frame(&mut stdout).expect("initialize answer");
+    assert_eq!(
+        init["result"]["capabilities"]["inlineCompletionProvider"], true,
+        "{init}"
+    );
+    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+    send(
+        json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": "file:///t/a.py", "languageId": "python", "version": 1, "text": "def add(a, b):\n    return a",
+        }}}),
+    );
+    // The model loads in the background: ask for the status until it is ready, then complete.
+    let mut next_id = 2;
+    let mut answers = Vec::new();
+    let mut completion = None;
+    while completion.is_none() {
+        send(json!({"jsonrpc": "2.0", "id": next_id, "method": "amd/status"}));
+        let status = loop {
+            let msg = read_frame(&mut stdout).expect("server alive");
+            if msg["id"] == next_id {
+                break msg["result"].clone();
+            }
+            answers.push(msg);
+        };
+        next_id += 1;
+        if status["state"] == "ready" {
+            send(
+                json!({"jsonrpc": "2.0", "id": next_id, "method": "textDocument/inlineCompletion", "params": {
+                    "textDocument": {"uri": "file:///t/a.py"},
+                    "position": {"line": 1, "character": 12},
+                    "context": {"triggerKind": 2},
+                }}),
+            );
+            let msg = loop {
+                let msg = read_frame(&mut stdout).expect("server alive");
+                if msg["id"] == next_id {
+                    break msg;
+                }
+            };
+            completion = Some(msg);
+        } else {
+            assert_eq!(status["state"], "loading", "{status}");
+        }
+    }
+    let completion = completion.expect("completion");
+    let items = completion["result"]["items"].as_array().expect("items");
+    assert!(items[0]["insertText"]
+        .as_str()
+        .expect("text")
+        .starts_with("    return a"));
+    send(json!({"jsonrpc": "2.0", "id": 999, "method": "shutdown"}));
+    let msg = read_frame(&mut stdout).expect("shutdown answer");
+    assert_eq!(msg["id"], 999);
+    send(json!({"jsonrpc": "2.0", "method": "exit"}));
+    drop(stdin);
+    assert!(read_frame(&mut stdout).is_none(), "nothing after exit");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(
+        stderr.contains("model ready"),
+        "logs go to stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("return a"),
+        "no document text in logs above trace"
+    );
+}

@@ -1,0 +1,290 @@
+//! End-to-end tests: the real server in-process over duplex pipes, the real engine on the
+//! tiny test model.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{wait, ClientSetup, TestClient};
+
+const URI: &str = "file:///work/demo.py";
+const DOC: &str =
+    "import os\n\ndef load(path):\n    with open(path) as f:\n        return f.read()\n\nx = load(";
+
+/// The single inline item of a response, or `None` for an empty answer.
+fn only_item(response: &Value) -> Option<&Value> {
+    if response.is_null() {
+        return None;
+    }
+    let items = response["items"].as_array().expect("InlineCompletionList");
+    assert!(items.len() <= 1, "{response}");
+    items.first()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_edit_complete() {
+    let (mut c, init) = TestClient::start(ClientSetup::default()).await;
+    let caps = &init["capabilities"];
+    assert_eq!(caps["inlineCompletionProvider"], true);
+    assert!(
+        caps.get("completionProvider").is_none(),
+        "inline clients get no popup by default"
+    );
+    assert_eq!(caps["positionEncoding"], "utf-16");
+    c.wait_model_ready().await;
+
+    c.open(URI, DOC).await;
+    // Type on the last line: `x = load(` → `x = load("data.txt"`.
+    c.change(URI, 2, [[6, 9], [6, 9]], "\"data").await;
+    c.change(URI, 3, [[6, 14], [6, 14]], ".txt\"").await;
+    let response = c.inline(URI, 6, 19).await;
+    let item = only_item(&response).expect("a suggestion");
+    let insert = item["insertText"].as_str().expect("insertText");
+    assert!(insert.starts_with("x = load(\"data.txt\""), "{insert}");
+    assert!(insert.len() > "x = load(\"data.txt\"".len());
+    assert!(
+        !insert.contains('\n'),
+        "mid-line cursors get single-line suggestions"
+    );
+    assert_eq!(item["filterText"], item["insertText"]);
+    assert_eq!(
+        item["range"],
+        json!({"start": {"line": 6, "character": 0}, "end": {"line": 6, "character": 19}})
+    );
+
+    let status = c.status().await;
+    assert_eq!(status["documents"], 1);
+    assert_eq!(status["counters"]["suggestions"], 1);
+    let job = &status["lastJob"];
+    assert!(job["nPrompt"].as_u64() > Some(20), "{status}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_gets_one_answer_each_and_only_the_last_a_suggestion() {
+    let setup = ClientSetup {
+        options: json!({"debounceMs": 300}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        let (_, rx) = c
+            .request_later(
+                "textDocument/inlineCompletion",
+                TestClient::inline_params(URI, 6, 9, false),
+            )
+            .await;
+        waiting.push(rx);
+    }
+    let mut results = Vec::new();
+    for rx in waiting {
+        results.push(wait(rx).await["result"].clone());
+    }
+    assert_eq!(results.len(), 20);
+    assert!(results[..19].iter().all(Value::is_null), "{results:?}");
+    assert!(
+        only_item(&results[19]).is_some(),
+        "the newest request is answered with a suggestion"
+    );
+    let status = c.status().await;
+    assert_eq!(status["counters"]["requests"], 20);
+    assert_eq!(status["counters"]["superseded"], 19);
+    assert_eq!(
+        status["engine"]["jobs"], 1,
+        "superseded requests never reached the engine"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_is_answered_with_request_cancelled() {
+    let setup = ClientSetup {
+        options: json!({"debounceMs": 60000}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let (id, rx) = c
+        .request_later(
+            "textDocument/inlineCompletion",
+            TestClient::inline_params(URI, 6, 9, false),
+        )
+        .await;
+    c.notify("$/cancelRequest", json!({"id": id})).await;
+    let response = wait(rx).await;
+    assert_eq!(response["error"]["code"], -32800, "{response}");
+    // The server goes on serving.
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"debounceMs": 0}}),
+    )
+    .await;
+    assert!(only_item(&c.inline(URI, 6, 9).await).is_some());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_through_a_suggestion_is_served_without_the_engine() {
+    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let first = c.inline(URI, 6, 9).await;
+    let shown = only_item(&first).expect("a suggestion")["insertText"]
+        .as_str()
+        .expect("text")
+        .strip_prefix("x = load(")
+        .expect("starts with the line")
+        .to_owned();
+    let typed: String = shown.chars().take(2).collect();
+    let jobs_before = c.status().await["engine"]["jobs"].clone();
+
+    c.change(URI, 2, [[6, 9], [6, 9]], &typed).await;
+    let col = 9 + typed.encode_utf16().count() as u32;
+    let second = c.inline(URI, 6, col).await;
+    let item = only_item(&second).expect("served from the cache");
+    assert_eq!(item["insertText"], format!("x = load({shown}"));
+    assert_eq!(item["range"]["end"]["character"], col);
+    let status = c.status().await;
+    assert_eq!(status["counters"]["cacheHits"], 1);
+    assert_eq!(status["engine"]["jobs"], jobs_before, "no engine call");
+
+    // Typing something else misses the cache and asks the model again.
+    c.change(URI, 3, [[6, col], [6, col]], "☃").await;
+    c.inline(URI, 6, col + 1).await;
+    assert_eq!(c.status().await["counters"]["cacheHits"], 1);
+    c.shutdown().await;
+}
+
+/// The suggestion's insert text must start with exactly the text before the cursor: that
+/// proves the position was converted in the negotiated encoding.
+async fn check_position_encoding(utf8: bool) {
+    let setup = ClientSetup {
+        utf8,
+        ..ClientSetup::default()
+    };
+    let (mut c, init) = TestClient::start(setup).await;
+    assert_eq!(
+        init["capabilities"]["positionEncoding"],
+        if utf8 { "utf-8" } else { "utf-16" }
+    );
+    c.wait_model_ready().await;
+    let line = "s = 'é😀漢' + f";
+    c.open(URI, &format!("# ünïcödé\n{line}(x)\n")).await;
+    let col = if utf8 {
+        line.len()
+    } else {
+        line.encode_utf16().count()
+    } as u32;
+    let response = c.inline(URI, 1, col).await;
+    let item = only_item(&response).expect("a suggestion");
+    assert!(
+        item["insertText"].as_str().expect("text").starts_with(line),
+        "{item}"
+    );
+    assert_eq!(item["range"]["end"], json!({"line": 1, "character": col}));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf16_positions_with_non_ascii_text() {
+    check_position_encoding(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf8_positions_when_the_client_offers_them() {
+    check_position_encoding(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_apply_at_runtime() {
+    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    c.inline(URI, 6, 9).await;
+    assert!(c.status().await["lastJob"]["nGenerated"].as_u64() > Some(1));
+
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"amdLsp": {"maxTokens": 1}}}),
+    )
+    .await;
+    c.change(URI, 2, [[6, 9], [6, 9]], "p").await;
+    c.inline(URI, 6, 10).await;
+    assert_eq!(c.status().await["lastJob"]["nGenerated"], 1);
+
+    // A bad key is refused with a message; the settings in force stay.
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"maxTokenz": 9}}),
+    )
+    .await;
+    let message = c.notification("window/showMessage").await;
+    assert!(
+        message["message"]
+            .as_str()
+            .expect("text")
+            .contains("maxTokenz"),
+        "{message}"
+    );
+    c.change(URI, 3, [[6, 10], [6, 10]], "a").await;
+    c.inline(URI, 6, 11).await;
+    assert_eq!(c.status().await["lastJob"]["nGenerated"], 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn popup_completion_for_clients_without_inline_support() {
+    let setup = ClientSetup {
+        inline: false,
+        ..ClientSetup::default()
+    };
+    let (mut c, init) = TestClient::start(setup).await;
+    assert!(init["capabilities"]["completionProvider"].is_object());
+    assert!(init["capabilities"]
+        .get("inlineCompletionProvider")
+        .is_none());
+    c.wait_model_ready().await;
+    c.open(URI, "def load(path):\n    return open(pa").await;
+    let list = c
+        .request(
+            "textDocument/completion",
+            json!({"textDocument": {"uri": URI}, "position": {"line": 1, "character": 18}}),
+        )
+        .await;
+    assert_eq!(list["isIncomplete"], true);
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{list}");
+    let edit = &items[0]["textEdit"];
+    assert_eq!(
+        edit["range"]["start"],
+        json!({"line": 1, "character": 16}),
+        "replaces the word `pa`"
+    );
+    assert!(edit["newText"].as_str().expect("text").starts_with("pa"));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_model_is_reported_once_and_completions_are_empty() {
+    let setup = ClientSetup {
+        model: None,
+        options: json!({"model": "/nonexistent/model.gguf", "debounceMs": 0}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    let message = c.notification("window/showMessage").await;
+    assert_eq!(message["type"], 1, "an error message");
+    let text = message["message"].as_str().expect("text");
+    assert!(
+        text.contains("/nonexistent/model.gguf") && text.contains("does not exist"),
+        "{text}"
+    );
+    c.open(URI, DOC).await;
+    assert!(c.inline(URI, 6, 9).await.is_null());
+    let status = c.status().await;
+    assert_eq!(status["state"], "failed");
+    c.shutdown().await;
+}
