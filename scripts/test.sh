@@ -16,3 +16,6 @@ if rustup component list --installed 2>/dev/null | grep -q clippy; then
   cargo clippy --release --workspace --all-targets -- -D warnings
 fi
 cargo test --release --workspace
+cargo build --release -p amd-lsp
+# A real editor: Neovim drives the server through its own LSP client.
+tests/editors/run-neovim.sh

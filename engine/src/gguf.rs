@@ -515,7 +515,10 @@ impl GgufWriter {
     /// Writes to `path` through a temporary file in the same directory and a rename, so a
     /// reader never sees a half-written model.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process and call: threads may write the same file at once.
+        static N_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let result = self
             .write_to(&tmp)
             .and_then(|()| std::fs::rename(&tmp, path));

@@ -15,6 +15,10 @@ use crate::error::LoadError;
 use crate::gguf::{self, GgmlType, GgufWriter, TensorData, Value};
 use crate::llama::{quantize, QuantType};
 
+/// Bumped whenever the generator's output changes, so files cached under names that carry it
+/// (tests keep models in the target directory) are never stale.
+pub const GENERATOR_VERSION: u32 = 2;
+
 /// The shape of a Llama model (llama.cpp's `llama` architecture, MHA, untied embeddings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LlamaShape {
@@ -24,9 +28,31 @@ pub struct LlamaShape {
     pub n_head_kv: u32,
     pub n_ff: u32,
     pub n_ctx_train: u32,
+    /// Append CodeLlama's 16 extra tokens (vocabulary 32016, FIM pieces ▁<PRE> 32007,
+    /// ▁<SUF> 32008, ▁<MID> 32009, ▁<EOT> 32010) to the base vocabulary.
+    pub codellama_vocab: bool,
+}
+
+/// CodeLlama-7b's tokens 32000..32016: its four FIM pieces among reserved ones.
+pub fn codellama_extra_tokens() -> Vec<String> {
+    (0..16)
+        .map(|i| match i {
+            7 => "▁<PRE>".to_owned(),
+            8 => "▁<SUF>".to_owned(),
+            9 => "▁<MID>".to_owned(),
+            10 => "▁<EOT>".to_owned(),
+            _ => format!("<reserved_{}>", 32000 + i),
+        })
+        .collect()
 }
 
 impl LlamaShape {
+    /// The same shape with CodeLlama's vocabulary (32016 tokens with FIM pieces).
+    pub fn with_codellama_vocab(mut self) -> LlamaShape {
+        self.codellama_vocab = true;
+        self
+    }
+
     /// 2 layers, hidden 64: loads in milliseconds, for unit and CI tests.
     pub fn tiny() -> LlamaShape {
         LlamaShape {
@@ -36,6 +62,7 @@ impl LlamaShape {
             n_head_kv: 4,
             n_ff: 128,
             n_ctx_train: 2048,
+            codellama_vocab: false,
         }
     }
 
@@ -48,6 +75,7 @@ impl LlamaShape {
             n_head_kv: 12,
             n_ff: 2048,
             n_ctx_train: 2048,
+            codellama_vocab: false,
         }
     }
 }
@@ -87,13 +115,30 @@ pub fn write_random_llama(
     out: &Path,
 ) -> Result<(), TestModelError> {
     if wtype == WeightType::Q8_0 {
-        let f16_path = out.with_extension("f16.tmp.gguf");
+        static N_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let f16_path = out.with_extension(format!("f16-{}-{n}.tmp.gguf", std::process::id()));
         write_random_llama(vocab_gguf, shape, WeightType::F16, seed, &f16_path)?;
         let result = quantize(&f16_path, out, QuantType::Q8_0, 2);
         let _ = std::fs::remove_file(&f16_path);
         return Ok(result?);
     }
-    let vocab = gguf::read_header(vocab_gguf)?;
+    let mut vocab = gguf::read_header(vocab_gguf)?;
+    if shape.codellama_vocab {
+        extend_vocab(&mut vocab, &codellama_extra_tokens());
+        // As llama.cpp's converter marks CodeLlama's FIM pieces (its text-based detection
+        // does not know "▁<EOT>").
+        for (key, id) in [
+            ("fim_pre", 32007),
+            ("fim_suf", 32008),
+            ("fim_mid", 32009),
+            ("eot", 32010),
+        ] {
+            vocab
+                .metadata
+                .insert(format!("tokenizer.ggml.{key}_token_id"), Value::U32(id));
+        }
+    }
     let n_vocab = vocab
         .get("tokenizer.ggml.tokens")
         .and_then(Value::as_array)
@@ -226,4 +271,26 @@ pub fn write_random_llama(
         path: out.to_path_buf(),
         source,
     })
+}
+
+/// Appends control tokens (score 0) to a vocabulary's token, score and type arrays.
+fn extend_vocab(vocab: &mut gguf::GgufHeader, extra: &[String]) {
+    const CONTROL: i32 = 3;
+    let mut push = |key: &str, values: Vec<Value>| {
+        if let Some(Value::Array { items, .. }) = vocab.metadata.get_mut(key) {
+            items.extend(values);
+        }
+    };
+    push(
+        "tokenizer.ggml.tokens",
+        extra.iter().cloned().map(Value::String).collect(),
+    );
+    push(
+        "tokenizer.ggml.scores",
+        extra.iter().map(|_| Value::F32(0.0)).collect(),
+    );
+    push(
+        "tokenizer.ggml.token_type",
+        extra.iter().map(|_| Value::I32(CONTROL)).collect(),
+    );
 }

@@ -76,3 +76,30 @@ fn multibyte_characters_split_across_tokens_come_out_whole() {
         "SPM adds one dummy-prefix space"
     );
 }
+
+#[test]
+fn codellama_vocabulary_has_fim_tokens_that_user_text_cannot_produce() {
+    use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+    use amd_engine::FimTokens;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-codellama-vocab-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !path.exists() {
+        let shape = LlamaShape::tiny().with_codellama_vocab();
+        write_random_llama(&vocab_gguf(), &shape, WeightType::F32, 2, &path).expect("write");
+    }
+    let engine = Engine::start(EngineConfig::new(&path)).expect("load");
+    assert_eq!(engine.info().n_vocab, 32016);
+    assert_eq!(
+        engine.info().fim,
+        Some(FimTokens {
+            pre: 32007,
+            suf: 32008,
+            mid: 32009,
+            eot: Some(32010)
+        })
+    );
+    let ids = block_on(engine.tokenize("a = '<PRE> ▁<SUF> <MID>'".into(), true)).expect("tokenize");
+    assert!(ids.iter().all(|&t| t < 32000), "{ids:?}");
+}

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_amd-lsp");
 
 fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama-f32-seed1.gguf");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-llama-f32-seed1-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
     if !path.exists() {
         let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");

@@ -22,7 +22,10 @@ pub fn vocab_gguf() -> PathBuf {
 /// target directory. The file is deterministic and written atomically, so test binaries
 /// running at the same time may race to write it harmlessly.
 pub fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama-f32-seed1.gguf");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-llama-f32-seed1-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
     if !path.exists() {
         write_random_llama(
             &vocab_gguf(),

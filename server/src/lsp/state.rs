@@ -90,6 +90,10 @@ pub struct ServerState {
     windows: Mutex<HashMap<Uri, usize>>,
     pub counters: Counters,
     latencies: Mutex<Latencies>,
+    /// Time spent in the server outside the debounce wait and the engine, per model request.
+    overheads: Mutex<Latencies>,
+    /// Time to answer a type-through cache hit.
+    cache_hits: Mutex<Latencies>,
     last_job: Mutex<Option<JobStats>>,
     pub shutting_down: AtomicBool,
 }
@@ -113,6 +117,8 @@ impl ServerState {
             windows: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             latencies: Mutex::new(Latencies::default()),
+            overheads: Mutex::new(Latencies::default()),
+            cache_hits: Mutex::new(Latencies::default()),
             last_job: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
         }
@@ -188,9 +194,20 @@ impl ServerState {
         lock(&self.latencies).record(ms);
     }
 
-    pub fn latency_quantiles(&self) -> (Option<f64>, Option<f64>) {
-        let l = lock(&self.latencies);
-        (l.quantile(0.5), l.quantile(0.95))
+    pub fn record_overhead(&self, ms: f64) {
+        lock(&self.overheads).record(ms);
+    }
+
+    pub fn record_cache_hit(&self, ms: f64) {
+        lock(&self.cache_hits).record(ms);
+    }
+
+    /// p50 and p95 of: request latency, server overhead, type-through hits.
+    pub fn latency_quantiles(&self) -> [(Option<f64>, Option<f64>); 3] {
+        [&self.latencies, &self.overheads, &self.cache_hits].map(|m| {
+            let l = lock(m);
+            (l.quantile(0.5), l.quantile(0.95))
+        })
     }
 
     pub fn set_last_job(&self, stats: JobStats) {

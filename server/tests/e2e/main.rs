@@ -288,3 +288,89 @@ async fn a_missing_model_is_reported_once_and_completions_are_empty() {
     assert_eq!(status["state"], "failed");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoked_completion_offers_several_distinct_candidates() {
+    let setup = ClientSetup {
+        options: json!({"debounceMs": 0, "inlineCandidates": 3}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let response = c
+        .request(
+            "textDocument/inlineCompletion",
+            TestClient::inline_params(URI, 6, 9, true),
+        )
+        .await;
+    let items = response["items"].as_array().expect("items");
+    assert!((2..=3).contains(&items.len()), "{response}");
+    let texts: std::collections::HashSet<&str> = items
+        .iter()
+        .filter_map(|i| i["insertText"].as_str())
+        .collect();
+    assert_eq!(texts.len(), items.len(), "candidates are distinct");
+    assert!(texts.iter().all(|t| t.starts_with("x = load(")));
+    assert_eq!(c.status().await["engine"]["jobs"], 3);
+    // An automatic request gets one.
+    c.change(URI, 2, [[6, 9], [6, 9]], "p").await;
+    let response = c.inline(URI, 6, 10).await;
+    assert_eq!(response["items"].as_array().map(Vec::len), Some(1));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_popup_item_is_extended() {
+    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    c.wait_model_ready().await;
+    c.open(URI, "import os\nos.pa").await;
+    let params = json!({
+        "textDocument": {"uri": URI},
+        "position": {"line": 1, "character": 5},
+        "context": {"triggerKind": 2, "selectedCompletionInfo": {
+            "range": {"start": {"line": 1, "character": 3}, "end": {"line": 1, "character": 5}},
+            "text": "path",
+        }},
+    });
+    let response = c.request("textDocument/inlineCompletion", params).await;
+    let item = only_item(&response).expect("a suggestion");
+    let insert = item["insertText"].as_str().expect("text");
+    assert!(
+        insert.starts_with("os.path") && insert.len() > "os.path".len(),
+        "{insert}"
+    );
+    assert_eq!(item["range"]["end"], json!({"line": 1, "character": 5}));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_with_fim_tokens_get_fill_in_the_middle_prompts() {
+    let setup = ClientSetup {
+        model: Some(support::tiny_fim_model()),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    assert_eq!(c.status().await["model"]["fim"], true);
+    // The suffix is part of the prompt: the same prefix with a different suffix is a
+    // different prompt, so the KV cache keeps only the part before the suffix.
+    c.open(URI, "def add(a, b):\n    return \n\nprint(add(1, 2))\n")
+        .await;
+    let first = c.inline(URI, 1, 11).await;
+    let n_prompt = c.status().await["lastJob"]["nPrompt"]
+        .as_u64()
+        .expect("nPrompt");
+    assert!(only_item(&first).is_some() || first.is_null());
+    c.change(URI, 2, [[3, 0], [3, 0]], "# more code after the cursor\n")
+        .await;
+    c.inline(URI, 1, 11).await;
+    let status = c.status().await;
+    let job = &status["lastJob"];
+    assert!(
+        job["nPrompt"].as_u64().expect("nPrompt") > n_prompt,
+        "the suffix grew the prompt: {status}"
+    );
+    assert!(job["nReused"].as_u64() > Some(5), "{job}");
+    c.shutdown().await;
+}

@@ -18,12 +18,30 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tiny random Llama with the real Llama-2 vocabulary, written once per target dir.
 pub(crate) fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama-f32-seed1.gguf");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-llama-f32-seed1-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
     if !path.exists() {
         let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
         write_random_llama(&vocab, &LlamaShape::tiny(), WeightType::F32, 1, &path)
             .expect("tiny model");
+    }
+    path
+}
+
+/// The tiny random Llama with CodeLlama's vocabulary (FIM tokens at 32007..32010).
+pub(crate) fn tiny_fim_model() -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-codellama-vocab-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !path.exists() {
+        let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
+        let shape = LlamaShape::tiny().with_codellama_vocab();
+        write_random_llama(&vocab, &shape, WeightType::F32, 2, &path).expect("tiny FIM model");
     }
     path
 }

@@ -117,11 +117,13 @@ pub async fn suggest(
             ServerState::bump(&state.counters.n_cache_hits);
             suggestion.texts.push(rest.to_owned());
             state.record_latency(ms_since(started));
+            state.record_cache_hit(ms_since(started));
             return Ok(Some(suggestion));
         }
     }
 
     let ticket = state.latest.begin(&params.uri);
+    let debounce_started = Instant::now();
     tokio::select! {
         () = ticket.superseded.cancelled() => {
             ServerState::bump(&state.counters.n_superseded);
@@ -129,6 +131,7 @@ pub async fn suggest(
         }
         () = tokio::time::sleep(Duration::from_millis(config.debounce_ms)) => {}
     }
+    let mut waited_ms = ms_since(debounce_started);
     let Some(engine) = state.engine() else {
         ServerState::bump(&state.counters.n_empty);
         return Ok(None);
@@ -185,6 +188,7 @@ pub async fn suggest(
             on_progress: None,
         });
         // Dropping `job` (superseded) cancels the engine's work.
+        let job_started = Instant::now();
         let outcome = tokio::select! {
             () = ticket.superseded.cancelled() => {
                 ServerState::bump(&state.counters.n_superseded);
@@ -192,6 +196,7 @@ pub async fn suggest(
             }
             outcome = job => outcome?,
         };
+        waited_ms += ms_since(job_started);
         match outcome {
             Outcome::Cancelled(_) => {
                 ServerState::bump(&state.counters.n_cancelled);
@@ -208,6 +213,7 @@ pub async fn suggest(
         }
     }
     state.record_latency(ms_since(started));
+    state.record_overhead(ms_since(started) - waited_ms);
     if params.selected.is_none() {
         let shown = suggestion.texts.first().map(|t| Shown::new(&at, t.clone()));
         state.set_shown(&params.uri, shown);

@@ -10,7 +10,16 @@ pub struct Shown {
     pub line_prefix: String,
     pub line_suffix: String,
     pub context_tail: String,
+    /// The start of the lines after the cursor's line (FIM prompts and post-processing see them).
+    pub next_lines_head: String,
     pub text: String,
+}
+
+/// Chars of the following lines compared.
+const NEXT_LINES_CHARS: usize = 256;
+
+fn next_lines_head(at: &Surroundings) -> String {
+    at.next_lines().chars().take(NEXT_LINES_CHARS).collect()
 }
 
 impl Shown {
@@ -20,6 +29,7 @@ impl Shown {
             line_prefix: at.line_prefix.clone(),
             line_suffix: at.line_suffix.clone(),
             context_tail: at.context_tail.clone(),
+            next_lines_head: next_lines_head(at),
             text,
         }
     }
@@ -29,6 +39,7 @@ impl Shown {
         if at.line != self.line
             || at.line_suffix != self.line_suffix
             || at.context_tail != self.context_tail
+            || next_lines_head(at) != self.next_lines_head
         {
             return None;
         }
@@ -63,6 +74,11 @@ mod tests {
     fn misses_when_the_text_diverges_or_is_done() {
         let shown = Shown::new(&at("x = 1\nprint($0)\n"), "x + 1".into());
         assert_eq!(shown.remaining(&at("x = 1\nprint(y$0)\n")), None);
+        assert_eq!(
+            shown.remaining(&at("x = 1\nprint(x$0)\ny = 2\n")),
+            None,
+            "an edit below"
+        );
         assert_eq!(shown.remaining(&at("x = 1\nprint(x + 1$0)\n")), None);
         assert_eq!(
             shown.remaining(&at("x = 2\nprint(x$0)\n")),

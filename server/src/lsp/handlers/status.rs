@@ -46,7 +46,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "tokensGenerated": get(&ec.n_tokens_generated),
         })
     });
-    let (p50, p95) = state.latency_quantiles();
+    let [(p50, p95), (overhead_p50, overhead_p95), (hit_p50, hit_p95)] = state.latency_quantiles();
     let last_job = state.last_job().map(|s| {
         json!({
             "nPrompt": s.n_prompt,
@@ -79,6 +79,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         },
         "engine": engine_counters,
         "latencyMs": { "p50": p50, "p95": p95 },
+        "overheadMs": { "p50": overhead_p50, "p95": overhead_p95 },
+        "cacheHitMs": { "p50": hit_p50, "p95": hit_p95 },
         "lastJob": last_job,
     })
 }
