@@ -18,7 +18,6 @@ use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
 use amd_engine::{CompletionRequest, Engine, EngineConfig, Prompt};
 
 const N_PREFILL: usize = 512;
-const N_SHORT_PROMPT: usize = 16;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +38,8 @@ fn main() {
     let chunks = list(opt("--chunks", "128"));
     let fas = list(opt("--fa", "on"));
     let n_gen = opt("--gen", "128");
+    // Tokens in the context before decoding starts (decode slows as the context grows).
+    let decode_ctx = opt("--decode-ctx", "16");
     let busy = args.iter().any(|a| a == "--busy");
 
     let models: Vec<(String, PathBuf)> =
@@ -78,6 +79,7 @@ fn main() {
                 .arg("--child")
                 .args(child_args)
                 .arg(&n_gen)
+                .arg(&decode_ctx)
                 .output()
                 .expect("run child");
             assert!(
@@ -180,14 +182,22 @@ fn child(args: &[String]) {
         args[4] == "on",
         args[5].parse::<usize>().expect("gen"),
     );
+    let decode_ctx = args[6].parse::<usize>().expect("decode ctx");
     let r = match kind {
-        "ours" => ours(&model, threads, chunk, fa, n_gen),
-        _ => direct::run(&model, threads, fa, n_gen),
+        "ours" => ours(&model, threads, chunk, fa, n_gen, decode_ctx),
+        _ => direct::run(&model, threads, fa, n_gen, decode_ctx),
     };
     let _ = writeln!(std::io::stdout(), "{} {} {}", r[0], r[1], r[2]);
 }
 
-fn ours(model: &Path, threads: u32, chunk: u32, fa: bool, n_gen: usize) -> [f64; 3] {
+fn ours(
+    model: &Path,
+    threads: u32,
+    chunk: u32,
+    fa: bool,
+    n_gen: usize,
+    decode_ctx: usize,
+) -> [f64; 3] {
     let started = Instant::now();
     let mut config = EngineConfig::new(model);
     config.n_ctx = 2048;
@@ -209,7 +219,7 @@ fn ours(model: &Path, threads: u32, chunk: u32, fa: bool, n_gen: usize) -> [f64;
     run(prompt_tokens(64, 1), 0); // warm-up
     let prefill = run(prompt_tokens(N_PREFILL, 2), 0);
     let prefill_tok_s = prefill.stats.n_evaluated as f64 / (prefill.stats.prefill_ms / 1e3);
-    let decode = run(prompt_tokens(N_SHORT_PROMPT, 3), n_gen);
+    let decode = run(prompt_tokens(decode_ctx, 3), n_gen);
     let decode_tok_s = decode.stats.n_generated as f64 / (decode.stats.decode_ms / 1e3);
     [load_ms, prefill_tok_s, decode_tok_s]
 }
@@ -229,7 +239,13 @@ mod direct {
     use llama_cpp_2::token::LlamaToken;
     use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
-    pub(super) fn run(path: &Path, threads: u32, fa: bool, n_gen: usize) -> [f64; 3] {
+    pub(super) fn run(
+        path: &Path,
+        threads: u32,
+        fa: bool,
+        n_gen: usize,
+        decode_ctx: usize,
+    ) -> [f64; 3] {
         send_logs_to_tracing(LogOptions::default().with_logs_enabled(false));
         let started = Instant::now();
         let backend = LlamaBackend::init().expect("backend");
@@ -237,7 +253,7 @@ mod direct {
             LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default()).expect("load");
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(2048))
-            .with_n_batch(512)
+            .with_n_batch(2048)
             .with_n_ubatch(512)
             .with_n_threads(threads as i32)
             .with_n_threads_batch(threads as i32)
@@ -248,7 +264,7 @@ mod direct {
             });
         let mut ctx = model.new_context(&backend, params).expect("context");
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut batch = LlamaBatch::new(512, 1);
+        let mut batch = LlamaBatch::new(2048, 1);
         let mut prefill = |ctx: &mut llama_cpp_2::context::LlamaContext, tokens: &[i32]| {
             ctx.clear_kv_cache();
             batch.clear();
@@ -265,7 +281,7 @@ mod direct {
         let secs = prefill(&mut ctx, &super::prompt_tokens(super::N_PREFILL, 2));
         let prefill_tok_s = super::N_PREFILL as f64 / secs;
 
-        let prompt = super::prompt_tokens(super::N_SHORT_PROMPT, 3);
+        let prompt = super::prompt_tokens(decode_ctx, 3);
         prefill(&mut ctx, &prompt);
         let mut sampler = LlamaSampler::greedy();
         let mut one = LlamaBatch::new(1, 1);

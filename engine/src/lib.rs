@@ -79,8 +79,10 @@ pub struct EngineConfig {
     /// Element type of the KV cache. F16 halves its memory; F32 makes results independent of
     /// how a prompt was split into batches up to float summation order (tests use it).
     pub kv_type: KvType,
-    /// Flash attention (llama.cpp decides per backend when on). Its CPU kernel accumulates in
-    /// F16, so logits then depend on how the prompt was split into batches by ~1e-3.
+    /// Flash attention (llama.cpp decides per backend when on). Off by default: on CPU it
+    /// speeds up prompt evaluation by ~20% but slows decoding at realistic contexts (Q8_0,
+    /// 1 thread, 800-token context: 49 vs 70 tok/s; docs/benchmarks.md), and its F16
+    /// accumulation makes logits depend on how a prompt was split into batches by ~1e-3.
     pub flash_attention: bool,
 }
 
@@ -105,7 +107,7 @@ impl EngineConfig {
             kv_reuse: true,
             vocab_only: false,
             kv_type: KvType::F16,
-            flash_attention: true,
+            flash_attention: false,
         }
     }
 }

@@ -72,7 +72,9 @@ fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let steps: usize = opt("--steps").map_or(400, |s| s.parse().expect("--steps N"));
-    let model = opt("--model").map_or_else(tiny_model, PathBuf::from);
+    // Cargo runs benchmarks in the package directory: resolve a relative path first.
+    let model =
+        opt("--model").map_or_else(tiny_model, |m| std::path::absolute(m).expect("model path"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let source =
         std::fs::read_to_string(root.join("tests/fixtures/documents/heapq.py")).expect("heapq.py");
@@ -94,7 +96,14 @@ fn main() {
         json!({"capabilities": {"textDocument": {"inlineCompletion": {}}}, "initializationOptions": {"debounceMs": 0}}),
     );
     c.notify("initialized", json!({}));
-    while c.request("amd/status", Value::Null)["state"] != "ready" {}
+    loop {
+        let status = c.request("amd/status", Value::Null);
+        match status["state"].as_str() {
+            Some("ready") => break,
+            Some("loading") => continue,
+            _ => panic!("the model did not load: {status}"),
+        }
+    }
 
     let uri = "file:///bench/heapq.py";
     let split = 3000;

@@ -64,7 +64,7 @@ impl Default for ServerConfig {
             multi_line: MultiLine::Auto,
             inline_candidates: 3,
             completion_popup: CompletionPopup::Auto,
-            window_max_chars: 6144,
+            window_max_chars: 4096,
         }
     }
 }

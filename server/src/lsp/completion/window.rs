@@ -15,15 +15,6 @@ pub struct WindowPolicy {
     pub keep_chars: usize,
 }
 
-impl Default for WindowPolicy {
-    fn default() -> WindowPolicy {
-        WindowPolicy {
-            max_chars: 6144,
-            keep_chars: 3072,
-        }
-    }
-}
-
 /// The cursor's surroundings in a document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Surroundings {
