@@ -102,31 +102,35 @@ fn main() {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "\n| model | threads | variant | load ms | prefill tok/s ({N_PREFILL}) | decode tok/s | decode vs direct |"
+        "\n| model | threads | variant | load ms | prefill tok/s ({N_PREFILL}) | decode tok/s | prefill vs direct | decode vs direct |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    let mut direct_decode = 0.0;
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let mut direct: &[[f64; 3]] = &[];
     for ((name, _), r) in variants.iter().zip(&results) {
         let med = |k: usize| median(r.iter().map(|x| x[k]).collect());
         let parts: Vec<&str> = name.splitn(3, ' ').collect();
         if parts[2].starts_with("direct") {
-            direct_decode = med(2);
+            direct = r;
         }
+        // Paired: each rep's ratio to the direct run just before it, then the median, so
+        // drifting machine load cancels out.
+        let ratio = |k: usize| median(r.iter().zip(direct).map(|(o, d)| o[k] / d[k]).collect());
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.3} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} |",
             parts[0],
             parts[1].trim_end_matches('t'),
             parts[2],
             med(0),
             med(1),
             med(2),
-            med(2) / direct_decode
+            ratio(1),
+            ratio(2)
         );
     }
     let _ = writeln!(
         out,
-        "\nmedians of {reps} interleaved runs; busy core: {busy}"
+        "\nmedians of {reps} interleaved runs (ratios: median of per-rep ratios); busy core: {busy}"
     );
 }
 

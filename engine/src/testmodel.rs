@@ -19,6 +19,35 @@ use crate::llama::{quantize, QuantType};
 /// (tests keep models in the target directory) are never stale.
 pub const GENERATOR_VERSION: u32 = 2;
 
+/// The Llama-2 vocabulary GGUF in this repository's test fixtures.
+pub fn fixture_vocab() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf")
+}
+
+/// The tiny test model (F32, seed 1; CodeLlama's vocabulary with seed 2 when `codellama`),
+/// written into `dir` unless already there. Its name carries [`GENERATOR_VERSION`]; the
+/// file is written atomically, so concurrent callers may race harmlessly.
+pub fn cached_tiny_model(dir: &Path, codellama: bool) -> Result<PathBuf, TestModelError> {
+    let (name, shape, seed) = if codellama {
+        (
+            "tiny-codellama-vocab",
+            LlamaShape::tiny().with_codellama_vocab(),
+            2,
+        )
+    } else {
+        ("tiny-llama-f32-seed1", LlamaShape::tiny(), 1)
+    };
+    let path = dir.join(format!("{name}-v{GENERATOR_VERSION}.gguf"));
+    if !path.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| TestModelError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_random_llama(&fixture_vocab(), &shape, WeightType::F32, seed, &path)?;
+    }
+    Ok(path)
+}
+
 /// The shape of a Llama model (llama.cpp's `llama` architecture, MHA, untied embeddings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LlamaShape {

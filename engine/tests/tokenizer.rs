@@ -79,16 +79,9 @@ fn multibyte_characters_split_across_tokens_come_out_whole() {
 
 #[test]
 fn codellama_vocabulary_has_fim_tokens_that_user_text_cannot_produce() {
-    use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
     use amd_engine::FimTokens;
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tiny-codellama-vocab-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
-    ));
-    if !path.exists() {
-        let shape = LlamaShape::tiny().with_codellama_vocab();
-        write_random_llama(&vocab_gguf(), &shape, WeightType::F32, 2, &path).expect("write");
-    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = amd_engine::testmodel::cached_tiny_model(dir, true).expect("write");
     let engine = Engine::start(EngineConfig::new(&path)).expect("load");
     assert_eq!(engine.info().n_vocab, 32016);
     assert_eq!(

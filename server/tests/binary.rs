@@ -4,23 +4,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use amd_engine::testmodel::cached_tiny_model;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_amd-lsp");
 
 fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tiny-llama-f32-seed1-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
-    ));
-    if !path.exists() {
-        let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
-        write_random_llama(&vocab, &LlamaShape::tiny(), WeightType::F32, 1, &path)
-            .expect("tiny model");
-    }
-    path
+    cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), false).expect("tiny model")
 }
 
 fn frame(msg: &Value) -> Vec<u8> {

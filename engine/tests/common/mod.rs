@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use amd_engine::testmodel::cached_tiny_model;
 use amd_engine::{Engine, EngineConfig};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -15,28 +15,14 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn vocab_gguf() -> PathBuf {
-    fixtures().join("llama2-vocab/llama2-vocab.gguf")
+    amd_engine::testmodel::fixture_vocab()
 }
 
 /// The tiny random Llama (2 layers, hidden 64, real Llama-2 vocabulary), written once per
 /// target directory. The file is deterministic and written atomically, so test binaries
 /// running at the same time may race to write it harmlessly.
 pub fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tiny-llama-f32-seed1-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
-    ));
-    if !path.exists() {
-        write_random_llama(
-            &vocab_gguf(),
-            &LlamaShape::tiny(),
-            WeightType::F32,
-            1,
-            &path,
-        )
-        .expect("write tiny test model");
-    }
-    path
+    cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), false).expect("write tiny test model")
 }
 
 pub fn tiny_engine(kv_reuse: bool) -> Engine {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use amd_engine::testmodel::cached_tiny_model;
 use amd_lsp::lsp::{serve, ServeOptions};
 use serde_json::{json, Value};
 use tokio::io::{
@@ -18,32 +18,12 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tiny random Llama with the real Llama-2 vocabulary, written once per target dir.
 pub(crate) fn tiny_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tiny-llama-f32-seed1-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
-    ));
-    if !path.exists() {
-        let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
-        write_random_llama(&vocab, &LlamaShape::tiny(), WeightType::F32, 1, &path)
-            .expect("tiny model");
-    }
-    path
+    cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), false).expect("tiny model")
 }
 
 /// The tiny random Llama with CodeLlama's vocabulary (FIM tokens at 32007..32010).
 pub(crate) fn tiny_fim_model() -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tiny-codellama-vocab-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
-    ));
-    if !path.exists() {
-        let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/llama2-vocab/llama2-vocab.gguf");
-        let shape = LlamaShape::tiny().with_codellama_vocab();
-        write_random_llama(&vocab, &shape, WeightType::F32, 2, &path).expect("tiny FIM model");
-    }
-    path
+    cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), true).expect("tiny FIM model")
 }
 
 type Pending = Arc<Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
