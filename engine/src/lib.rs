@@ -5,6 +5,7 @@
 //! llama.cpp (model, context, KV cache); the KV cache is reused across requests by longest
 //! common prefix, so a keystroke costs only the tokens that changed.
 
+pub mod convert;
 mod engine;
 mod error;
 pub mod gguf;
@@ -146,6 +147,8 @@ pub struct CompletionRequest {
     pub stop: StopRules,
     /// Record the top-1/top-2 logit margin of every generated token (greedy analysis).
     pub record_margins: bool,
+    /// Record this many most likely tokens, with log-probabilities, at every generated position.
+    pub top_logprobs: usize,
     pub on_progress: Option<ProgressFn>,
 }
 
@@ -157,6 +160,7 @@ impl CompletionRequest {
             sampling: Sampling::Greedy,
             stop: StopRules::default(),
             record_margins: false,
+            top_logprobs: 0,
             on_progress: None,
         }
     }
@@ -204,6 +208,9 @@ pub struct Completion {
     pub stats: JobStats,
     /// Top-1 minus top-2 logit for each generated token, when asked for.
     pub margins: Vec<f32>,
+    /// The most likely tokens and their log-probabilities at each generated position, when
+    /// asked for (`CompletionRequest::top_logprobs`), most likely first.
+    pub top_logprobs: Vec<Vec<(TokenId, f32)>>,
 }
 
 /// How a job ended. Cancellation is an outcome, not an error.

@@ -104,6 +104,7 @@ impl<'m> Session<'m> {
         let mut sampler = Sampler::new(&req.sampling);
         let mut tokens = Vec::new();
         let mut margins = Vec::new();
+        let mut top_logprobs = Vec::new();
         let mut text = String::new();
         let mut utf8 = Utf8Stream::new();
         let mut piece = Vec::new();
@@ -122,6 +123,9 @@ impl<'m> Session<'m> {
                 .ok_or_else(|| EngineError::Internal("no logits after decode".into()))?;
             if req.record_margins {
                 margins.push(top2_margin(logits));
+            }
+            if req.top_logprobs > 0 {
+                top_logprobs.push(top_log_probs(logits, req.top_logprobs));
             }
             let token = match (&req.sampling, sampler.as_mut()) {
                 (Sampling::Random { .. }, Some(s)) => self
@@ -168,6 +172,7 @@ impl<'m> Session<'m> {
             stop,
             stats,
             margins,
+            top_logprobs,
         }))
     }
 }
@@ -185,6 +190,26 @@ pub(crate) fn argmax(logits: &[f32]) -> TokenId {
         }
     }
     best as TokenId
+}
+
+/// The `n` most likely tokens with their log-probabilities (log-softmax), most likely first.
+pub(crate) fn top_log_probs(logits: &[f32], n: usize) -> Vec<(TokenId, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits
+        .iter()
+        .map(|&v| f64::from(v - max).exp())
+        .sum::<f64>()
+        .ln() as f32;
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    let n = n.min(ids.len());
+    ids.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| {
+        logits[b].total_cmp(&logits[a])
+    });
+    ids.truncate(n);
+    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    ids.into_iter()
+        .map(|i| (i as TokenId, logits[i] - max - log_sum))
+        .collect()
 }
 
 /// Top-1 minus top-2 logit.
@@ -209,6 +234,14 @@ mod tests {
     fn argmax_prefers_lowest_index_among_ties() {
         assert_eq!(argmax(&[0.1, 0.5, 0.5, -1.0]), 1);
         assert_eq!(argmax(&[2.0]), 0);
+    }
+
+    #[test]
+    fn top_log_probs_are_a_log_softmax() {
+        let top = top_log_probs(&[0.0, 2.0, 1.0, 2.0f32.ln()], 2);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2]);
+        let z = (1.0 + 2.0f32.exp() + 1.0f32.exp() + 2.0f32).ln();
+        assert!((top[0].1 - (2.0 - z)).abs() < 1e-5, "{top:?}");
     }
 
     #[test]

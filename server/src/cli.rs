@@ -38,6 +38,11 @@ pub struct LogArgs {
 pub enum Command {
     /// Print a completion for a prompt or a file position (the model card's quickstart).
     Complete(CompleteArgs),
+    /// Model files: convert Hugging Face checkpoints to GGUF.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Developer tools: test models.
     Dev {
         #[command(subcommand)]
@@ -97,6 +102,33 @@ pub struct CompleteArgs {
     /// Print token counts and timings to stderr.
     #[arg(long)]
     pub stats: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Convert a Hugging Face Llama checkpoint (config.json, safetensors, tokenizer.model) to GGUF.
+    Convert(ConvertArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConvertType {
+    F32,
+    F16,
+    Bf16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_k_m")]
+    Q4KM,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The checkpoint directory.
+    pub hf_dir: PathBuf,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long = "type", value_enum, default_value = "q8_0")]
+    pub out_type: ConvertType,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,12 +8,15 @@ pub mod threads;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, DevCommand};
+use crate::cli::{Cli, Command, DevCommand, ModelCommand};
 
 /// Runs what the command line asked for.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Complete(args)) => commands::complete::run(&args),
+        Some(Command::Model {
+            command: ModelCommand::Convert(args),
+        }) => commands::model::convert(&args),
         Some(Command::Dev {
             command: DevCommand::MakeModel(args),
         }) => commands::dev::make_model(&args),

@@ -64,6 +64,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
             single_line: args.single_line,
         },
         record_margins: false,
+        top_logprobs: 0,
         on_progress: None,
     };
     let outcome = runtime.block_on(engine.submit(req))?;

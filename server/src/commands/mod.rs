@@ -2,3 +2,4 @@
 
 pub(crate) mod complete;
 pub(crate) mod dev;
+pub(crate) mod model;

@@ -62,7 +62,9 @@ async fn open_edit_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_requests_gets_one_answer_each_and_only_the_last_a_suggestion() {
     let setup = ClientSetup {
-        options: json!({"debounceMs": 300}),
+        // Long enough that no request can finish its wait before the next one arrives, even on a
+        // stalled CI machine; superseded requests answer at once, so only the last one waits.
+        options: json!({"debounceMs": 2000}),
         ..ClientSetup::default()
     };
     let (mut c, _) = TestClient::start(setup).await;

@@ -115,6 +115,8 @@ pub async fn suggest(
             .and_then(|s| s.remaining(&at))
         {
             ServerState::bump(&state.counters.n_cache_hits);
+            // Still the newest request for this document: an older one in flight answers now.
+            drop(state.latest.begin(&params.uri));
             suggestion.texts.push(rest.to_owned());
             state.record_latency(ms_since(started));
             state.record_cache_hit(ms_since(started));
@@ -185,6 +187,7 @@ pub async fn suggest(
                 single_line: !multi_line,
             },
             record_margins: false,
+            top_logprobs: 0,
             on_progress: None,
         });
         // Dropping `job` (superseded) cancels the engine's work.

@@ -1,0 +1,173 @@
+//! The Hugging Face → GGUF converter against PyTorch's own outputs for the tiny checkpoint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use amd_engine::convert::{convert, ConvertError, OutType};
+use amd_engine::{CompletionRequest, Engine, EngineConfig, KvType, Prompt};
+use common::{block_on, fixtures};
+use serde_json::Value;
+
+fn checkpoint() -> PathBuf {
+    fixtures().join("tiny-llama-hf")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join(name)
+}
+
+/// PyTorch's log-probability of `token` from the reference logits at byte `offset`.
+fn reference_logprob(logits: &[f32], token: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = logits.iter().map(|&v| f64::from(v - max).exp()).sum();
+    logits[token] - max - z.ln() as f32
+}
+
+#[test]
+fn f32_conversion_matches_pytorch_log_probabilities() {
+    let out = scratch("tiny-f32.gguf");
+    let summary = convert(&checkpoint(), &out, OutType::F32).expect("convert");
+    assert_eq!(summary.n_tensors, 3 + 9 * 2);
+    assert_eq!(summary.n_vocab, 32000);
+    assert!(!summary.fim);
+
+    let mut config = EngineConfig::new(&out);
+    config.kv_type = KvType::F32;
+    config.n_threads = 1;
+    config.n_threads_batch = 1;
+    let engine = Engine::start(config).expect("load converted model");
+    assert_eq!(engine.info().n_vocab, 32000);
+    assert_eq!(engine.info().bos, Some(1));
+
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint().join("reference.json")).expect("json"),
+    )
+    .expect("reference.json");
+    let blob = std::fs::read(checkpoint().join("reference_last_logits.f32")).expect("logits");
+    let mut worst: f32 = 0.0;
+    for (i, case) in reference["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .enumerate()
+    {
+        let ids: Vec<i32> = case["token_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_i64().expect("id") as i32)
+            .collect();
+        // Tokenizing the prompt with the converted vocabulary gives PyTorch's ids.
+        let prompt = case["prompt"].as_str().expect("prompt").to_owned();
+        assert_eq!(
+            block_on(engine.tokenize(prompt, true)).expect("tokenize"),
+            ids,
+            "case {i}"
+        );
+
+        let mut req = CompletionRequest::greedy(Prompt::Tokens(ids), 16);
+        req.top_logprobs = 20;
+        let c = block_on(engine.submit(req))
+            .expect("job")
+            .completion()
+            .expect("completed");
+        let offset = case["last_logits_offset"].as_u64().expect("offset") as usize;
+        let logits: Vec<f32> = blob[offset..offset + 32000 * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        for top in case["last_logits_top5"].as_array().expect("top5") {
+            let token = top.as_u64().expect("token") as usize;
+            let want = reference_logprob(&logits, token);
+            let got = c.top_logprobs[0]
+                .iter()
+                .find(|(t, _)| *t as usize == token)
+                .map(|(_, lp)| *lp)
+                .unwrap_or_else(|| panic!("case {i}: token {token} not among our top 20"));
+            worst = worst.max((got - want).abs());
+            assert!(
+                (got - want).abs() < 0.05,
+                "case {i} token {token}: {got} vs PyTorch {want}"
+            );
+        }
+        if i == 0 {
+            let greedy: Vec<i32> = case["greedy_16"]
+                .as_array()
+                .expect("greedy")
+                .iter()
+                .map(|v| v.as_i64().expect("id") as i32)
+                .collect();
+            assert_eq!(c.tokens, greedy, "greedy continuation of case 0");
+        }
+    }
+    eprintln!("largest log-probability difference from PyTorch: {worst}");
+}
+
+#[test]
+fn f16_and_q8_0_conversions_load_and_agree_on_the_top_token() {
+    let ids = vec![1, 822, 4996, 29918, 6605, 29898, 2378, 1125];
+    let mut tops = Vec::new();
+    for (name, t) in [("f16", OutType::F16), ("q8_0", OutType::Q8_0)] {
+        let out = scratch(&format!("tiny-{name}.gguf"));
+        convert(&checkpoint(), &out, t).expect("convert");
+        let engine = Engine::start(EngineConfig::new(&out)).expect("load");
+        let mut req = CompletionRequest::greedy(Prompt::Tokens(ids.clone()), 1);
+        req.top_logprobs = 2;
+        let c = block_on(engine.submit(req))
+            .expect("job")
+            .completion()
+            .expect("completed");
+        tops.push(c.top_logprobs[0].clone());
+    }
+    // The reference's argmax at the last of these positions, with a clear margin.
+    assert_eq!(tops[0][0].0, tops[1][0].0, "{tops:?}");
+}
+
+#[test]
+fn refuses_what_it_cannot_convert() {
+    let dir = scratch("refusals");
+    let fake = |name: &str, files: &[(&str, &str)]| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        for (f, text) in files {
+            std::fs::write(d.join(f), text).expect("write");
+        }
+        d
+    };
+    let llama_config = std::fs::read_to_string(checkpoint().join("config.json")).expect("config");
+    let out = dir.join("out.gguf");
+
+    let err = convert(&fake("empty", &[]), &out, OutType::F32).expect_err("no config");
+    assert!(matches!(err, ConvertError::NoConfig(_)), "{err}");
+
+    let gpt2 = fake(
+        "gpt2",
+        &[("config.json", r#"{"architectures": ["GPT2LMHeadModel"]}"#)],
+    );
+    let err = convert(&gpt2, &out, OutType::F32).expect_err("gpt2");
+    assert!(err.to_string().contains("GPT2LMHeadModel"), "{err}");
+
+    let bin = fake(
+        "bin",
+        &[("config.json", &llama_config), ("pytorch_model.bin", "")],
+    );
+    let err = convert(&bin, &out, OutType::F32).expect_err("pytorch only");
+    assert!(
+        err.to_string().contains("pytorch_model.bin") && err.to_string().contains("safetensors"),
+        "{err}"
+    );
+
+    let no_tok = fake("no-tokenizer", &[("config.json", &llama_config)]);
+    std::fs::copy(
+        checkpoint().join("model.safetensors"),
+        no_tok.join("model.safetensors"),
+    )
+    .expect("copy");
+    let err = convert(&no_tok, &out, OutType::F32).expect_err("no tokenizer");
+    assert!(matches!(err, ConvertError::NoTokenizer(_)), "{err}");
+    assert!(!out.exists(), "nothing is written on failure");
+}
