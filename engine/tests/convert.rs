@@ -171,3 +171,83 @@ fn refuses_what_it_cannot_convert() {
     assert!(matches!(err, ConvertError::NoTokenizer(_)), "{err}");
     assert!(!out.exists(), "nothing is written on failure");
 }
+
+/// Encodes one SentencePiece entry as field 1 of a `ModelProto` (appending fields to a
+/// serialized protobuf message is valid protobuf).
+fn spm_piece(text: &str) -> Vec<u8> {
+    let mut p = vec![0x0a, text.len() as u8];
+    p.extend_from_slice(text.as_bytes());
+    p.push(0x15);
+    p.extend_from_slice(&0f32.to_le_bytes());
+    p.extend_from_slice(&[0x18, 4]);
+    let mut out = vec![0x0a, p.len() as u8];
+    out.extend(p);
+    out
+}
+
+#[test]
+fn codellama_vocabulary_converts_with_its_fim_tokens() {
+    use safetensors::tensor::TensorView;
+    use safetensors::{serialize, Dtype, SafeTensors};
+
+    // The tiny checkpoint, grown to CodeLlama's 32016-token vocabulary.
+    let dir = scratch("codellama-like");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint().join("config.json")).expect("config"),
+    )
+    .expect("json");
+    config["vocab_size"] = 32016.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    std::fs::copy(
+        checkpoint().join("tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )
+    .expect("copy");
+    let mut tokenizer = std::fs::read(checkpoint().join("tokenizer.model")).expect("tokenizer");
+    for text in amd_engine::testmodel::codellama_extra_tokens() {
+        tokenizer.extend(spm_piece(&text));
+    }
+    std::fs::write(dir.join("tokenizer.model"), tokenizer).expect("tokenizer");
+    let bytes = std::fs::read(checkpoint().join("model.safetensors")).expect("weights");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut grown: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut shape = view.shape().to_vec();
+        let mut data = view.data().to_vec();
+        if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+            shape[0] += 16;
+            data.resize(shape.iter().product::<usize>() * 2, 0);
+        }
+        grown.push((name, shape, data));
+    }
+    let views: Vec<(String, TensorView<'_>)> = grown
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::BF16, s.clone(), d).expect("view"),
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        serialize(views, None).expect("serialize"),
+    )
+    .expect("write");
+
+    let out = scratch("codellama-like.gguf");
+    let summary = convert(&dir, &out, OutType::F32).expect("convert");
+    assert_eq!(summary.n_vocab, 32016);
+    assert!(summary.fim);
+    let engine = Engine::start(EngineConfig::new(&out)).expect("load");
+    assert_eq!(
+        engine.info().fim,
+        Some(amd_engine::FimTokens {
+            pre: 32007,
+            suf: 32008,
+            mid: 32009,
+            eot: Some(32010)
+        })
+    );
+}
