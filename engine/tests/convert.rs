@@ -27,22 +27,10 @@ fn reference_logprob(logits: &[f32], token: usize) -> f32 {
     logits[token] - max - z.ln() as f32
 }
 
-#[test]
-fn f32_conversion_matches_pytorch_log_probabilities() {
-    let out = scratch("tiny-f32.gguf");
-    let summary = convert(&checkpoint(), &out, OutType::F32).expect("convert");
-    assert_eq!(summary.n_tensors, 3 + 9 * 2);
-    assert_eq!(summary.n_vocab, 32000);
-    assert!(!summary.fim);
-
-    let mut config = EngineConfig::new(&out);
-    config.kv_type = KvType::F32;
-    config.n_threads = 1;
-    config.n_threads_batch = 1;
-    let engine = Engine::start(config).expect("load converted model");
-    assert_eq!(engine.info().n_vocab, 32000);
-    assert_eq!(engine.info().bos, Some(1));
-
+/// Runs every reference case through `engine` and returns the largest difference between our
+/// log-probabilities and PyTorch's for the reference's top-5 tokens; checks the tokenizer on
+/// the way, and case 0's 16 greedy tokens when `check_greedy`.
+fn worst_logprob_difference(engine: &Engine, check_greedy: bool) -> f32 {
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(checkpoint().join("reference.json")).expect("json"),
     )
@@ -89,12 +77,8 @@ fn f32_conversion_matches_pytorch_log_probabilities() {
                 .map(|(_, lp)| *lp)
                 .unwrap_or_else(|| panic!("case {i}: token {token} not among our top 20"));
             worst = worst.max((got - want).abs());
-            assert!(
-                (got - want).abs() < 0.05,
-                "case {i} token {token}: {got} vs PyTorch {want}"
-            );
         }
-        if i == 0 {
+        if check_greedy && i == 0 {
             let greedy: Vec<i32> = case["greedy_16"]
                 .as_array()
                 .expect("greedy")
@@ -104,27 +88,43 @@ fn f32_conversion_matches_pytorch_log_probabilities() {
             assert_eq!(c.tokens, greedy, "greedy continuation of case 0");
         }
     }
-    eprintln!("largest log-probability difference from PyTorch: {worst}");
+    worst
+}
+
+fn load(path: &Path) -> Engine {
+    let mut config = EngineConfig::new(path);
+    config.kv_type = KvType::F32;
+    config.n_threads = 1;
+    config.n_threads_batch = 1;
+    Engine::start(config).expect("load converted model")
 }
 
 #[test]
-fn f16_and_q8_0_conversions_load_and_agree_on_the_top_token() {
-    let ids = vec![1, 822, 4996, 29918, 6605, 29898, 2378, 1125];
-    let mut tops = Vec::new();
-    for (name, t) in [("f16", OutType::F16), ("q8_0", OutType::Q8_0)] {
+fn f32_conversion_matches_pytorch_log_probabilities() {
+    let out = scratch("tiny-f32.gguf");
+    let summary = convert(&checkpoint(), &out, OutType::F32).expect("convert");
+    assert_eq!(summary.n_tensors, 3 + 9 * 2);
+    assert_eq!(summary.n_vocab, 32000);
+    assert!(!summary.fim);
+    let engine = load(&out);
+    assert_eq!(engine.info().n_vocab, 32000);
+    assert_eq!(engine.info().bos, Some(1));
+    let worst = worst_logprob_difference(&engine, true);
+    eprintln!("F32: largest log-probability difference from PyTorch {worst}");
+    assert!(worst < 0.05, "{worst}");
+}
+
+/// Bounds for the lossy types, documented in docs/benchmarks.md (measured: F16 0.0095, Q8_0 0.31:
+/// this tiny model's weights are large, std 0.25–0.5, so 8-bit blocks lose more than on real ones).
+#[test]
+fn f16_and_q8_0_conversions_stay_within_documented_bounds() {
+    for (name, t, bound) in [("f16", OutType::F16, 0.1), ("q8_0", OutType::Q8_0, 0.5)] {
         let out = scratch(&format!("tiny-{name}.gguf"));
         convert(&checkpoint(), &out, t).expect("convert");
-        let engine = Engine::start(EngineConfig::new(&out)).expect("load");
-        let mut req = CompletionRequest::greedy(Prompt::Tokens(ids.clone()), 1);
-        req.top_logprobs = 2;
-        let c = block_on(engine.submit(req))
-            .expect("job")
-            .completion()
-            .expect("completed");
-        tops.push(c.top_logprobs[0].clone());
+        let worst = worst_logprob_difference(&load(&out), false);
+        eprintln!("{name}: largest log-probability difference from PyTorch {worst}");
+        assert!(worst < bound, "{name}: {worst} ≥ {bound}");
     }
-    // The reference's argmax at the last of these positions, with a clear margin.
-    assert_eq!(tops[0][0].0, tops[1][0].0, "{tops:?}");
 }
 
 #[test]
