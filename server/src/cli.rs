@@ -14,8 +14,8 @@ pub struct Cli {
     /// Serve LSP on stdin/stdout (what editors run).
     #[arg(long)]
     pub stdio: bool,
-    /// Model for the server when the client's settings name none.
-    #[arg(long, env = "AMD_LSP_MODEL", value_name = "GGUF")]
+    /// Model for the server; it wins over the client's `model` setting and AMD_LSP_MODEL.
+    #[arg(long, value_name = "GGUF")]
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
@@ -106,6 +106,8 @@ pub struct CompleteArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
+    /// Show where amd-lsp looks for a model, in order, and which one the server would use.
+    List,
     /// Convert a Hugging Face Llama checkpoint (config.json, safetensors, tokenizer.model) to GGUF.
     Convert(ConvertArgs),
 }

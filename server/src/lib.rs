@@ -4,6 +4,7 @@ pub mod cli;
 mod commands;
 pub mod logging;
 pub mod lsp;
+pub mod models;
 pub mod threads;
 
 use anyhow::Result;
@@ -17,6 +18,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Model {
             command: ModelCommand::Convert(args),
         }) => commands::model::convert(&args),
+        Some(Command::Model {
+            command: ModelCommand::List,
+        }) => commands::model::list(cli.model),
         Some(Command::Dev {
             command: DevCommand::MakeModel(args),
         }) => commands::dev::make_model(&args),

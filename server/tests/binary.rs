@@ -155,3 +155,77 @@ fn a_whole_session_over_stdio() {
         "no document text in logs above trace"
     );
 }
+
+#[test]
+fn finds_and_converts_a_checkpoint_in_the_hugging_face_cache() {
+    let root =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-cache-{}", std::process::id()));
+    let repo = root.join("hf/hub/models--amd--AMD-Llama-135m-code");
+    let snapshot = repo.join("snapshots/rev1");
+    std::fs::create_dir_all(&snapshot).expect("dir");
+    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama-hf");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(checkpoint.join(f), snapshot.join(f)).expect("copy");
+    }
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), "rev1").expect("ref");
+    let cache = root.join("cache");
+    let command = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HF_HOME", root.join("hf"))
+            .env("AMD_LSP_CACHE", &cache)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("AMD_LSP_MODEL");
+        c
+    };
+
+    let list = command(&["model", "list"]).output().expect("model list");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("snapshots/rev1 (found; converted on first use)"),
+        "{list}"
+    );
+
+    let mut child = command(&["--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut send = |msg: Value| stdin.write_all(&frame(&msg)).expect("write");
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}),
+    );
+    read_frame(&mut stdout).expect("initialize answer");
+    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+    let mut id = 1;
+    let status = loop {
+        id += 1;
+        send(json!({"jsonrpc": "2.0", "id": id, "method": "amd/status"}));
+        let status = loop {
+            let msg = read_frame(&mut stdout).expect("server alive");
+            if msg["id"] == id {
+                break msg["result"].clone();
+            }
+        };
+        if status["state"] != "loading" {
+            break status;
+        }
+    };
+    assert_eq!(status["state"], "ready", "{status}");
+    let converted = cache.join("models/amd--AMD-Llama-135m-code/q8_0.gguf");
+    assert_eq!(status["model"]["path"], converted.display().to_string());
+    assert!(converted.is_file());
+    send(json!({"jsonrpc": "2.0", "id": 999, "method": "shutdown"}));
+    send(json!({"jsonrpc": "2.0", "method": "exit"}));
+    assert!(child.wait().expect("wait").success());
+    let _ = std::fs::remove_dir_all(&root);
+}

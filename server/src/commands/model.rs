@@ -1,9 +1,13 @@
 //! `amd-lsp model …`: getting a model into the GGUF form the engine loads.
 
+use std::io::Write;
+use std::path::PathBuf;
+
 use amd_engine::convert::{convert as convert_checkpoint, OutType};
 use anyhow::{Context, Result};
 
 use crate::cli::{ConvertArgs, ConvertType};
+use crate::models::{self, Explicit, Found, Locations, DEFAULT_REPO};
 
 pub(crate) fn convert(args: &ConvertArgs) -> Result<()> {
     let out_type = match args.out_type {
@@ -22,5 +26,77 @@ pub(crate) fn convert(args: &ConvertArgs) -> Result<()> {
         fim = summary.fim,
         "converted"
     );
+    Ok(())
+}
+
+/// `amd-lsp model list`: each place in discovery order, what is there, and the choice.
+pub(crate) fn list(flag: Option<PathBuf>) -> Result<()> {
+    let loc = Locations::from_env();
+    let explicit = Explicit {
+        flag,
+        setting: None,
+        env: std::env::var_os("AMD_LSP_MODEL")
+            .filter(|v| !v.is_empty())
+            .map(Into::into),
+    };
+    let show = |p: &Option<PathBuf>| match p {
+        Some(p) if p.is_file() => format!("{} (found)", p.display()),
+        Some(p) => format!("{} (missing)", p.display()),
+        None => "(not set)".to_owned(),
+    };
+    let cached = models::cached_gguf(&loc, DEFAULT_REPO);
+    let hf = models::hf_snapshot(&loc, DEFAULT_REPO);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "1. --model            {}", show(&explicit.flag))?;
+    writeln!(
+        out,
+        "2. `model` setting    (sent by the editor; the server reads it)"
+    )?;
+    writeln!(out, "3. AMD_LSP_MODEL      {}", show(&explicit.env))?;
+    let cache_dir = loc
+        .repo_dir(DEFAULT_REPO)
+        .map_or("(no cache directory)".into(), |d| d.display().to_string());
+    writeln!(
+        out,
+        "4. amd-lsp cache      {}",
+        cached.map_or(format!("{cache_dir} (empty)"), |p| format!(
+            "{} (found)",
+            p.display()
+        ))
+    )?;
+    let hub = loc
+        .hf_hub
+        .as_ref()
+        .map_or("(no Hugging Face cache)".into(), |d| {
+            d.display().to_string()
+        });
+    writeln!(
+        out,
+        "5. Hugging Face cache {}",
+        hf.map_or(format!("{hub}: no {DEFAULT_REPO} checkpoint"), |p| format!(
+            "{} (found; converted on first use)",
+            p.display()
+        ))
+    )?;
+    match models::discover(&explicit, &loc) {
+        Some(Found::Gguf { source, path }) => writeln!(
+            out,
+            "the server would load {} (from {})",
+            path.display(),
+            source.describe()
+        )?,
+        Some(Found::Checkpoint { snapshot, into }) => {
+            writeln!(
+                out,
+                "the server would convert {} into {} and load it",
+                snapshot.display(),
+                into.display()
+            )?;
+        }
+        None => writeln!(
+            out,
+            "no model found (unless the editor's `model` setting names one)"
+        )?,
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! (camelCase keys, every key optional). Each key is documented in docs/configuration.md,
 //! and a test keeps that page and these defaults in step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use amd_engine::EngineConfig;
 use serde::Deserialize;
@@ -83,14 +83,13 @@ impl ServerConfig {
         ServerConfig::deserialize(inner)
     }
 
-    /// The engine settings these keys imply; `fallback_model` when no model key is set.
-    pub fn engine_config(&self, fallback_model: Option<&PathBuf>) -> Option<EngineConfig> {
-        let model = self.model.as_ref().or(fallback_model)?;
+    /// The engine settings these keys imply, for the model at `model`.
+    pub fn engine_config(&self, model: &Path) -> EngineConfig {
         let mut config = EngineConfig::new(model);
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers;
-        Some(config)
+        config
     }
 
     /// Whether a change from `self` to `next` needs the model reloaded.

@@ -8,15 +8,25 @@ use amd_engine::Engine;
 use tower_lsp_server::gen_lsp_types::{MessageType, ProgressToken};
 
 use super::state::{EngineSlot, ServerState};
+use crate::models::{self, Explicit, Found, Locations};
 
-pub(crate) const NO_MODEL: &str = "amd-lsp: no model configured, so there are no completions. \
-Set `model` to a GGUF file in the server settings, pass `--model`, or set AMD_LSP_MODEL.";
+pub(crate) const NO_MODEL: &str = "amd-lsp: no model found, so there are no completions. \
+Set `model` to a GGUF file in the server settings, pass `--model`, or set AMD_LSP_MODEL; \
+or put amd/AMD-Llama-135m-code in the Hugging Face cache (it is converted on first use). \
+`amd-lsp model list` shows where amd-lsp looks.";
 
 /// Loads the model the current configuration names, replacing any loaded one.
 pub(crate) async fn load_engine(state: Arc<ServerState>) {
     let generation = state.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
     let config = state.config();
-    let Some(engine_config) = config.engine_config(state.cli_model.as_ref()) else {
+    let explicit = Explicit {
+        flag: state.cli_model.clone(),
+        setting: config.model.clone(),
+        env: std::env::var_os("AMD_LSP_MODEL")
+            .filter(|v| !v.is_empty())
+            .map(Into::into),
+    };
+    let Some(found) = models::discover(&explicit, &Locations::from_env()) else {
         retire(state.set_engine_slot(EngineSlot::Unconfigured));
         tracing::warn!("no model configured");
         state
@@ -26,7 +36,10 @@ pub(crate) async fn load_engine(state: Arc<ServerState>) {
         return;
     };
     retire(state.set_engine_slot(EngineSlot::Loading));
-    let path = engine_config.model_path.display().to_string();
+    let path = match &found {
+        Found::Gguf { path, .. } => path.display().to_string(),
+        Found::Checkpoint { snapshot, .. } => snapshot.display().to_string(),
+    };
     let progress = if state.client_facts().work_done_progress {
         let token = ProgressToken::String(format!("amd-lsp/load/{generation}"));
         match state.client.create_work_done_progress(token.clone()).await {
@@ -43,12 +56,16 @@ pub(crate) async fn load_engine(state: Arc<ServerState>) {
     } else {
         None
     };
-    let result = tokio::task::spawn_blocking(move || Engine::start(engine_config)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let gguf = models::resolve(&found).map_err(|e| format!("{e:#}"))?;
+        Engine::start(config.engine_config(&gguf)).map_err(|e| e.to_string())
+    })
+    .await;
     if let Some(progress) = progress {
         progress.finish().await;
     }
     let result = match result {
-        Ok(r) => r.map_err(|e| format!("{e}")),
+        Ok(r) => r,
         Err(e) => Err(format!("loading {path} failed: {e}")),
     };
     if state.load_generation.load(Ordering::SeqCst) != generation {
