@@ -108,8 +108,21 @@ pub struct CompleteArgs {
 pub enum ModelCommand {
     /// Show where amd-lsp looks for a model, in order, and which one the server would use.
     List,
+    /// Download a checkpoint from the Hugging Face hub, verify, convert and cache it.
+    Pull(PullArgs),
     /// Convert a Hugging Face Llama checkpoint (config.json, safetensors, tokenizer.model) to GGUF.
     Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The hub repository.
+    #[arg(default_value = "amd/AMD-Llama-135m-code")]
+    pub repo: String,
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    #[arg(long = "type", value_enum, default_value = "q8_0")]
+    pub out_type: ConvertType,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -5,6 +5,7 @@ mod commands;
 pub mod logging;
 pub mod lsp;
 pub mod models;
+pub mod pull;
 pub mod threads;
 
 use anyhow::Result;
@@ -21,6 +22,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Model {
             command: ModelCommand::List,
         }) => commands::model::list(cli.model),
+        Some(Command::Model {
+            command: ModelCommand::Pull(args),
+        }) => commands::model::pull(&args),
         Some(Command::Dev {
             command: DevCommand::MakeModel(args),
         }) => commands::dev::make_model(&args),

@@ -6,17 +6,31 @@ use std::path::PathBuf;
 use amd_engine::convert::{convert as convert_checkpoint, OutType};
 use anyhow::{Context, Result};
 
-use crate::cli::{ConvertArgs, ConvertType};
+use crate::cli::{ConvertArgs, ConvertType, PullArgs};
 use crate::models::{self, Explicit, Found, Locations, DEFAULT_REPO};
 
+/// The converter's type and the name it has in cache file names.
+fn out_type(t: ConvertType) -> (OutType, &'static str) {
+    match t {
+        ConvertType::F32 => (OutType::F32, "f32"),
+        ConvertType::F16 => (OutType::F16, "f16"),
+        ConvertType::Bf16 => (OutType::Bf16, "bf16"),
+        ConvertType::Q8_0 => (OutType::Q8_0, "q8_0"),
+        ConvertType::Q4KM => (OutType::Q4KM, "q4_k_m"),
+    }
+}
+
+/// `amd-lsp model pull`: download, verify, convert, cache; prints the GGUF's path.
+pub(crate) fn pull(args: &PullArgs) -> Result<()> {
+    let (t, name) = out_type(args.out_type);
+    let path = crate::pull::pull(&args.repo, &args.revision, t, name, &Locations::from_env())
+        .with_context(|| format!("cannot pull {}", args.repo))?;
+    writeln!(std::io::stdout(), "{}", path.display())?;
+    Ok(())
+}
+
 pub(crate) fn convert(args: &ConvertArgs) -> Result<()> {
-    let out_type = match args.out_type {
-        ConvertType::F32 => OutType::F32,
-        ConvertType::F16 => OutType::F16,
-        ConvertType::Bf16 => OutType::Bf16,
-        ConvertType::Q8_0 => OutType::Q8_0,
-        ConvertType::Q4KM => OutType::Q4KM,
-    };
+    let (out_type, _) = out_type(args.out_type);
     let summary = convert_checkpoint(&args.hf_dir, &args.output, out_type)
         .with_context(|| format!("cannot convert {}", args.hf_dir.display()))?;
     tracing::info!(

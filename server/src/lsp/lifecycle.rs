@@ -12,7 +12,7 @@ use crate::models::{self, Explicit, Found, Locations};
 
 pub(crate) const NO_MODEL: &str = "amd-lsp: no model found, so there are no completions. \
 Set `model` to a GGUF file in the server settings, pass `--model`, or set AMD_LSP_MODEL; \
-or put amd/AMD-Llama-135m-code in the Hugging Face cache (it is converted on first use). \
+or fetch the default model once with `amd-lsp model pull`. \
 `amd-lsp model list` shows where amd-lsp looks.";
 
 /// Loads the model the current configuration names, replacing any loaded one.
