@@ -33,15 +33,13 @@ pub enum ConvertError {
     NoConfig(PathBuf),
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("architecture {0:?} cannot be converted: only LlamaForCausalLM (Llama, AMD-Llama, CodeLlama) is supported")]
+    #[error("architecture {0:?} cannot be converted: only LlamaForCausalLM (Llama, AMD-Llama, CodeLlama) is supported; for other models use llama.cpp's convert_hf_to_gguf.py and pass the GGUF with --model")]
     Architecture(Vec<String>),
     #[error("{0} holds only pytorch_model.bin: download the safetensors files of the model (most Hugging Face repositories have them) and convert those")]
     PytorchOnly(PathBuf),
     #[error("{0} has neither model.safetensors nor model.safetensors.index.json")]
     NoWeights(PathBuf),
-    #[error(
-        "{0} has no tokenizer.model: the SentencePiece model is needed for a Llama vocabulary"
-    )]
+    #[error("{0} has no tokenizer.model: the SentencePiece model is needed for a Llama vocabulary; download it from the model's repository into that directory")]
     NoTokenizer(PathBuf),
     #[error(transparent)]
     Tokenizer(#[from] spm::SpmError),
