@@ -229,3 +229,56 @@ fn finds_and_converts_a_checkpoint_in_the_hugging_face_cache() {
     assert!(child.wait().expect("wait").success());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn exits_when_the_editor_process_dies() {
+    let mut editor = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("a stand-in editor process");
+    let mut child = Command::new(BIN)
+        .arg("--stdio")
+        .env_remove("AMD_LSP_MODEL")
+        .env(
+            "AMD_LSP_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-cache"),
+        )
+        .env(
+            "HF_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-hf"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                      "params": {"processId": editor.id(), "capabilities": {}}});
+    stdin.write_all(&frame(&init)).expect("write");
+    read_frame(&mut stdout).expect("initialize answer");
+    editor.kill().expect("kill the editor");
+    editor.wait().expect("reap");
+    // A watchdog, so a server that does not exit fails the test instead of hanging it.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    let guard = std::thread::spawn(move || {
+        if watchdog
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .is_err()
+        {
+            let _ = Command::new("kill").arg(&pid).status();
+        }
+    });
+    // stdin stays open: only the parent check can end the server. The read returns at EOF.
+    while read_frame(&mut stdout).is_some() {}
+    let status = child.wait().expect("wait");
+    let _ = done.send(());
+    guard.join().expect("watchdog");
+    assert!(
+        status.success(),
+        "the server was killed by the watchdog: {status}"
+    );
+    drop(stdin);
+}

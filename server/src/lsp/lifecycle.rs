@@ -108,3 +108,22 @@ pub(crate) fn retire(slot: EngineSlot) {
         }
     }
 }
+
+/// How often the editor's process is checked.
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Exits the process when the editor that started us (the `processId` it sent) is gone, so a
+/// crashed editor leaves no server behind. Linux only (it reads `/proc`).
+pub(crate) async fn watch_parent(pid: u32) {
+    let alive = move || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if !cfg!(target_os = "linux") || !alive() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(PARENT_CHECK).await;
+        if !alive() {
+            tracing::info!(pid, "the editor is gone; exiting");
+            std::process::exit(0);
+        }
+    }
+}
