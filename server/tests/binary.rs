@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use amd_engine::testmodel::cached_tiny_model;
 use serde_json::{json, Value};
@@ -42,6 +42,78 @@ fn read_frame(r: &mut impl BufRead) -> Option<Value> {
     Some(serde_json::from_slice(&body).expect("stdout carries only JSON-RPC frames"))
 }
 
+/// `amd-lsp --stdio` as a child process, spoken to over its pipes.
+struct StdioServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: i64,
+}
+
+impl StdioServer {
+    fn spawn(command: &mut Command, stderr: Stdio) -> StdioServer {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn amd-lsp");
+        StdioServer {
+            stdin: child.stdin.take().expect("stdin"),
+            stdout: BufReader::new(child.stdout.take().expect("stdout")),
+            child,
+            next_id: 0,
+        }
+    }
+
+    fn send(&mut self, msg: &Value) {
+        self.stdin.write_all(&frame(msg)).expect("write");
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Sends a request and returns its whole response, skipping other messages.
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let msg = read_frame(&mut self.stdout).expect("server alive");
+            if msg["id"] == id && msg.get("method").is_none() {
+                return msg;
+            }
+        }
+    }
+
+    /// `amd/status` until the model is no longer loading.
+    fn settled_status(&mut self) -> Value {
+        loop {
+            let status = self.request("amd/status", Value::Null)["result"].clone();
+            if status["state"] != "loading" {
+                return status;
+            }
+        }
+    }
+
+    /// `shutdown` and `exit`; nothing may follow on stdout and the exit code is 0. Returns
+    /// what the server wrote to stderr, when it was piped.
+    fn shutdown(mut self) -> String {
+        self.request("shutdown", Value::Null);
+        self.notify("exit", Value::Null);
+        drop(self.stdin);
+        assert!(read_frame(&mut self.stdout).is_none(), "nothing after exit");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).expect("stderr");
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{status}");
+        stderr
+    }
+}
+
 #[test]
 fn version_and_help() {
     let out = Command::new(BIN).arg("--version").output().expect("run");
@@ -62,90 +134,45 @@ fn version_and_help() {
 
 #[test]
 fn a_whole_session_over_stdio() {
-    let mut child = Command::new(BIN)
-        .args(["--stdio", "--log-level", "debug", "--model"])
-        .arg(tiny_model())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn amd-lsp");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut send = |msg: Value| stdin.write_all(&frame(&msg)).expect("write");
-
-    send(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--stdio", "--log-level", "debug", "--model"])
+        .arg(tiny_model());
+    let mut server = StdioServer::spawn(&mut cmd, Stdio::piped());
+    let init = server.request(
+        "initialize",
+        json!({
             "processId": null,
             "capabilities": {"textDocument": {"inlineCompletion": {}}},
             "initializationOptions": {"debounceMs": 0},
-        }}),
+        }),
     );
-    let init = read_frame(&mut stdout).expect("initialize answer");
     assert_eq!(
         init["result"]["capabilities"]["inlineCompletionProvider"], true,
         "{init}"
     );
-    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
-    send(
-        json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+    server.notify("initialized", json!({}));
+    server.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {
             "uri": "file:///t/a.py", "languageId": "python", "version": 1, "text": "def add(a, b):\n    return a",
-        }}}),
+        }}),
     );
-    // The model loads in the background: ask for the status until it is ready, then complete.
-    let mut next_id = 2;
-    let mut answers = Vec::new();
-    let mut completion = None;
-    while completion.is_none() {
-        send(json!({"jsonrpc": "2.0", "id": next_id, "method": "amd/status"}));
-        let status = loop {
-            let msg = read_frame(&mut stdout).expect("server alive");
-            if msg["id"] == next_id {
-                break msg["result"].clone();
-            }
-            answers.push(msg);
-        };
-        next_id += 1;
-        if status["state"] == "ready" {
-            send(
-                json!({"jsonrpc": "2.0", "id": next_id, "method": "textDocument/inlineCompletion", "params": {
-                    "textDocument": {"uri": "file:///t/a.py"},
-                    "position": {"line": 1, "character": 12},
-                    "context": {"triggerKind": 2},
-                }}),
-            );
-            let msg = loop {
-                let msg = read_frame(&mut stdout).expect("server alive");
-                if msg["id"] == next_id {
-                    break msg;
-                }
-            };
-            completion = Some(msg);
-        } else {
-            assert_eq!(status["state"], "loading", "{status}");
-        }
-    }
-    let completion = completion.expect("completion");
+    // The model loads in the background.
+    assert_eq!(server.settled_status()["state"], "ready");
+    let completion = server.request(
+        "textDocument/inlineCompletion",
+        json!({
+            "textDocument": {"uri": "file:///t/a.py"},
+            "position": {"line": 1, "character": 12},
+            "context": {"triggerKind": 2},
+        }),
+    );
     let items = completion["result"]["items"].as_array().expect("items");
     assert!(items[0]["insertText"]
         .as_str()
         .expect("text")
         .starts_with("    return a"));
-    send(json!({"jsonrpc": "2.0", "id": 999, "method": "shutdown"}));
-    let msg = read_frame(&mut stdout).expect("shutdown answer");
-    assert_eq!(msg["id"], 999);
-    send(json!({"jsonrpc": "2.0", "method": "exit"}));
-    drop(stdin);
-    assert!(read_frame(&mut stdout).is_none(), "nothing after exit");
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{status}");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
+    let stderr = server.shutdown();
     assert!(
         stderr.contains("model ready"),
         "logs go to stderr: {stderr}"
@@ -192,41 +219,15 @@ fn finds_and_converts_a_checkpoint_in_the_hugging_face_cache() {
         "{list}"
     );
 
-    let mut child = command(&["--stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut send = |msg: Value| stdin.write_all(&frame(&msg)).expect("write");
-    send(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}),
-    );
-    read_frame(&mut stdout).expect("initialize answer");
-    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
-    let mut id = 1;
-    let status = loop {
-        id += 1;
-        send(json!({"jsonrpc": "2.0", "id": id, "method": "amd/status"}));
-        let status = loop {
-            let msg = read_frame(&mut stdout).expect("server alive");
-            if msg["id"] == id {
-                break msg["result"].clone();
-            }
-        };
-        if status["state"] != "loading" {
-            break status;
-        }
-    };
+    let mut server = StdioServer::spawn(&mut command(&["--stdio"]), Stdio::null());
+    server.request("initialize", json!({"capabilities": {}}));
+    server.notify("initialized", json!({}));
+    let status = server.settled_status();
     assert_eq!(status["state"], "ready", "{status}");
     let converted = cache.join("models/amd--AMD-Llama-135m-code/q8_0.gguf");
     assert_eq!(status["model"]["path"], converted.display().to_string());
     assert!(converted.is_file());
-    send(json!({"jsonrpc": "2.0", "id": 999, "method": "shutdown"}));
-    send(json!({"jsonrpc": "2.0", "method": "exit"}));
-    assert!(child.wait().expect("wait").success());
+    server.shutdown();
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -236,8 +237,8 @@ fn exits_when_the_editor_process_dies() {
         .arg("60")
         .spawn()
         .expect("a stand-in editor process");
-    let mut child = Command::new(BIN)
-        .arg("--stdio")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--stdio")
         .env_remove("AMD_LSP_MODEL")
         .env(
             "AMD_LSP_CACHE",
@@ -246,23 +247,17 @@ fn exits_when_the_editor_process_dies() {
         .env(
             "HF_HOME",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-hf"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                      "params": {"processId": editor.id(), "capabilities": {}}});
-    stdin.write_all(&frame(&init)).expect("write");
-    read_frame(&mut stdout).expect("initialize answer");
+        );
+    let mut server = StdioServer::spawn(&mut cmd, Stdio::null());
+    server.request(
+        "initialize",
+        json!({"processId": editor.id(), "capabilities": {}}),
+    );
     editor.kill().expect("kill the editor");
     editor.wait().expect("reap");
     // A watchdog, so a server that does not exit fails the test instead of hanging it.
     let (done, watchdog) = std::sync::mpsc::channel::<()>();
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     let guard = std::thread::spawn(move || {
         if watchdog
             .recv_timeout(std::time::Duration::from_secs(30))
@@ -272,13 +267,12 @@ fn exits_when_the_editor_process_dies() {
         }
     });
     // stdin stays open: only the parent check can end the server. The read returns at EOF.
-    while read_frame(&mut stdout).is_some() {}
-    let status = child.wait().expect("wait");
+    while read_frame(&mut server.stdout).is_some() {}
+    let status = server.child.wait().expect("wait");
     let _ = done.send(());
     guard.join().expect("watchdog");
     assert!(
         status.success(),
         "the server was killed by the watchdog: {status}"
     );
-    drop(stdin);
 }
