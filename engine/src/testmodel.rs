@@ -76,6 +76,33 @@ pub fn codellama_extra_tokens() -> Vec<String> {
 }
 
 impl LlamaShape {
+    /// Writes the `general.architecture` and `llama.*` hyperparameter keys llama.cpp reads.
+    pub(crate) fn write_hparams(
+        &self,
+        w: &mut GgufWriter,
+        rms_eps: f32,
+        rope_base: f32,
+        n_vocab: u32,
+    ) {
+        w.set("general.architecture", Value::String("llama".into()));
+        w.set("llama.context_length", Value::U32(self.n_ctx_train));
+        w.set("llama.embedding_length", Value::U32(self.n_embd));
+        w.set("llama.block_count", Value::U32(self.n_layer));
+        w.set("llama.feed_forward_length", Value::U32(self.n_ff));
+        w.set("llama.attention.head_count", Value::U32(self.n_head));
+        w.set("llama.attention.head_count_kv", Value::U32(self.n_head_kv));
+        w.set(
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(rms_eps),
+        );
+        w.set("llama.rope.freq_base", Value::F32(rope_base));
+        w.set(
+            "llama.rope.dimension_count",
+            Value::U32(self.n_embd / self.n_head),
+        );
+        w.set("llama.vocab_size", Value::U32(n_vocab));
+    }
+
     /// The same shape with CodeLlama's vocabulary (32016 tokens with FIM pieces).
     pub fn with_codellama_vocab(mut self) -> LlamaShape {
         self.codellama_vocab = true;
@@ -176,7 +203,6 @@ pub fn write_random_llama(
 
     let mut w = GgufWriter::new();
     let s = shape;
-    w.set("general.architecture", Value::String("llama".into()));
     w.set(
         "general.name",
         Value::String(format!(
@@ -188,19 +214,7 @@ pub fn write_random_llama(
         "general.file_type",
         Value::U32(if wtype == WeightType::F32 { 0 } else { 1 }),
     );
-    w.set("llama.context_length", Value::U32(s.n_ctx_train));
-    w.set("llama.embedding_length", Value::U32(s.n_embd));
-    w.set("llama.block_count", Value::U32(s.n_layer));
-    w.set("llama.feed_forward_length", Value::U32(s.n_ff));
-    w.set("llama.attention.head_count", Value::U32(s.n_head));
-    w.set("llama.attention.head_count_kv", Value::U32(s.n_head_kv));
-    w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
-    w.set("llama.rope.freq_base", Value::F32(10000.0));
-    w.set(
-        "llama.rope.dimension_count",
-        Value::U32(s.n_embd / s.n_head),
-    );
-    w.set("llama.vocab_size", Value::U32(n_vocab as u32));
+    s.write_hparams(&mut w, 1e-5, 10000.0, n_vocab as u32);
     for (key, value) in vocab
         .metadata
         .iter()

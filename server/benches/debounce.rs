@@ -20,11 +20,7 @@ use serde_json::{json, Value};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    let opt = |name: &str| common::opt(&args, name);
     let n_keys: usize = opt("--keys").map_or(150, |s| s.parse().expect("--keys N"));
     let debounces: Vec<u64> = opt("--debounce")
         .unwrap_or_else(|| "0,20,40,80,150".into())

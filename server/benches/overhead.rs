@@ -17,11 +17,7 @@ use serde_json::{json, Value};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    let opt = |name: &str| common::opt(&args, name);
     let steps: usize = opt("--steps").map_or(400, |s| s.parse().expect("--steps N"));
     let model = model_arg(&args);
     let source = source();

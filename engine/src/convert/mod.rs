@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::error::LoadError;
 use crate::gguf::{GgmlType, GgufWriter, TensorData, Value};
 use crate::llama::{quantize, QuantType};
+use crate::testmodel::LlamaShape;
 
 /// What the converter writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +226,6 @@ fn write_metadata(
     let name = dir
         .file_name()
         .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    w.set("general.architecture", Value::String("llama".into()));
     w.set("general.name", Value::String(name));
     let file_type = match matrix_type {
         GgmlType::F16 => 1,
@@ -233,31 +233,17 @@ fn write_metadata(
         _ => 0,
     };
     w.set("general.file_type", Value::U32(file_type));
-    w.set(
-        "llama.context_length",
-        Value::U32(c.max_position_embeddings),
-    );
-    w.set("llama.embedding_length", Value::U32(c.hidden_size));
-    w.set("llama.block_count", Value::U32(c.num_hidden_layers));
-    w.set("llama.feed_forward_length", Value::U32(c.intermediate_size));
-    w.set(
-        "llama.attention.head_count",
-        Value::U32(c.num_attention_heads),
-    );
-    w.set("llama.attention.head_count_kv", Value::U32(n_head_kv));
-    w.set(
-        "llama.attention.layer_norm_rms_epsilon",
-        Value::F32(c.rms_norm_eps),
-    );
-    w.set(
-        "llama.rope.freq_base",
-        Value::F32(c.rope_theta.unwrap_or(10000.0)),
-    );
-    w.set(
-        "llama.rope.dimension_count",
-        Value::U32(c.hidden_size / c.num_attention_heads),
-    );
-    w.set("llama.vocab_size", Value::U32(pieces.len() as u32));
+    let shape = LlamaShape {
+        n_layer: c.num_hidden_layers,
+        n_embd: c.hidden_size,
+        n_head: c.num_attention_heads,
+        n_head_kv,
+        n_ff: c.intermediate_size,
+        n_ctx_train: c.max_position_embeddings,
+        codellama_vocab: false,
+    };
+    let rope_base = c.rope_theta.unwrap_or(10000.0);
+    shape.write_hparams(w, c.rms_norm_eps, rope_base, pieces.len() as u32);
 
     w.set("tokenizer.ggml.model", Value::String("llama".into()));
     w.set(

@@ -101,6 +101,13 @@ pub fn start_server(model: &Path, options: Value) -> (Child, Client) {
     (child, c)
 }
 
+/// The value after `name` on the command line, if any.
+pub fn opt(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 /// The model named by `--model` (made absolute: cargo runs benchmarks in the package
 /// directory), or the tiny test model.
 pub fn model_arg(args: &[String]) -> PathBuf {
