@@ -20,8 +20,11 @@ use crate::gguf;
 use crate::llama::{ContextParams, Model, ModelParams};
 use crate::prompt::{self, PromptModel};
 use crate::session::Session;
+use crate::speculative::{self, DraftSource};
 use crate::text::Utf8Stream;
-use crate::{CompletionRequest, EngineConfig, ModelInfo, Outcome, TokenId};
+use crate::{
+    CompletionRequest, Drafter, EngineConfig, ModelInfo, ModelRole, Outcome, Prompt, TokenId,
+};
 
 /// Largest context chosen automatically when the configuration says 0.
 const AUTO_N_CTX_MAX: u32 = 4096;
@@ -115,6 +118,7 @@ impl Drop for JobHandle {
 pub struct Engine {
     tx: Option<mpsc::Sender<Msg>>,
     info: ModelInfo,
+    target_info: Option<ModelInfo>,
     counters: Arc<EngineCounters>,
     thread: Option<JoinHandle<()>>,
 }
@@ -131,6 +135,9 @@ impl Engine {
     /// Validates the model file, starts the engine thread and waits until the model is loaded.
     pub fn start(config: EngineConfig) -> Result<Engine, LoadError> {
         validate_model_file(&config.model_path, config.vocab_only)?;
+        if let Some(target) = &config.target {
+            validate_model_file(&target.model_path, false)?;
+        }
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let counters = Arc::new(EngineCounters::default());
@@ -139,8 +146,8 @@ impl Engine {
             .name("amd-engine".into())
             .spawn(move || engine_thread(config, rx, ready_tx, thread_counters))
             .map_err(|e| LoadError::Thread(e.to_string()))?;
-        let info = match ready_rx.recv() {
-            Ok(Ok(info)) => info,
+        let (info, target_info) = match ready_rx.recv() {
+            Ok(Ok(infos)) => infos,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -155,6 +162,7 @@ impl Engine {
         Ok(Engine {
             tx: Some(tx),
             info,
+            target_info,
             counters,
             thread: Some(thread),
         })
@@ -162,6 +170,11 @@ impl Engine {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The target model, when one is configured.
+    pub fn target_info(&self) -> Option<&ModelInfo> {
+        self.target_info.as_ref()
     }
 
     pub fn counters(&self) -> &EngineCounters {
@@ -259,10 +272,12 @@ fn default_decode_threads() -> u32 {
     n_cores().saturating_sub(1).max(1)
 }
 
+type Ready = Result<(ModelInfo, Option<ModelInfo>), LoadError>;
+
 fn engine_thread(
     config: EngineConfig,
     rx: mpsc::Receiver<Msg>,
-    ready: mpsc::Sender<Result<ModelInfo, LoadError>>,
+    ready: mpsc::Sender<Ready>,
     counters: Arc<EngineCounters>,
 ) {
     let params = ModelParams {
@@ -276,50 +291,87 @@ fn engine_thread(
             return;
         }
     };
-    let mut session = if config.vocab_only {
-        None
-    } else {
-        let n_ctx = match config.n_ctx {
-            0 => model.info().n_ctx_train.clamp(256, AUTO_N_CTX_MAX),
-            n => n,
-        };
-        let ctx_params = ContextParams {
-            kv_type: config.kv_type,
-            flash_attention: config.flash_attention,
-            n_ctx,
-            n_batch: 512,
-            n_threads: if config.n_threads == 0 {
-                default_decode_threads()
-            } else {
-                config.n_threads
-            },
-            n_threads_batch: if config.n_threads_batch == 0 {
-                n_cores()
-            } else {
-                config.n_threads_batch
-            },
-        };
+    let mut target_model = match &config.target {
+        Some(t) if !config.vocab_only => {
+            let params = ModelParams {
+                gpu_layers: t.gpu_layers,
+                vocab_only: false,
+            };
+            match Model::load(&t.model_path, &params)
+                .and_then(|target| check_draft_pair(&model, &target).map(|()| target))
+            {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let n_ctx = match config.n_ctx {
+        0 => std::iter::once(&model)
+            .chain(target_model.as_ref())
+            .map(|m| m.info().n_ctx_train)
+            .min()
+            .unwrap_or(AUTO_N_CTX_MAX)
+            .clamp(256, AUTO_N_CTX_MAX),
+        n => n,
+    };
+    let ctx_params = ContextParams {
+        kv_type: config.kv_type,
+        flash_attention: config.flash_attention,
+        n_ctx,
+        n_batch: 512,
+        n_threads: if config.n_threads == 0 {
+            default_decode_threads()
+        } else {
+            config.n_threads
+        },
+        n_threads_batch: if config.n_threads_batch == 0 {
+            n_cores()
+        } else {
+            config.n_threads_batch
+        },
+    };
+    if !config.vocab_only {
         model.set_n_ctx(n_ctx);
-        match model.new_context(&ctx_params) {
-            Ok(ctx) => Some(Session::new(
-                &model,
-                ctx,
-                config.prefill_chunk as usize,
-                config.kv_reuse,
-            )),
+    }
+    if let Some(t) = target_model.as_mut() {
+        t.set_n_ctx(n_ctx);
+    }
+    let new_session = |m| new_session(m, &ctx_params, &config);
+    let mut session = None;
+    let mut target_session = None;
+    if !config.vocab_only {
+        let sessions = new_session(&model).and_then(|main| {
+            let target = target_model.as_ref().map(&new_session).transpose()?;
+            Ok((main, target))
+        });
+        match sessions {
+            Ok((main, target)) => {
+                session = Some(main);
+                target_session = target;
+            }
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
             }
         }
-    };
-    tracing::info!(
-        path = %model.info().path.display(),
-        n_params = model.info().n_params,
-        load_ms = model.info().load_ms,
-        "model loaded"
+    }
+    for m in std::iter::once(&model).chain(target_model.as_ref()) {
+        tracing::info!(
+            path = %m.info().path.display(),
+            n_params = m.info().n_params,
+            load_ms = m.info().load_ms,
+            "model loaded"
+        );
+    }
+    let infos = (
+        model.info().clone(),
+        target_model.as_ref().map(|m| m.info().clone()),
     );
-    if ready.send(Ok(model.info().clone())).is_err() {
+    if ready.send(Ok(infos)).is_err() {
         return;
     }
 
@@ -348,7 +400,7 @@ fn engine_thread(
                     Some(_) if cancel.is_cancelled() || reply.is_closed() => {
                         Ok(Outcome::Cancelled(Default::default()))
                     }
-                    Some(session) => run_job(&model, session, &mut req, &cancel),
+                    Some(session) => run_job(session, target_session.as_mut(), &mut req, &cancel),
                 };
                 count(&counters, &result);
                 let _ = reply.send(result);
@@ -358,22 +410,125 @@ fn engine_thread(
     tracing::debug!("engine thread stopping");
 }
 
-fn run_job(
-    model: &Model,
-    session: &mut Session<'_>,
+fn new_session<'m>(
+    model: &'m Model,
+    params: &ContextParams,
+    config: &EngineConfig,
+) -> Result<Session<'m>, LoadError> {
+    Ok(Session::new(
+        model,
+        model.new_context(params)?,
+        config.prefill_chunk as usize,
+        config.kv_reuse,
+    ))
+}
+
+/// Checks that `draft` can draft for `target`: the same tokenizer family and special tokens,
+/// a vocabulary that is a prefix of the target's (at most 128 tokens shorter), and the same
+/// text for every shared token.
+fn check_draft_pair(draft: &Model, target: &Model) -> Result<(), LoadError> {
+    let (d, t) = (draft.info(), target.info());
+    let refuse = |reason: String| LoadError::Incompatible {
+        draft: d.path.clone(),
+        target: t.path.clone(),
+        reason,
+    };
+    if draft.vocab_kind() != target.vocab_kind() {
+        return Err(refuse(format!(
+            "tokenizers differ ({} vs {})",
+            draft.vocab_kind(),
+            target.vocab_kind()
+        )));
+    }
+    if (d.bos, d.eos, d.add_bos) != (t.bos, t.eos, t.add_bos) {
+        return Err(refuse(format!(
+            "special tokens differ (BOS {:?}/{:?}, EOS {:?}/{:?})",
+            d.bos, t.bos, d.eos, t.eos
+        )));
+    }
+    if d.n_vocab > t.n_vocab || t.n_vocab - d.n_vocab > 128 {
+        return Err(refuse(format!(
+            "vocabularies of {} and {} tokens (the draft's must be the target's first tokens, \
+             at most 128 fewer)",
+            d.n_vocab, t.n_vocab
+        )));
+    }
+    for id in 0..d.n_vocab as TokenId {
+        let (a, b) = (draft.token_text(id), target.token_text(id));
+        if a != b {
+            return Err(refuse(format!(
+                "token {id} is {:?} in the draft but {:?} in the target",
+                a.unwrap_or_default(),
+                b.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run_job<'m>(
+    main: &mut Session<'m>,
+    mut target: Option<&mut Session<'m>>,
     req: &mut CompletionRequest,
     cancel: &CancelToken,
 ) -> Result<Outcome, EngineError> {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let info = model.info();
-        let tokenize = |text: &str| model.tokenize(text, false);
-        let prompt_model = PromptModel {
-            bos: info.bos.filter(|_| info.add_bos),
-            fim: info.fim,
-            tokenize: &tokenize,
+        let prompt_of = |model: &Model, prompt: &Prompt| {
+            let info = model.info();
+            let tokenize = |text: &str| model.tokenize(text, false);
+            let prompt_model = PromptModel {
+                bos: info.bos.filter(|_| info.add_bos),
+                fim: info.fim,
+                tokenize: &tokenize,
+            };
+            prompt::build(&prompt_model, prompt)
         };
-        let prompt = prompt::build(&prompt_model, &req.prompt);
-        session.run(req, &prompt, cancel)
+        let drafter = req.speculation.as_ref().map(|s| s.drafter.clone());
+        let generator: &mut Session<'m> = match req.model {
+            ModelRole::Main => &mut *main,
+            ModelRole::Target => target.as_deref_mut().ok_or(EngineError::NoTarget)?,
+        };
+        let prompt = prompt_of(generator.model(), &req.prompt);
+        match drafter {
+            None => generator.run(req, &prompt, cancel),
+            Some(Drafter::Lookup(lookup)) => {
+                let corpus = lookup
+                    .corpus
+                    .iter()
+                    .map(|text| generator.model().tokenize(text, false))
+                    .collect();
+                let source = DraftSource::Lookup { corpus };
+                speculative::run(generator, source, req, &prompt, cancel)
+            }
+            Some(Drafter::Model) => {
+                let Some(target) = target
+                    .as_deref_mut()
+                    .filter(|_| req.model == ModelRole::Target)
+                else {
+                    return Err(EngineError::BadRequest(
+                        "drafting with a model needs a target model to draft for".into(),
+                    ));
+                };
+                let draft_prompt = prompt_of(main.model(), &draft_prompt(&req.prompt));
+                let draft_prompt = match &req.prompt {
+                    // Token prompts may hold ids the draft cannot read: it starts after them.
+                    Prompt::Tokens(_) => {
+                        let n_vocab = main.model().info().n_vocab;
+                        let from = draft_prompt
+                            .iter()
+                            .rposition(|&t| t < 0 || t as u32 >= n_vocab)
+                            .map_or(0, |i| i + 1);
+                        draft_prompt[from..].to_vec()
+                    }
+                    _ => draft_prompt,
+                };
+                let source = DraftSource::Model {
+                    session: main,
+                    prompt: draft_prompt,
+                };
+                speculative::run(target, source, req, &prompt, cancel)
+            }
+        }
     }));
     let result = result.unwrap_or_else(|panic| {
         let what = panic
@@ -384,9 +539,13 @@ fn run_job(
         Err(EngineError::Internal(what))
     });
     match &result {
+        Err(EngineError::NoTarget | EngineError::BadRequest(_)) => {}
         Err(e) => {
             tracing::warn!(error = %e, "job failed; KV cache reset");
-            session.reset();
+            main.reset();
+            if let Some(t) = target {
+                t.reset();
+            }
         }
         Ok(outcome) => {
             let s = outcome.stats();
@@ -395,6 +554,8 @@ fn run_job(
                 n_reused = s.n_reused,
                 n_evaluated = s.n_evaluated,
                 n_generated = s.n_generated,
+                n_drafted = s.n_drafted,
+                n_accepted = s.n_accepted,
                 prefill_ms = s.prefill_ms,
                 decode_ms = s.decode_ms,
                 cancelled = matches!(outcome, Outcome::Cancelled(_)),
@@ -403,6 +564,20 @@ fn run_job(
         }
     }
     result
+}
+
+/// What the draft model is prompted with: the code before the cursor (FIM prompts lose
+/// their suffix and control tokens).
+fn draft_prompt(prompt: &Prompt) -> Prompt {
+    match prompt {
+        Prompt::Fim {
+            prefix, max_tokens, ..
+        } => Prompt::Prefix {
+            text: prefix.clone(),
+            max_tokens: *max_tokens,
+        },
+        other => other.clone(),
+    }
 }
 
 fn count(counters: &EngineCounters, result: &Result<Outcome, EngineError>) {

@@ -23,6 +23,12 @@ pub enum LoadError {
     Quantize(String),
     #[error("the engine thread could not be started: {0}")]
     Thread(String),
+    #[error("{draft} cannot draft for {target}: {reason}")]
+    Incompatible {
+        draft: PathBuf,
+        target: PathBuf,
+        reason: String,
+    },
 }
 
 /// A job failed. The engine keeps running and the next job starts from a consistent state.
@@ -36,6 +42,10 @@ pub enum EngineError {
     BadToken { token: i32, n_vocab: u32 },
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    #[error("no target model is configured")]
+    NoTarget,
+    #[error("{0}")]
+    BadRequest(String),
     #[error("the engine stopped")]
     Stopped,
     #[error("internal engine error: {0}")]

@@ -13,6 +13,8 @@ mod llama;
 mod prompt;
 pub mod reuse;
 mod session;
+pub mod spec;
+mod speculative;
 pub mod testmodel;
 pub mod text;
 
@@ -85,6 +87,17 @@ pub struct EngineConfig {
     /// 1 thread, 800-token context: 49 vs 70 tok/s; docs/benchmarks.md), and its F16
     /// accumulation makes logits depend on how a prompt was split into batches by ~1e-3.
     pub flash_attention: bool,
+    /// A larger model the main model drafts for (speculative decoding). It shares the
+    /// context size and threads; requests choose it with [`ModelRole::Target`].
+    pub target: Option<TargetConfig>,
+}
+
+/// The optional target model.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    pub model_path: PathBuf,
+    /// Layers offloaded to a GPU backend (ignored on CPU builds).
+    pub gpu_layers: u32,
 }
 
 /// Element type of the KV cache.
@@ -109,6 +122,7 @@ impl EngineConfig {
             vocab_only: false,
             kv_type: KvType::F16,
             flash_attention: false,
+            target: None,
         }
     }
 }
@@ -149,7 +163,85 @@ pub struct CompletionRequest {
     pub record_margins: bool,
     /// Record this many most likely tokens, with log-probabilities, at every generated position.
     pub top_logprobs: usize,
+    /// Which model generates.
+    pub model: ModelRole,
+    /// Draft-and-verify decoding; the output is what the generating model alone gives
+    /// (token-identical when greedy, the same distribution when sampled).
+    pub speculation: Option<Speculation>,
     pub on_progress: Option<ProgressFn>,
+}
+
+/// The models an engine can hold: the main (small, fast) model, and optionally a larger
+/// target that the main model drafts for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModelRole {
+    #[default]
+    Main,
+    Target,
+}
+
+/// How speculative decoding drafts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Speculation {
+    pub drafter: Drafter,
+    pub k: DraftLength,
+}
+
+impl Speculation {
+    /// The main model drafts for the target, k adapting from `k_init` up to 8.
+    pub fn draft_model(k_init: usize) -> Speculation {
+        Speculation {
+            drafter: Drafter::Model,
+            k: DraftLength::Adaptive {
+                init: k_init,
+                max: 8,
+            },
+        }
+    }
+
+    /// Prompt lookup: continuations of the last n-gram found in the prompt, the output so far
+    /// and `corpus`.
+    pub fn lookup(corpus: Vec<String>) -> Speculation {
+        Speculation {
+            drafter: Drafter::Lookup(Lookup {
+                ngram_min: 2,
+                ngram_max: 4,
+                corpus,
+            }),
+            k: DraftLength::Adaptive { init: 4, max: 10 },
+        }
+    }
+}
+
+/// Where drafts come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Drafter {
+    /// The main model drafts greedily for the target. It is fed its own token stream (the
+    /// code before the cursor and the accepted tokens), never the target's FIM tokens.
+    Model,
+    /// Prompt-lookup (n-gram) drafting: no second model.
+    Lookup(Lookup),
+}
+
+/// Prompt-lookup settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    /// Shortest and longest n-gram matched against the text before the cursor.
+    pub ngram_min: usize,
+    pub ngram_max: usize,
+    /// Other text to look continuations up in (other open files).
+    pub corpus: Vec<String>,
+}
+
+/// How many tokens are drafted per verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftLength {
+    Fixed(usize),
+    /// Grows by one after a fully accepted draft, shrinks after a rejection.
+    Adaptive {
+        init: usize,
+        max: usize,
+    },
 }
 
 impl CompletionRequest {
@@ -161,6 +253,8 @@ impl CompletionRequest {
             stop: StopRules::default(),
             record_margins: false,
             top_logprobs: 0,
+            model: ModelRole::Main,
+            speculation: None,
             on_progress: None,
         }
     }
@@ -172,6 +266,8 @@ impl std::fmt::Debug for CompletionRequest {
             .field("max_tokens", &self.max_tokens)
             .field("sampling", &self.sampling)
             .field("stop", &self.stop)
+            .field("model", &self.model)
+            .field("speculation", &self.speculation)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +293,28 @@ pub struct JobStats {
     pub n_generated: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// Tokens proposed by a drafter (speculative decoding).
+    pub n_drafted: usize,
+    /// Drafted tokens the target accepted.
+    pub n_accepted: usize,
+    /// Generation calls to the generating model (single steps and verify batches).
+    pub n_target_calls: usize,
+    /// Time spent drafting (included in `decode_ms`).
+    pub draft_ms: f64,
+    /// The draft length in use when the job ended (adaptive speculation).
+    pub k_final: usize,
+}
+
+impl JobStats {
+    /// Accepted ÷ drafted tokens (the acceptance rate α), when anything was drafted.
+    pub fn acceptance(&self) -> Option<f64> {
+        (self.n_drafted > 0).then(|| self.n_accepted as f64 / self.n_drafted as f64)
+    }
+
+    /// Generated tokens per call to the generating model.
+    pub fn tokens_per_call(&self) -> Option<f64> {
+        (self.n_target_calls > 0).then(|| self.n_generated as f64 / self.n_target_calls as f64)
+    }
 }
 
 /// A finished completion.

@@ -136,6 +136,19 @@ impl Model {
         self.inner.vocab().is_eog(LlamaToken(token))
     }
 
+    /// The vocabulary's own text of a token (SentencePiece form, `▁` for spaces).
+    pub(crate) fn token_text(&self, token: TokenId) -> Option<String> {
+        self.inner
+            .vocab()
+            .text(LlamaToken(token))
+            .map(|t| t.to_string_lossy().into_owned())
+    }
+
+    /// The tokenizer family (SPM, BPE, …), as llama.cpp names it.
+    pub(crate) fn vocab_kind(&self) -> String {
+        format!("{:?}", self.inner.vocab().vocab_type())
+    }
+
     pub(crate) fn new_context(&self, params: &ContextParams) -> Result<Context<'_>, LoadError> {
         let backend = backend()?;
         let threads = params.n_threads.max(1) as i32;
@@ -163,7 +176,7 @@ impl Model {
             ctx,
             batch: LlamaBatch::new(n_batch as usize, 1),
             n_batch: n_batch as usize,
-            last_logits_idx: None,
+            outputs: 0,
         })
     }
 }
@@ -192,8 +205,16 @@ pub(crate) struct Context<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
-    /// Batch index of the last position that produced logits.
-    last_logits_idx: Option<i32>,
+    /// How many positions of the last batch produced logits (they were its last ones).
+    outputs: usize,
+}
+
+/// Which positions of a batch produce logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Logits {
+    None,
+    Last,
+    All,
 }
 
 impl Context<'_> {
@@ -217,46 +238,61 @@ impl Context<'_> {
     /// Empties the KV cache.
     pub(crate) fn clear(&mut self) {
         self.ctx.clear_kv_cache();
-        self.last_logits_idx = None;
+        self.outputs = 0;
     }
 
-    /// Evaluates `tokens` at positions `start_pos..`, at most `n_batch` at a time. When
-    /// `logits_last` is set, the last token's logits are kept for sampling.
+    /// Evaluates `tokens` at positions `start_pos..` in one llama.cpp call (at most `n_batch`
+    /// tokens), keeping the logits `logits` asks for.
     pub(crate) fn decode(
         &mut self,
         tokens: &[TokenId],
         start_pos: usize,
-        logits_last: bool,
+        logits: Logits,
     ) -> Result<(), EngineError> {
         debug_assert!(tokens.len() <= self.n_batch);
         self.batch.clear();
-        self.last_logits_idx = None;
+        self.outputs = 0;
         for (i, &t) in tokens.iter().enumerate() {
-            let last = logits_last && i + 1 == tokens.len();
+            let out = match logits {
+                Logits::None => false,
+                Logits::Last => i + 1 == tokens.len(),
+                Logits::All => true,
+            };
             let pos = i32::try_from(start_pos + i)
                 .map_err(|_| EngineError::Decode("position overflow".into()))?;
             self.batch
-                .add(LlamaToken(t), pos, &[0], last)
+                .add(LlamaToken(t), pos, &[0], out)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
         }
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| EngineError::Decode(e.to_string()))?;
-        if logits_last && !tokens.is_empty() {
-            self.last_logits_idx = Some(tokens.len() as i32 - 1);
-        }
+        self.outputs = match logits {
+            Logits::None => 0,
+            Logits::Last => usize::from(!tokens.is_empty()),
+            Logits::All => tokens.len(),
+        };
         Ok(())
     }
 
     /// The logits of the last decoded position that asked for them.
     pub(crate) fn logits(&self) -> Option<&[f32]> {
-        self.last_logits_idx.map(|i| self.ctx.get_logits_ith(i))
+        self.outputs.checked_sub(1).and_then(|i| self.logits_at(i))
+    }
+
+    /// The logits of output `i` of the last batch (in batch order).
+    pub(crate) fn logits_at(&self, i: usize) -> Option<&[f32]> {
+        let n = self.outputs;
+        // llama.cpp numbers a batch's positions, and every one of ours that has logits is
+        // among its last `n`.
+        let idx = self.batch.n_tokens() as usize - n + i;
+        (i < n).then(|| self.ctx.get_logits_ith(idx as i32))
     }
 
     /// Samples from the last logits with llama.cpp's sampler chain.
     pub(crate) fn sample(&self, sampler: &mut Sampler) -> Option<TokenId> {
-        let idx = self.last_logits_idx?;
-        Some(sampler.inner.sample(&self.ctx, idx).0)
+        let idx = (self.batch.n_tokens() as usize).checked_sub(1)?;
+        (self.outputs > 0).then(|| sampler.inner.sample(&self.ctx, idx as i32).0)
     }
 }
 

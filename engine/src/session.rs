@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use crate::engine::CancelToken;
 use crate::error::EngineError;
-use crate::llama::{Context, Model, Sampler};
+use crate::llama::{Context, Logits, Model, Sampler};
 use crate::text::Utf8Stream;
 use crate::{
-    reuse, Completion, CompletionRequest, JobStats, Outcome, Progress, Sampling, StopReason,
-    TokenId,
+    reuse, Completion, CompletionRequest, JobStats, Outcome, Progress, ProgressFn, Sampling,
+    StopReason, TokenId,
 };
 
 pub(crate) struct Session<'m> {
@@ -44,14 +44,22 @@ impl<'m> Session<'m> {
         self.cached.clear();
     }
 
-    /// Runs one job. On `Err` the caller resets the session.
-    pub(crate) fn run(
-        &mut self,
-        req: &mut CompletionRequest,
-        prompt: &[TokenId],
-        cancel: &CancelToken,
-    ) -> Result<Outcome, EngineError> {
-        let n_ctx = self.ctx.n_ctx() as usize;
+    pub(crate) fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    pub(crate) fn n_ctx(&self) -> usize {
+        self.ctx.n_ctx() as usize
+    }
+
+    /// The tokens whose KV entries the cache holds, in position order.
+    pub(crate) fn cached(&self) -> &[TokenId] {
+        &self.cached
+    }
+
+    /// Checks a prompt against the context size and the vocabulary.
+    pub(crate) fn check_prompt(&self, prompt: &[TokenId]) -> Result<(), EngineError> {
+        let n_ctx = self.n_ctx();
         let n_vocab = self.model.info().n_vocab;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -65,115 +73,222 @@ impl<'m> Session<'m> {
         if let Some(&token) = prompt.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
             return Err(EngineError::BadToken { token, n_vocab });
         }
+        Ok(())
+    }
 
-        let mut stats = JobStats {
-            n_prompt: prompt.len(),
-            ..JobStats::default()
-        };
+    /// Brings the cache to `prompt` (keeping the longest common prefix, evaluating the rest in
+    /// chunks) so that the last prompt position's logits are ready. Adds to `stats`; returns
+    /// `false` when cancelled between chunks.
+    pub(crate) fn prefill(
+        &mut self,
+        prompt: &[TokenId],
+        cancel: &CancelToken,
+        stats: &mut JobStats,
+        mut on_progress: Option<&mut ProgressFn>,
+    ) -> Result<bool, EngineError> {
         let started = Instant::now();
         let plan = reuse::plan(&self.cached, prompt, self.kv_reuse);
-        if plan.n_keep == 0 {
-            self.reset();
-        } else if plan.n_keep < self.cached.len() {
-            self.ctx.truncate(plan.n_keep)?;
-            self.cached.truncate(plan.n_keep);
-        }
-        stats.n_reused = plan.n_keep;
+        self.truncate(plan.n_keep)?;
+        stats.n_reused += plan.n_keep;
 
         let rest = &prompt[plan.n_keep..];
         let n_chunks = rest.len().div_ceil(self.prefill_chunk);
         for (i, chunk) in rest.chunks(self.prefill_chunk).enumerate() {
             if cancel.is_cancelled() {
-                stats.prefill_ms = ms_since(started);
-                return Ok(Outcome::Cancelled(stats));
+                stats.prefill_ms += ms_since(started);
+                return Ok(false);
             }
-            self.ctx
-                .decode(chunk, self.cached.len(), i + 1 == n_chunks)?;
-            self.cached.extend_from_slice(chunk);
+            let logits = if i + 1 == n_chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            self.eval(chunk, logits)?;
             stats.n_evaluated += chunk.len();
-            if let Some(f) = req.on_progress.as_mut() {
+            if let Some(f) = on_progress.as_mut() {
                 f(&Progress {
                     n_evaluated: stats.n_evaluated,
                     n_generated: 0,
                 });
             }
         }
-        stats.prefill_ms = ms_since(started);
+        stats.prefill_ms += ms_since(started);
+        Ok(true)
+    }
+
+    /// Evaluates `tokens` at the next positions (one llama.cpp call).
+    pub(crate) fn eval(&mut self, tokens: &[TokenId], logits: Logits) -> Result<(), EngineError> {
+        self.ctx.decode(tokens, self.cached.len(), logits)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Keeps the first `n` cached tokens and drops the rest.
+    pub(crate) fn truncate(&mut self, n: usize) -> Result<(), EngineError> {
+        if n == 0 {
+            self.reset();
+        } else if n < self.cached.len() {
+            self.ctx.truncate(n)?;
+            self.cached.truncate(n);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn logits(&self) -> Result<&[f32], EngineError> {
+        self.ctx
+            .logits()
+            .ok_or_else(|| EngineError::Internal("no logits after decode".into()))
+    }
+
+    pub(crate) fn logits_at(&self, i: usize) -> Result<&[f32], EngineError> {
+        self.ctx
+            .logits_at(i)
+            .ok_or_else(|| EngineError::Internal(format!("no logits for batch output {i}")))
+    }
+
+    /// Runs one job. On `Err` the caller resets the session.
+    pub(crate) fn run(
+        &mut self,
+        req: &mut CompletionRequest,
+        prompt: &[TokenId],
+        cancel: &CancelToken,
+    ) -> Result<Outcome, EngineError> {
+        self.check_prompt(prompt)?;
+        let n_ctx = self.n_ctx();
+        let mut stats = JobStats {
+            n_prompt: prompt.len(),
+            ..JobStats::default()
+        };
+        if !self.prefill(prompt, cancel, &mut stats, req.on_progress.as_mut())? {
+            return Ok(Outcome::Cancelled(stats));
+        }
 
         let decode_started = Instant::now();
-        let mut sampler = Sampler::new(&req.sampling);
-        let mut tokens = Vec::new();
-        let mut margins = Vec::new();
-        let mut top_logprobs = Vec::new();
-        let mut text = String::new();
-        let mut utf8 = Utf8Stream::new();
-        let mut piece = Vec::new();
+        let sampling = req.sampling;
+        let mut sampler = Sampler::new(&sampling);
+        let mut out = Emitter::new(self.model, req);
         let stop = loop {
-            if tokens.len() >= req.max_tokens as usize {
-                break StopReason::MaxTokens;
+            if let Some(why) = out.full() {
+                break why;
             }
             if cancel.is_cancelled() {
-                stats.n_generated = tokens.len();
+                stats.n_generated = out.tokens.len();
                 stats.decode_ms = ms_since(decode_started);
                 return Ok(Outcome::Cancelled(stats));
             }
-            let logits = self
-                .ctx
-                .logits()
-                .ok_or_else(|| EngineError::Internal("no logits after decode".into()))?;
-            if req.record_margins {
-                margins.push(top2_margin(logits));
-            }
-            if req.top_logprobs > 0 {
-                top_logprobs.push(top_log_probs(logits, req.top_logprobs));
-            }
-            let token = match (&req.sampling, sampler.as_mut()) {
+            let logits = self.logits()?;
+            out.observe(logits);
+            let token = match (&sampling, sampler.as_mut()) {
                 (Sampling::Random { .. }, Some(s)) => self
                     .ctx
                     .sample(s)
                     .ok_or_else(|| EngineError::Internal("sampler had no logits".into()))?,
                 _ => argmax(logits),
             };
-            if self.model.is_eog(token) {
-                break StopReason::EndOfGeneration;
-            }
-            tokens.push(token);
-            let checked = text.len();
-            piece.clear();
-            self.model.piece(token, &mut piece);
-            utf8.push(&piece, &mut text);
-            if let Some((keep, why)) = req.stop.find(&text, checked) {
-                text.truncate(keep);
+            if let Some(why) = out.push(token) {
                 break why;
-            }
-            if tokens.len() >= req.max_tokens as usize {
-                break StopReason::MaxTokens;
             }
             if self.cached.len() + 1 >= n_ctx {
                 break StopReason::ContextFull;
             }
-            self.ctx.decode(&[token], self.cached.len(), true)?;
-            self.cached.push(token);
-            if let Some(f) = req.on_progress.as_mut() {
-                f(&Progress {
-                    n_evaluated: stats.n_evaluated,
-                    n_generated: tokens.len(),
-                });
-            }
+            self.eval(&[token], Logits::Last)?;
+            stats.n_target_calls += 1;
+            out.progress(&stats);
         };
-        if !matches!(stop, StopReason::StopString | StopReason::LineEnd) {
-            utf8.finish(&mut text);
-        }
-        stats.n_generated = tokens.len();
         stats.decode_ms = ms_since(decode_started);
-        Ok(Outcome::Completed(Completion {
-            text,
-            tokens,
+        Ok(Outcome::Completed(out.finish(stop, stats)))
+    }
+}
+
+/// Turns generated tokens into the completion: text assembled across byte pieces, stop rules,
+/// the token budget, and the per-position analysis a request asked for.
+pub(crate) struct Emitter<'a> {
+    model: &'a Model,
+    req: &'a mut CompletionRequest,
+    pub(crate) tokens: Vec<TokenId>,
+    text: String,
+    utf8: Utf8Stream,
+    piece: Vec<u8>,
+    margins: Vec<f32>,
+    top_logprobs: Vec<Vec<(TokenId, f32)>>,
+}
+
+impl<'a> Emitter<'a> {
+    pub(crate) fn new(model: &'a Model, req: &'a mut CompletionRequest) -> Emitter<'a> {
+        Emitter {
+            model,
+            req,
+            tokens: Vec::new(),
+            text: String::new(),
+            utf8: Utf8Stream::new(),
+            piece: Vec::new(),
+            margins: Vec::new(),
+            top_logprobs: Vec::new(),
+        }
+    }
+
+    /// How many more tokens the budget allows.
+    pub(crate) fn room(&self) -> usize {
+        (self.req.max_tokens as usize).saturating_sub(self.tokens.len())
+    }
+
+    /// `Some(MaxTokens)` once the budget is spent.
+    pub(crate) fn full(&self) -> Option<StopReason> {
+        (self.room() == 0).then_some(StopReason::MaxTokens)
+    }
+
+    /// Records what the request wants to know about the logits the next token is chosen from.
+    pub(crate) fn observe(&mut self, logits: &[f32]) {
+        if self.req.record_margins {
+            self.margins.push(top2_margin(logits));
+        }
+        if self.req.top_logprobs > 0 {
+            self.top_logprobs
+                .push(top_log_probs(logits, self.req.top_logprobs));
+        }
+    }
+
+    /// Takes the next generated token; `Some` when generation ends with it (an end-of-generation
+    /// token is not part of the output).
+    pub(crate) fn push(&mut self, token: TokenId) -> Option<StopReason> {
+        if self.model.is_eog(token) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        self.tokens.push(token);
+        let checked = self.text.len();
+        self.piece.clear();
+        self.model.piece(token, &mut self.piece);
+        self.utf8.push(&self.piece, &mut self.text);
+        if let Some((keep, why)) = self.req.stop.find(&self.text, checked) {
+            self.text.truncate(keep);
+            return Some(why);
+        }
+        self.full()
+    }
+
+    pub(crate) fn progress(&mut self, stats: &JobStats) {
+        let n_generated = self.tokens.len();
+        if let Some(f) = self.req.on_progress.as_mut() {
+            f(&Progress {
+                n_evaluated: stats.n_evaluated,
+                n_generated,
+            });
+        }
+    }
+
+    pub(crate) fn finish(mut self, stop: StopReason, mut stats: JobStats) -> Completion {
+        if !matches!(stop, StopReason::StopString | StopReason::LineEnd) {
+            self.utf8.finish(&mut self.text);
+        }
+        stats.n_generated = self.tokens.len();
+        Completion {
+            text: self.text,
+            tokens: self.tokens,
             stop,
             stats,
-            margins,
-            top_logprobs,
-        }))
+            margins: self.margins,
+            top_logprobs: self.top_logprobs,
+        }
     }
 }
 

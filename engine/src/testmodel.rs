@@ -179,27 +179,8 @@ pub fn write_random_llama(
         let _ = std::fs::remove_file(&f16_path);
         return Ok(result?);
     }
-    let mut vocab = gguf::read_header(vocab_gguf)?;
-    if shape.codellama_vocab {
-        extend_vocab(&mut vocab, &codellama_extra_tokens());
-        // As llama.cpp's converter marks CodeLlama's FIM pieces (its text-based detection
-        // does not know "▁<EOT>").
-        for (key, id) in [
-            ("fim_pre", 32007),
-            ("fim_suf", 32008),
-            ("fim_mid", 32009),
-            ("eot", 32010),
-        ] {
-            vocab
-                .metadata
-                .insert(format!("tokenizer.ggml.{key}_token_id"), Value::U32(id));
-        }
-    }
-    let n_vocab = vocab
-        .get("tokenizer.ggml.tokens")
-        .and_then(Value::as_array)
-        .map(<[Value]>::len)
-        .ok_or_else(|| TestModelError::NoVocab(vocab_gguf.to_path_buf()))? as u64;
+    let (tokenizer, n_vocab) = tokenizer_metadata(vocab_gguf, shape.codellama_vocab)?;
+    let n_vocab = n_vocab as u64;
 
     let mut w = GgufWriter::new();
     let s = shape;
@@ -215,78 +196,21 @@ pub fn write_random_llama(
         Value::U32(if wtype == WeightType::F32 { 0 } else { 1 }),
     );
     s.write_hparams(&mut w, 1e-5, 10000.0, n_vocab as u32);
-    for (key, value) in vocab
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-    {
-        w.set(key, value.clone());
+    for (key, value) in tokenizer {
+        w.set(&key, value);
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (embd, ff) = (u64::from(s.n_embd), u64::from(s.n_ff));
-    let kv = embd / u64::from(s.n_head) * u64::from(s.n_head_kv);
-    let mut matrix = |name: String, dims: Vec<u64>, std: f32| {
-        let n: u64 = dims.iter().product();
-        let dist = Normal::new(0.0f32, std).expect("valid normal");
-        let values = (0..n).map(|_| dist.sample(&mut rng));
-        let (ggml_type, data) = match wtype {
-            WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
-            _ => (
-                GgmlType::F16,
-                values
-                    .flat_map(|v| f16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
-        };
-        TensorData {
-            name,
-            dims,
-            ggml_type,
-            data,
-        }
-    };
+    let embd = u64::from(s.n_embd);
+    let mut matrix =
+        |name: String, dims: Vec<u64>, std: f32| random_matrix(&mut rng, wtype, name, dims, std);
     let mut tensors = vec![matrix(
         "token_embd.weight".into(),
         vec![embd, n_vocab],
         0.02,
     )];
     for i in 0..s.n_layer {
-        tensors.push(matrix(
-            format!("blk.{i}.attn_q.weight"),
-            vec![embd, embd],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.attn_k.weight"),
-            vec![embd, kv],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.attn_v.weight"),
-            vec![embd, kv],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.attn_output.weight"),
-            vec![embd, embd],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.ffn_gate.weight"),
-            vec![embd, ff],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.ffn_up.weight"),
-            vec![embd, ff],
-            0.05,
-        ));
-        tensors.push(matrix(
-            format!("blk.{i}.ffn_down.weight"),
-            vec![ff, embd],
-            0.05,
-        ));
+        tensors.extend(layer_matrices(s, i, 1.0, &mut matrix));
     }
     tensors.push(matrix("output.weight".into(), vec![embd, n_vocab], 0.1));
     for t in tensors {
@@ -310,6 +234,200 @@ pub fn write_random_llama(
         w.add_tensor(norm(format!("blk.{i}.ffn_norm.weight")));
     }
     w.add_tensor(norm("output_norm.weight".into()));
+    w.write(out).map_err(|source| TestModelError::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// The `tokenizer.*` metadata of `vocab_gguf` (with CodeLlama's 16 extra tokens and FIM ids
+/// when asked) and the vocabulary size.
+fn tokenizer_metadata(
+    vocab_gguf: &Path,
+    codellama: bool,
+) -> Result<(Vec<(String, Value)>, u32), TestModelError> {
+    let mut vocab = gguf::read_header(vocab_gguf)?;
+    if codellama {
+        extend_vocab(&mut vocab, &codellama_extra_tokens());
+        // As llama.cpp's converter marks CodeLlama's FIM pieces (its text-based detection
+        // does not know "▁<EOT>").
+        for (key, id) in [
+            ("fim_pre", 32007),
+            ("fim_suf", 32008),
+            ("fim_mid", 32009),
+            ("eot", 32010),
+        ] {
+            vocab
+                .metadata
+                .insert(format!("tokenizer.ggml.{key}_token_id"), Value::U32(id));
+        }
+    }
+    let n_vocab = vocab
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .map(<[Value]>::len)
+        .ok_or_else(|| TestModelError::NoVocab(vocab_gguf.to_path_buf()))? as u32;
+    let entries = vocab
+        .metadata
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .collect();
+    Ok((entries, n_vocab))
+}
+
+/// A tensor of seeded normal noise, stored as `wtype` (F32, or F16 for the others).
+fn random_matrix(
+    rng: &mut ChaCha8Rng,
+    wtype: WeightType,
+    name: String,
+    dims: Vec<u64>,
+    std: f32,
+) -> TensorData {
+    let n: u64 = dims.iter().product();
+    let dist = Normal::new(0.0f32, std).expect("valid normal");
+    let values = (0..n).map(|_| dist.sample(rng));
+    let (ggml_type, data) = match wtype {
+        WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
+        _ => (
+            GgmlType::F16,
+            values
+                .flat_map(|v| f16::from_f32(v).to_le_bytes())
+                .collect(),
+        ),
+    };
+    TensorData {
+        name,
+        dims,
+        ggml_type,
+        data,
+    }
+}
+
+/// The seven weight matrices of layer `i`; the two that write into the residual stream
+/// (attention output, FFN down) have their scale multiplied by `out_scale`.
+fn layer_matrices(
+    s: &LlamaShape,
+    i: u32,
+    out_scale: f32,
+    matrix: &mut impl FnMut(String, Vec<u64>, f32) -> TensorData,
+) -> Vec<TensorData> {
+    let (embd, ff) = (u64::from(s.n_embd), u64::from(s.n_ff));
+    let kv = embd / u64::from(s.n_head) * u64::from(s.n_head_kv);
+    vec![
+        matrix(format!("blk.{i}.attn_q.weight"), vec![embd, embd], 0.05),
+        matrix(format!("blk.{i}.attn_k.weight"), vec![embd, kv], 0.05),
+        matrix(format!("blk.{i}.attn_v.weight"), vec![embd, kv], 0.05),
+        matrix(
+            format!("blk.{i}.attn_output.weight"),
+            vec![embd, embd],
+            0.05 * out_scale,
+        ),
+        matrix(format!("blk.{i}.ffn_gate.weight"), vec![embd, ff], 0.05),
+        matrix(format!("blk.{i}.ffn_up.weight"), vec![embd, ff], 0.05),
+        matrix(
+            format!("blk.{i}.ffn_down.weight"),
+            vec![ff, embd],
+            0.05 * out_scale,
+        ),
+    ]
+}
+
+/// Writes a target model for speculative-decoding tests and benchmarks: the draft model's
+/// layers, then `extra_layers` random layers whose residual writes are scaled by `scale`, so
+/// that the target agrees with the draft more the smaller `scale` is (at 0 it computes the
+/// same function). With `codellama`, the target gets CodeLlama's 32016-token vocabulary
+/// (the 16 new embedding and output rows are random). `draft` must be F32 or F16; the
+/// target has the same storage.
+pub fn write_stacked_target(
+    draft: &Path,
+    vocab_gguf: &Path,
+    extra_layers: u32,
+    scale: f32,
+    codellama: bool,
+    seed: u64,
+    out: &Path,
+) -> Result<(), TestModelError> {
+    let header = gguf::read_header(draft)?;
+    let bytes = std::fs::read(draft).map_err(|source| TestModelError::Write {
+        path: draft.to_path_buf(),
+        source,
+    })?;
+    let get = |key: &str| header.get_u64(&format!("llama.{key}")).unwrap_or(0) as u32;
+    let mut shape = LlamaShape {
+        n_layer: get("block_count"),
+        n_embd: get("embedding_length"),
+        n_head: get("attention.head_count"),
+        n_head_kv: get("attention.head_count_kv"),
+        n_ff: get("feed_forward_length"),
+        n_ctx_train: get("context_length"),
+        codellama_vocab: codellama,
+    };
+    let n_draft_layers = shape.n_layer;
+    let wtype = match header.tensors.first().map(|t| t.ggml_type) {
+        Some(GgmlType::F32) => WeightType::F32,
+        _ => WeightType::F16,
+    };
+    let (tokenizer, n_vocab) = tokenizer_metadata(vocab_gguf, codellama)?;
+    shape.n_layer += extra_layers;
+
+    let mut w = GgufWriter::new();
+    w.set(
+        "general.name",
+        Value::String(format!(
+            "stacked-target-{}+{extra_layers}L-scale{scale}-seed{seed}",
+            n_draft_layers
+        )),
+    );
+    w.set(
+        "general.file_type",
+        Value::U32(if wtype == WeightType::F32 { 0 } else { 1 }),
+    );
+    shape.write_hparams(&mut w, 1e-5, 10000.0, n_vocab);
+    for (key, value) in tokenizer {
+        w.set(&key, value);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut matrix =
+        |name: String, dims: Vec<u64>, std: f32| random_matrix(&mut rng, wtype, name, dims, std);
+    let embd = u64::from(shape.n_embd);
+    for t in &header.tensors {
+        let start = (header.data_offset + t.offset) as usize;
+        let len = t.n_bytes().unwrap_or(0) as usize;
+        let mut data = bytes[start..start + len].to_vec();
+        let mut dims = t.dims.clone();
+        let vocab_rows = t.name == "token_embd.weight" || t.name == "output.weight";
+        if vocab_rows && dims.get(1).is_some_and(|&n| n < u64::from(n_vocab)) {
+            let extra = u64::from(n_vocab) - dims[1];
+            let rows = matrix(String::new(), vec![embd, extra], 0.02);
+            data.extend(rows.data);
+            dims[1] = u64::from(n_vocab);
+        }
+        w.add_tensor(TensorData {
+            name: t.name.clone(),
+            dims,
+            ggml_type: t.ggml_type,
+            data,
+        });
+    }
+    for i in n_draft_layers..shape.n_layer {
+        for t in layer_matrices(&shape, i, scale, &mut matrix) {
+            w.add_tensor(t);
+        }
+    }
+    let dist = Normal::new(1.0f32, 0.1).expect("valid normal");
+    for i in n_draft_layers..shape.n_layer {
+        for name in ["attn_norm", "ffn_norm"] {
+            let data = (0..embd)
+                .flat_map(|_| dist.sample(&mut rng).to_le_bytes())
+                .collect();
+            w.add_tensor(TensorData {
+                name: format!("blk.{i}.{name}.weight"),
+                dims: vec![embd],
+                ggml_type: GgmlType::F32,
+                data,
+            });
+        }
+    }
     w.write(out).map_err(|source| TestModelError::Write {
         path: out.to_path_buf(),
         source,

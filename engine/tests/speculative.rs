@@ -1,0 +1,350 @@
+//! Speculative decoding is exact: greedy output is token-identical to the target alone, and
+//! sampled output has the target's distribution. Tiny random model pairs, including a
+//! 32000/32016 vocabulary pair and stacked pairs built to agree often.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use amd_engine::testmodel::{cached_tiny_model, write_stacked_target};
+use amd_engine::{
+    spec, Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, EngineError,
+    LoadError, Lookup, ModelRole, Prompt, Sampling, Speculation, TargetConfig,
+};
+use common::{block_on, tiny_model, vocab_gguf};
+
+const PROMPTS: [&str; 3] = [
+    "import heapq\n\ndef merge(a, b):\n    ",
+    "fn main() {\n    let mut v = Vec::new();\n    for i in 0..10 {\n        v.push(i);\n    }\n",
+    "# comment\nclass Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n\n    def pop(self):\n",
+];
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// A target stacked on the tiny draft: its 2 layers plus `extra` layers scaled by `scale`.
+fn stacked_target(extra: u32, scale: f32, codellama: bool) -> PathBuf {
+    let path = tmp().join(format!(
+        "stacked-target-v{}-{extra}-{scale}-{codellama}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !path.exists() {
+        write_stacked_target(
+            &tiny_model(),
+            &vocab_gguf(),
+            extra,
+            scale,
+            codellama,
+            3,
+            &path,
+        )
+        .expect("write stacked target");
+    }
+    path
+}
+
+fn pair_engine(target: PathBuf) -> Result<Engine, LoadError> {
+    let mut config = EngineConfig::new(tiny_model());
+    config.n_ctx = 1024;
+    config.n_threads = 1;
+    config.n_threads_batch = 1;
+    config.target = Some(TargetConfig {
+        model_path: target,
+        gpu_layers: 0,
+    });
+    Engine::start(config)
+}
+
+fn complete(engine: &Engine, req: CompletionRequest) -> Completion {
+    block_on(engine.submit(req))
+        .expect("job")
+        .completion()
+        .expect("completed")
+}
+
+fn request(
+    prompt: &Prompt,
+    model: ModelRole,
+    speculation: Option<Speculation>,
+) -> CompletionRequest {
+    let mut req = CompletionRequest::greedy(prompt.clone(), 48);
+    req.model = model;
+    req.speculation = speculation;
+    req.record_margins = true;
+    req
+}
+
+/// The checking helper: speculative output equals the plain output of the same model, or
+/// first differs where the plain run's top-2 margin is below 1e-3 (verify batches sum in
+/// another order). Returns the speculative completion.
+fn assert_exact(
+    engine: &Engine,
+    prompt: &Prompt,
+    model: ModelRole,
+    spec: Speculation,
+) -> Completion {
+    let plain = complete(engine, request(prompt, model, None));
+    let fast = complete(engine, request(prompt, model, Some(spec.clone())));
+    if plain.tokens != fast.tokens {
+        let i = plain
+            .tokens
+            .iter()
+            .zip(&fast.tokens)
+            .position(|(a, b)| a != b)
+            .unwrap_or(plain.tokens.len().min(fast.tokens.len()));
+        assert!(
+            plain.margins.get(i).is_some_and(|&m| m < 1e-3),
+            "{spec:?} on {prompt:?}: first difference at token {i} with margin {:?}\n plain {:?}\n spec  {:?}",
+            plain.margins.get(i),
+            plain.tokens,
+            fast.tokens
+        );
+    }
+    assert_eq!(plain.stop, fast.stop);
+    let s = &fast.stats;
+    assert_eq!(s.n_generated, fast.tokens.len());
+    assert!(s.n_accepted <= s.n_drafted);
+    assert!(s.n_target_calls <= plain.stats.n_target_calls.max(1));
+    fast
+}
+
+fn fixed(drafter: Drafter, k: usize) -> Speculation {
+    Speculation {
+        drafter,
+        k: DraftLength::Fixed(k),
+    }
+}
+
+fn lengths() -> Vec<DraftLength> {
+    vec![
+        DraftLength::Fixed(1),
+        DraftLength::Fixed(3),
+        DraftLength::Fixed(8),
+        DraftLength::Adaptive { init: 2, max: 8 },
+    ]
+}
+
+/// Greedy drafting with the draft model is token-identical to the target alone, for an
+/// unrelated 32000/32016 pair (low acceptance) and stacked pairs (high acceptance), with
+/// plain and fill-in-the-middle prompts, for fixed and adaptive draft lengths.
+#[test]
+fn greedy_model_drafting_is_token_identical() {
+    let unrelated = cached_tiny_model(tmp(), true).expect("codellama-vocab model");
+    for (name, target) in [
+        ("unrelated 32000/32016", unrelated),
+        ("stacked 32000/32016", stacked_target(2, 0.05, true)),
+        ("stacked 32000/32000", stacked_target(1, 0.02, false)),
+    ] {
+        let engine = pair_engine(target).expect(name);
+        // Drafted and accepted tokens for plain prompts; the draft cannot see a FIM prompt's
+        // suffix, so it agrees less there.
+        let mut drafted = 0;
+        let mut accepted = 0;
+        for text in PROMPTS {
+            let prompts = [
+                Prompt::Text(text.into()),
+                Prompt::Fim {
+                    prefix: text.into(),
+                    suffix: "\n\nreturn result\n".into(),
+                    max_tokens: 512,
+                },
+            ];
+            for prompt in &prompts {
+                for k in lengths() {
+                    let spec = Speculation {
+                        drafter: Drafter::Model,
+                        k,
+                    };
+                    let c = assert_exact(&engine, prompt, ModelRole::Target, spec);
+                    if matches!(prompt, Prompt::Text(_)) {
+                        drafted += c.stats.n_drafted;
+                        accepted += c.stats.n_accepted;
+                    }
+                }
+            }
+        }
+        assert!(drafted > 50, "{name}: {drafted} drafted");
+        let alpha = accepted as f64 / drafted as f64;
+        eprintln!("{name}: α = {alpha:.3} over {drafted} drafted tokens");
+        if name.starts_with("stacked") {
+            assert!(alpha > 0.5, "{name}: α = {alpha}");
+        }
+    }
+}
+
+/// Acceptance is controlled by how much the extra layers write into the residual stream.
+#[test]
+fn stacked_pairs_make_acceptance_controllable() {
+    let alpha = |scale: f32| {
+        let engine = pair_engine(stacked_target(2, scale, true)).expect("engine");
+        let (mut d, mut a) = (0, 0);
+        for text in PROMPTS {
+            let c = complete(
+                &engine,
+                request(
+                    &Prompt::Text(text.into()),
+                    ModelRole::Target,
+                    Some(fixed(Drafter::Model, 4)),
+                ),
+            );
+            d += c.stats.n_drafted;
+            a += c.stats.n_accepted;
+        }
+        a as f64 / d as f64
+    };
+    let (near, far) = (alpha(0.0), alpha(1.0));
+    assert!(
+        near > 0.95,
+        "scale 0 computes the draft's function: α = {near}"
+    );
+    assert!(far < near - 0.2, "α {far} at scale 1 vs {near} at 0");
+}
+
+/// Prompt lookup drafts from the prompt, the output so far and other files; exact as well,
+/// on the main model alone and on the target.
+#[test]
+fn lookup_drafting_is_token_identical() {
+    let engine = pair_engine(stacked_target(2, 0.05, true)).expect("engine");
+    let corpus: Vec<String> = PROMPTS.iter().map(|p| p.repeat(2)).collect();
+    let mut drafted = 0;
+    for model in [ModelRole::Main, ModelRole::Target] {
+        for text in PROMPTS {
+            for k in lengths() {
+                let spec = Speculation {
+                    drafter: Drafter::Lookup(Lookup {
+                        ngram_min: 1,
+                        ngram_max: 3,
+                        corpus: corpus.clone(),
+                    }),
+                    k,
+                };
+                let prompt = Prompt::Text(format!("{text}{text}"));
+                drafted += assert_exact(&engine, &prompt, model, spec).stats.n_drafted;
+            }
+        }
+    }
+    assert!(drafted > 50, "{drafted}");
+}
+
+/// Draws `n` completions of 3 tokens and counts each 3-token outcome.
+fn draw(engine: &Engine, n: u32, speculation: Option<Speculation>) -> HashMap<Vec<i32>, u64> {
+    let mut counts = HashMap::new();
+    for seed in 0..n {
+        let mut req = request(
+            &Prompt::Text(PROMPTS[0].into()),
+            ModelRole::Target,
+            speculation.clone(),
+        );
+        req.max_tokens = 3;
+        req.record_margins = false;
+        req.sampling = Sampling::Random {
+            temperature: 1.0,
+            top_k: 4,
+            top_p: 1.0,
+            seed: seed + if speculation.is_some() { 1_000_000 } else { 0 },
+        };
+        *counts.entry(complete(engine, req).tokens).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Two-sample chi-square statistic (equal sample sizes) over outcomes, rare outcomes pooled;
+/// returns it with its 0.001 critical value (Wilson–Hilferty).
+fn homogeneity(a: &HashMap<Vec<i32>, u64>, b: &HashMap<Vec<i32>, u64>) -> (f64, f64) {
+    let mut keys: Vec<&Vec<i32>> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let (mut x2, mut cells, mut pool) = (0.0, 0usize, (0u64, 0u64));
+    for k in keys {
+        let (x, y) = (
+            a.get(k).copied().unwrap_or(0),
+            b.get(k).copied().unwrap_or(0),
+        );
+        if x + y < 20 {
+            pool = (pool.0 + x, pool.1 + y);
+            continue;
+        }
+        x2 += (x as f64 - y as f64).powi(2) / (x + y) as f64;
+        cells += 1;
+    }
+    if pool.0 + pool.1 > 0 {
+        x2 += (pool.0 as f64 - pool.1 as f64).powi(2) / (pool.0 + pool.1) as f64;
+        cells += 1;
+    }
+    let dof = (cells - 1) as f64;
+    let z = 3.09;
+    let h = 2.0 / (9.0 * dof);
+    (x2, dof * (1.0 - h + z * h.sqrt()).powi(3))
+}
+
+/// Sampled speculation (draft model, greedy draft, exact accept/resample rule) gives the same
+/// distribution of the first three tokens as the target alone; the same test catches a wrong
+/// rule.
+#[test]
+fn sampled_speculation_matches_the_target_distribution() {
+    let engine = pair_engine(stacked_target(2, 0.3, true)).expect("engine");
+    const N: u32 = 3000;
+    let target = draw(&engine, N, None);
+    let spec_k2 = Some(fixed(Drafter::Model, 2));
+    let good = draw(&engine, N, spec_k2.clone());
+    let (x2, critical) = homogeneity(&target, &good);
+    eprintln!("exact rule: chi2 {x2:.1}, critical {critical:.1}");
+    assert!(x2 < critical, "exact rule: chi2 {x2} ≥ {critical}");
+
+    spec::use_broken_rule_for_tests(true);
+    let bad = draw(&engine, N, spec_k2);
+    spec::use_broken_rule_for_tests(false);
+    let (x2, critical) = homogeneity(&target, &bad);
+    eprintln!("naive rule: chi2 {x2:.1}, critical {critical:.1}");
+    assert!(
+        x2 > critical,
+        "the test must catch a wrong rule: chi2 {x2} < {critical}"
+    );
+}
+
+#[test]
+fn requests_that_cannot_be_served_get_clear_errors() {
+    let engine = pair_engine(stacked_target(1, 0.3, false)).expect("engine");
+    let prompt = Prompt::Text(PROMPTS[0].into());
+    let err = block_on(engine.submit(request(
+        &prompt,
+        ModelRole::Main,
+        Some(fixed(Drafter::Model, 2)),
+    )))
+    .expect_err("main model has nothing to draft for");
+    assert!(matches!(err, EngineError::BadRequest(_)), "{err}");
+
+    let mut config = EngineConfig::new(tiny_model());
+    config.n_ctx = 256;
+    let alone = Engine::start(config).expect("engine");
+    let err =
+        block_on(alone.submit(request(&prompt, ModelRole::Target, None))).expect_err("no target");
+    assert!(matches!(err, EngineError::NoTarget), "{err}");
+    // Both engines keep serving.
+    complete(&engine, request(&prompt, ModelRole::Target, None));
+    complete(&alone, request(&prompt, ModelRole::Main, None));
+}
+
+/// A pair whose shared token texts differ is refused when the engine starts.
+#[test]
+fn pairs_with_different_vocabularies_are_refused() {
+    use amd_engine::gguf::{read_header, GgufWriter, Value};
+    let mut vocab = read_header(&vocab_gguf()).expect("vocab");
+    if let Some(Value::Array { items, .. }) = vocab.metadata.get_mut("tokenizer.ggml.tokens") {
+        items[1000] = Value::String("▁not-the-same".into());
+    }
+    let mut w = GgufWriter::new();
+    for (k, v) in &vocab.metadata {
+        w.set(k, v.clone());
+    }
+    let other_vocab = tmp().join("other-vocab.gguf");
+    w.write(&other_vocab).expect("write vocab");
+    let target = tmp().join("other-vocab-target.gguf");
+    write_stacked_target(&tiny_model(), &other_vocab, 1, 0.3, false, 3, &target).expect("target");
+    let err = pair_engine(target).expect_err("different token text");
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Incompatible { .. }), "{msg}");
+    assert!(msg.contains("token 1000"), "{msg}");
+}
