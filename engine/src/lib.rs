@@ -297,6 +297,8 @@ pub struct JobStats {
     pub n_drafted: usize,
     /// Drafted tokens the target accepted.
     pub n_accepted: usize,
+    /// Verifications that rejected a drafted token (each ends a run of accepted ones).
+    pub n_rejected: usize,
     /// Generation calls to the generating model (single steps and verify batches).
     pub n_target_calls: usize,
     /// Time spent drafting (included in `decode_ms`).
@@ -306,9 +308,17 @@ pub struct JobStats {
 }
 
 impl JobStats {
-    /// Accepted ÷ drafted tokens (the acceptance rate α), when anything was drafted.
-    pub fn acceptance(&self) -> Option<f64> {
+    /// Accepted ÷ drafted tokens, when anything was drafted. It falls with k even at a
+    /// constant per-token acceptance: tokens drafted after a rejection are never examined.
+    pub fn accepted_share(&self) -> Option<f64> {
         (self.n_drafted > 0).then(|| self.n_accepted as f64 / self.n_drafted as f64)
+    }
+
+    /// The per-token acceptance probability α of Leviathan et al.: accepted ÷ examined
+    /// drafted tokens (each run of acceptances ends at a rejection or at the draft's end).
+    pub fn alpha(&self) -> Option<f64> {
+        let examined = self.n_accepted + self.n_rejected;
+        (examined > 0).then(|| self.n_accepted as f64 / examined as f64)
     }
 
     /// Generated tokens per call to the generating model.

@@ -160,6 +160,7 @@ pub(crate) fn run(
                     extend_draft_stream(&mut draft_stream, d, draft_vocab);
                 }
                 Verdict::Replace(t) => {
+                    stats.n_rejected += 1;
                     next = Some(t);
                     break;
                 }

@@ -48,6 +48,70 @@ pub enum Command {
         #[command(subcommand)]
         command: DevCommand,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Speculative decoding on HumanEval: target-only and speculative pass@1, acceptance rate,
+    /// throughput speedup, and the speedup Leviathan et al. predict (the model card's table).
+    Spec(SpecBenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DrafterArg {
+    /// The draft model (--draft) drafts for the target.
+    Model,
+    /// Prompt lookup (n-grams of the prompt and the output so far); --draft only measures c.
+    Lookup,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecBenchArgs {
+    /// The target model (e.g. CodeLlama-7b GGUF).
+    #[arg(long, value_name = "GGUF")]
+    pub target: PathBuf,
+    /// The draft model (e.g. AMD-Llama-135m-code GGUF).
+    #[arg(long, value_name = "GGUF")]
+    pub draft: PathBuf,
+    /// HumanEval problems (HumanEval.jsonl or .jsonl.gz).
+    #[arg(long, value_name = "JSONL")]
+    pub tasks: PathBuf,
+    /// Only the first N problems.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: u32,
+    /// Sample (temperature 0.8, top-p 0.95, seed = problem number) instead of greedy decoding.
+    #[arg(long)]
+    pub sample: bool,
+    /// Draft lengths to run, comma-separated numbers and/or `auto` (adaptive), e.g. 1,2,4,8,auto.
+    #[arg(long, default_value = "auto")]
+    pub k: String,
+    #[arg(long, value_enum, default_value = "model")]
+    pub drafter: DrafterArg,
+    /// Decode threads (0 = default policy).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Context size (0 = the models', at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx_size: u32,
+    /// Layers of each model to offload to the GPU (GPU builds only).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+    /// Seconds each problem's tests may run.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Skip running the tests (no pass@1).
+    #[arg(long)]
+    pub no_exec: bool,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +237,18 @@ pub enum ModelType {
 pub struct MakeModelArgs {
     #[arg(long, value_enum, default_value = "tiny")]
     pub size: ModelSize,
+    /// Instead of a fresh model, write a speculative-decoding target stacked on this draft
+    /// (F32/F16 GGUF): its layers, then --extra-layers random layers whose residual writes
+    /// are scaled by --scale (smaller: the pair agrees more often).
+    #[arg(long, value_name = "GGUF")]
+    pub stack_on: Option<PathBuf>,
+    #[arg(long, default_value_t = 12, requires = "stack_on")]
+    pub extra_layers: u32,
+    #[arg(long, default_value_t = 0.1, requires = "stack_on")]
+    pub scale: f32,
+    /// Give the model CodeLlama's 32016-token vocabulary (FIM tokens).
+    #[arg(long)]
+    pub codellama_vocab: bool,
     #[arg(long = "type", value_enum, default_value = "f32")]
     pub wtype: ModelType,
     #[arg(long, default_value_t = 1)]

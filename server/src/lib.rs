@@ -10,7 +10,7 @@ pub mod threads;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, DevCommand, ModelCommand};
+use crate::cli::{BenchCommand, Cli, Command, DevCommand, ModelCommand};
 
 /// Runs what the command line asked for.
 pub fn run(cli: Cli) -> Result<()> {
@@ -28,6 +28,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Dev {
             command: DevCommand::MakeModel(args),
         }) => commands::dev::make_model(&args),
+        Some(Command::Bench {
+            command: BenchCommand::Spec(args),
+        }) => commands::bench::spec::run(&args),
         None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")

@@ -65,6 +65,8 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         },
         record_margins: false,
         top_logprobs: 0,
+        model: Default::default(),
+        speculation: None,
         on_progress: None,
     };
     let outcome = runtime.block_on(engine.submit(req))?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use amd_engine::EngineConfig;
+use amd_engine::{EngineConfig, TargetConfig};
 use serde::Deserialize;
 
 /// When to ask for more than one line.
@@ -29,6 +29,31 @@ pub enum CompletionPopup {
     Never,
 }
 
+/// When completions come from the target model (`targetModel`) instead of the main one.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum UseTarget {
+    /// Multi-line and explicitly invoked completions; single lines stay on the main model.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Speculative decoding (its output is what the generating model alone would give).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum SpeculationMode {
+    /// The main model drafts for the target; the main model alone does not speculate.
+    #[default]
+    Auto,
+    /// The main model drafts for the target.
+    Model,
+    /// Prompt lookup from the document and the other open files, for either model.
+    Lookup,
+    Off,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -50,6 +75,12 @@ pub struct ServerConfig {
     pub completion_popup: CompletionPopup,
     /// Prompt window: characters before the cursor it may grow to before its start moves.
     pub window_max_chars: usize,
+    /// A larger model (e.g. CodeLlama-7b GGUF) that `model` drafts for.
+    pub target_model: Option<PathBuf>,
+    pub use_target: UseTarget,
+    pub speculation: SpeculationMode,
+    /// Most tokens drafted per verification (the draft length adapts up to it).
+    pub draft_max: u32,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +96,10 @@ impl Default for ServerConfig {
             inline_candidates: 3,
             completion_popup: CompletionPopup::Auto,
             window_max_chars: 4096,
+            target_model: None,
+            use_target: UseTarget::Auto,
+            speculation: SpeculationMode::Auto,
+            draft_max: 8,
         }
     }
 }
@@ -89,6 +124,10 @@ impl ServerConfig {
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers;
+        config.target = self.target_model.as_ref().map(|path| TargetConfig {
+            model_path: path.clone(),
+            gpu_layers: self.gpu_layers,
+        });
         config
     }
 
@@ -96,11 +135,13 @@ impl ServerConfig {
     pub fn needs_reload(&self, next: &ServerConfig) -> bool {
         (
             &self.model,
+            &self.target_model,
             self.threads,
             self.context_size,
             self.gpu_layers,
         ) != (
             &next.model,
+            &next.target_model,
             next.threads,
             next.context_size,
             next.gpu_layers,

@@ -160,6 +160,19 @@ impl DocumentStore {
         self.lock().len()
     }
 
+    /// The text of the other open documents (at most `max_chars` characters of each, from
+    /// its start), for prompt-lookup drafting.
+    pub fn others(&self, uri: &Uri, max_chars: usize) -> Vec<String> {
+        let docs = self.lock();
+        docs.iter()
+            .filter(|(u, _)| *u != uri)
+            .map(|(_, d)| {
+                let end = d.rope.len_chars().min(max_chars);
+                d.rope.slice(..end).to_string()
+            })
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uri, Document>> {
         // A panic while holding this lock cannot leave a half-applied change that matters
         // more than losing every document, so recover the data.

@@ -14,7 +14,10 @@ pub mod window;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amd_engine::{CompletionRequest, Outcome, Prompt, Sampling, StopRules};
+use amd_engine::{
+    CompletionRequest, DraftLength, Drafter, ModelRole, Outcome, Prompt, Sampling, Speculation,
+    StopRules,
+};
 use anyhow::Result;
 use ropey::Rope;
 use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
@@ -22,8 +25,11 @@ use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 use self::postprocess::Around;
 use self::typethrough::Shown;
 use self::window::{surroundings, window_start, WindowPolicy};
-use super::config::MultiLine;
+use super::config::{MultiLine, SpeculationMode, UseTarget};
 use super::state::ServerState;
+
+/// Characters of each other open document that prompt lookup searches.
+const LOOKUP_CORPUS_CHARS: usize = 32 * 1024;
 
 /// Sampling settings of the extra candidates of an invoked completion.
 const CANDIDATE_TEMPERATURE: f32 = 0.7;
@@ -37,6 +43,8 @@ pub struct SuggestParams {
     pub n_candidates: usize,
     /// The completion popup's selected item: the suggestion must extend it.
     pub selected: Option<(Range, String)>,
+    /// Explicitly asked for (a key), not triggered by typing.
+    pub invoked: bool,
 }
 
 /// Suggestions and where they go. Positions are in the client's encoding.
@@ -147,7 +155,36 @@ pub async fn suggest(
                 && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
         }
     };
-    let info = engine.info();
+    let use_target = engine.target_info().is_some()
+        && match config.use_target {
+            UseTarget::Auto => multi_line || params.invoked,
+            UseTarget::Always => true,
+            UseTarget::Never => false,
+        };
+    let (model, info) = match engine.target_info() {
+        Some(target) if use_target => (ModelRole::Target, target),
+        _ => (ModelRole::Main, engine.info()),
+    };
+    let speculation = match (config.speculation, model) {
+        (SpeculationMode::Off, _) | (SpeculationMode::Auto, ModelRole::Main) => None,
+        (SpeculationMode::Lookup, _) => {
+            let mut lookup =
+                Speculation::lookup(state.docs.others(&params.uri, LOOKUP_CORPUS_CHARS));
+            lookup.k = DraftLength::Adaptive {
+                init: 4,
+                max: config.draft_max.max(1) as usize,
+            };
+            Some(lookup)
+        }
+        (SpeculationMode::Auto | SpeculationMode::Model, ModelRole::Target) => Some(Speculation {
+            drafter: Drafter::Model,
+            k: DraftLength::Adaptive {
+                init: if config.gpu_layers > 0 { 4 } else { 2 },
+                max: config.draft_max.max(1) as usize,
+            },
+        }),
+        (SpeculationMode::Model, ModelRole::Main) => None,
+    };
     let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
     let prompt = if info.fim.is_some() {
         Prompt::Fim {
@@ -188,6 +225,8 @@ pub async fn suggest(
             },
             record_margins: false,
             top_logprobs: 0,
+            model,
+            speculation: speculation.clone(),
             on_progress: None,
         });
         // Dropping `job` (superseded) cancels the engine's work.

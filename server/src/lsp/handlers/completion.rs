@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use tower_lsp_server::gen_lsp_types::{
     CompletionItem, CompletionItemKind, CompletionItemTextEdit, CompletionList, CompletionParams,
-    CompletionResponse, InlineCompletionItem, InlineCompletionList, InlineCompletionParams,
-    InlineCompletionResponse, InlineCompletionTriggerKind, InsertText, InsertTextFormat, Range,
-    TextEdit,
+    CompletionResponse, CompletionTriggerKind, InlineCompletionItem, InlineCompletionList,
+    InlineCompletionParams, InlineCompletionResponse, InlineCompletionTriggerKind, InsertText,
+    InsertTextFormat, Range, TextEdit,
 };
 
 use crate::lsp::completion::{suggest, SuggestParams, Suggestion};
@@ -22,9 +22,11 @@ pub(crate) async fn handle_inline_completion(
     params: InlineCompletionParams,
 ) -> Result<Option<InlineCompletionResponse>> {
     let pos = params.text_document_position_params;
-    let n_candidates = match params.context.trigger_kind {
-        InlineCompletionTriggerKind::Invoked => state.config().inline_candidates.max(1) as usize,
-        _ => 1,
+    let invoked = params.context.trigger_kind == InlineCompletionTriggerKind::Invoked;
+    let n_candidates = if invoked {
+        state.config().inline_candidates.max(1) as usize
+    } else {
+        1
     };
     let selected = params
         .context
@@ -37,6 +39,7 @@ pub(crate) async fn handle_inline_completion(
             position: pos.position,
             n_candidates,
             selected,
+            invoked,
         },
     )
     .await?;
@@ -71,6 +74,10 @@ pub(crate) async fn handle_completion(
     state: Arc<ServerState>,
     params: CompletionParams,
 ) -> Result<Option<CompletionResponse>> {
+    let invoked = params
+        .context
+        .as_ref()
+        .is_some_and(|c| c.trigger_kind == CompletionTriggerKind::Invoked);
     let pos = params.text_document_position_params;
     let suggestion = suggest(
         &state,
@@ -79,6 +86,7 @@ pub(crate) async fn handle_completion(
             position: pos.position,
             n_candidates: 1,
             selected: None,
+            invoked,
         },
     )
     .await?;

@@ -1,0 +1,4 @@
+//! `amd-lsp bench …`: benchmarks users can run on their own models and machines.
+
+mod humaneval;
+pub(crate) mod spec;

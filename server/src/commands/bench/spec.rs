@@ -1,0 +1,326 @@
+//! `amd-lsp bench spec`: the model card's speculative-decoding table on HumanEval.
+//!
+//! For each problem: the draft alone (for the cost ratio c), the target alone, then the
+//! target with speculation at each requested draft length. Reports pass@1 of the target and
+//! of speculation, the acceptance rate, tokens per target call, decode throughput and
+//! speedup, and the speedup Leviathan et al. predict from the measured α, k and c.
+
+use std::io::Write;
+use std::time::Duration;
+
+use amd_engine::spec::leviathan_speedup;
+use amd_engine::{
+    Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, JobStats, ModelRole,
+    Outcome, Prompt, Sampling, Speculation, StopRules, TargetConfig,
+};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::humaneval::{self, Task};
+use crate::cli::{DrafterArg, SpecBenchArgs};
+
+/// One configuration's totals over all problems.
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    run: String,
+    /// Fixed draft length; `None` for the plain runs and adaptive speculation.
+    k: Option<usize>,
+    problems: usize,
+    passed: usize,
+    /// Problems whose output equals the target-only output token for token.
+    identical: usize,
+    tokens: usize,
+    decode_ms: f64,
+    drafted: usize,
+    accepted: usize,
+    rejected: usize,
+    target_calls: usize,
+}
+
+impl Row {
+    fn new(run: &str, k: Option<usize>) -> Row {
+        Row {
+            run: run.to_owned(),
+            k,
+            ..Row::default()
+        }
+    }
+
+    fn add(&mut self, s: &JobStats) {
+        self.problems += 1;
+        self.tokens += s.n_generated;
+        self.decode_ms += s.decode_ms;
+        self.drafted += s.n_drafted;
+        self.accepted += s.n_accepted;
+        self.rejected += s.n_rejected;
+        self.target_calls += s.n_target_calls;
+    }
+
+    fn stats(&self) -> JobStats {
+        JobStats {
+            n_generated: self.tokens,
+            n_drafted: self.drafted,
+            n_accepted: self.accepted,
+            n_rejected: self.rejected,
+            n_target_calls: self.target_calls,
+            ..JobStats::default()
+        }
+    }
+
+    fn tok_s(&self) -> f64 {
+        self.tokens as f64 / (self.decode_ms / 1e3).max(1e-9)
+    }
+
+    fn ms_per_token(&self) -> f64 {
+        self.decode_ms / self.tokens.max(1) as f64
+    }
+}
+
+/// Parses `1,2,4,auto` into fixed lengths and `None` for adaptive.
+fn parse_lengths(spec: &str) -> Result<Vec<Option<usize>>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "auto" => Ok(None),
+            n => match n.parse::<usize>() {
+                Ok(k) if (1..=32).contains(&k) => Ok(Some(k)),
+                _ => bail!("--k: {n:?} is neither a draft length 1..=32 nor `auto`"),
+            },
+        })
+        .collect()
+}
+
+pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
+    let lengths = parse_lengths(&args.k)?;
+    let mut tasks = humaneval::load(&args.tasks)?;
+    if let Some(n) = args.limit {
+        tasks.truncate(n.max(1));
+    }
+    if !args.no_exec {
+        // The harness itself must work before model outputs are judged by it.
+        let task = &tasks[0];
+        if let Some(solution) = &task.canonical_solution {
+            let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+            if !humaneval::passes(task, solution, timeout)? {
+                bail!(
+                    "the canonical solution of {} fails its tests here: check python3",
+                    task.task_id
+                );
+            }
+        }
+    }
+    let mut config = EngineConfig::new(&args.draft);
+    config.n_threads = args.threads;
+    config.n_ctx = args.ctx_size;
+    config.gpu_layers = args.gpu_layers;
+    config.target = Some(TargetConfig {
+        model_path: args.target.clone(),
+        gpu_layers: args.gpu_layers,
+    });
+    let engine = Engine::start(config).context("cannot load the model pair")?;
+    let target_info = engine.target_info().context("no target loaded")?;
+    eprintln!(
+        "draft {} ({} params), target {} ({} params), {} problems",
+        args.draft.display(),
+        engine.info().n_params,
+        args.target.display(),
+        target_info.n_params,
+        tasks.len()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    let bench = Bench {
+        engine: &engine,
+        runtime: &runtime,
+        max_tokens: args.max_tokens,
+        sample: args.sample,
+    };
+    // Warm-up: page the weights in, size the buffers.
+    bench.complete(&tasks[0], 0, ModelRole::Target, None)?;
+
+    let drafter = match args.drafter {
+        DrafterArg::Model => Drafter::Model,
+        DrafterArg::Lookup => match Speculation::lookup(Vec::new()).drafter {
+            d @ Drafter::Lookup(_) => d,
+            Drafter::Model => unreachable!("lookup() builds a lookup drafter"),
+        },
+    };
+    let mut draft_row = Row::new("draft only", None);
+    let mut target_row = Row::new("target only", None);
+    let mut spec_rows: Vec<Row> = lengths
+        .iter()
+        .map(|&k| Row::new("speculative", k))
+        .collect();
+    for (i, task) in tasks.iter().enumerate() {
+        let draft = bench.complete(task, i, ModelRole::Main, None)?;
+        draft_row.add(&draft.stats);
+        let plain = bench.complete(task, i, ModelRole::Target, None)?;
+        target_row.add(&plain.stats);
+        target_row.passed += usize::from(!args.no_exec && bench.passes(task, &plain, timeout)?);
+        for (row, &k) in spec_rows.iter_mut().zip(&lengths) {
+            let speculation = Speculation {
+                drafter: drafter.clone(),
+                k: match k {
+                    Some(k) => DraftLength::Fixed(k),
+                    None => DraftLength::Adaptive {
+                        init: if args.gpu_layers > 0 { 4 } else { 2 },
+                        max: 8,
+                    },
+                },
+            };
+            let fast = bench.complete(task, i, ModelRole::Target, Some(speculation))?;
+            row.add(&fast.stats);
+            row.identical += usize::from(fast.tokens == plain.tokens);
+            row.passed += usize::from(!args.no_exec && bench.passes(task, &fast, timeout)?);
+        }
+        eprintln!(
+            "[{}/{}] {}: {} tokens, target {:.1} tok/s",
+            i + 1,
+            tasks.len(),
+            task.task_id,
+            plain.stats.n_generated,
+            plain.stats.n_generated as f64 / (plain.stats.decode_ms / 1e3).max(1e-9)
+        );
+    }
+
+    let c = draft_row.ms_per_token() / target_row.ms_per_token().max(1e-9);
+    let table = render(args, &draft_row, &target_row, &spec_rows, c);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(table.as_bytes())?;
+    stdout.flush()?;
+    if let Some(path) = &args.json {
+        let rows: Vec<&Row> = [&draft_row, &target_row]
+            .into_iter()
+            .chain(&spec_rows)
+            .collect();
+        let json = serde_json::json!({
+            "draft": args.draft,
+            "target": args.target,
+            "problems": tasks.len(),
+            "max_tokens": args.max_tokens,
+            "sample": args.sample,
+            "c": c,
+            "rows": rows,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+struct Bench<'a> {
+    engine: &'a Engine,
+    runtime: &'a tokio::runtime::Runtime,
+    max_tokens: u32,
+    sample: bool,
+}
+
+impl Bench<'_> {
+    fn complete(
+        &self,
+        task: &Task,
+        i: usize,
+        model: ModelRole,
+        speculation: Option<Speculation>,
+    ) -> Result<Completion> {
+        let mut req = CompletionRequest::greedy(Prompt::Text(task.prompt.clone()), self.max_tokens);
+        req.model = model;
+        req.speculation = speculation;
+        req.stop = StopRules {
+            stop_strings: humaneval::STOP.iter().map(|s| (*s).to_owned()).collect(),
+            single_line: false,
+        };
+        if self.sample {
+            req.sampling = Sampling::Random {
+                temperature: 0.8,
+                top_k: 0,
+                top_p: 0.95,
+                seed: i as u32,
+            };
+        }
+        match self.runtime.block_on(self.engine.submit(req)) {
+            Ok(Outcome::Completed(c)) => Ok(c),
+            Ok(Outcome::Cancelled(_)) => bail!("{}: the completion was cancelled", task.task_id),
+            Err(e) => Err(e).with_context(|| format!("{}: completion failed", task.task_id)),
+        }
+    }
+
+    fn passes(&self, task: &Task, completion: &Completion, timeout: Duration) -> Result<bool> {
+        humaneval::passes(task, humaneval::truncate_at_stop(&completion.text), timeout)
+    }
+}
+
+fn render(args: &SpecBenchArgs, draft: &Row, target: &Row, spec: &[Row], c: f64) -> String {
+    let pct = |r: &Row| {
+        if args.no_exec {
+            "—".to_owned()
+        } else {
+            format!("{:.1}%", 100.0 * r.passed as f64 / r.problems.max(1) as f64)
+        }
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n{} problems, max {} tokens, {}; c (draft ÷ target time per token) = {c:.3}\n\n",
+        target.problems,
+        args.max_tokens,
+        if args.sample {
+            "sampled (T 0.8, top-p 0.95)"
+        } else {
+            "greedy"
+        },
+    ));
+    out.push_str("| run | k | pass@1 | α | accepted/drafted | tokens/call | decode tok/s | speedup | Leviathan | measured ÷ predicted | identical |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(&format!(
+        "| draft only | | | | | 1.00 | {:.1} | | | | |\n",
+        draft.tok_s()
+    ));
+    out.push_str(&format!(
+        "| target only | | {} | | | 1.00 | {:.1} | 1.00× | | | |\n",
+        pct(target),
+        target.tok_s()
+    ));
+    for row in spec {
+        let s = row.stats();
+        let alpha = s.alpha().unwrap_or(0.0);
+        let speedup = row.tok_s() / target.tok_s().max(1e-9);
+        // Adaptive runs: the mean draft length per call.
+        let k = row
+            .k
+            .map_or(row.drafted as f64 / row.target_calls.max(1) as f64, |k| {
+                k as f64
+            });
+        let predicted = leviathan_speedup(alpha, k.round().max(1.0) as usize, c);
+        out.push_str(&format!(
+            "| speculative | {} | {} | {:.3} | {:.3} | {:.2} | {:.1} | {:.2}× | {:.2}× | {:.0}% | {}/{} |\n",
+            row.k.map_or(format!("auto (k̄ {k:.1})"), |k| k.to_string()),
+            pct(row),
+            alpha,
+            s.accepted_share().unwrap_or(0.0),
+            s.tokens_per_call().unwrap_or(0.0),
+            row.tok_s(),
+            speedup,
+            predicted,
+            100.0 * speedup / predicted.max(1e-9),
+            row.identical,
+            row.problems,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lengths;
+
+    #[test]
+    fn draft_lengths_parse() {
+        assert_eq!(
+            parse_lengths("1, 2,8,auto").expect("valid"),
+            [Some(1), Some(2), Some(8), None]
+        );
+        assert!(parse_lengths("0").is_err());
+        assert!(parse_lengths("x").is_err());
+    }
+}
