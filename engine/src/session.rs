@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::engine::CancelToken;
 use crate::error::EngineError;
 use crate::llama::{Context, Logits, Model, Sampler};
+use crate::spec::CostModel;
 use crate::text::Utf8Stream;
 use crate::{
     reuse, Completion, CompletionRequest, JobStats, Outcome, Progress, ProgressFn, Sampling,
@@ -19,6 +20,8 @@ pub(crate) struct Session<'m> {
     cached: Vec<TokenId>,
     prefill_chunk: usize,
     kv_reuse: bool,
+    /// What speculation costs when this session's model generates (kept across jobs).
+    costs: CostModel,
 }
 
 impl<'m> Session<'m> {
@@ -35,6 +38,7 @@ impl<'m> Session<'m> {
             cached: Vec::new(),
             prefill_chunk,
             kv_reuse,
+            costs: CostModel::default(),
         }
     }
 
@@ -46,6 +50,14 @@ impl<'m> Session<'m> {
 
     pub(crate) fn model(&self) -> &'m Model {
         self.model
+    }
+
+    pub(crate) fn take_costs(&mut self) -> CostModel {
+        std::mem::take(&mut self.costs)
+    }
+
+    pub(crate) fn put_costs(&mut self, costs: CostModel) {
+        self.costs = costs;
     }
 
     pub(crate) fn n_ctx(&self) -> usize {

@@ -127,44 +127,145 @@ pub fn verify(
     Verdict::Replace(sample(&residual, rng))
 }
 
+/// What speculation has cost and earned on this machine, kept across jobs: time of a target
+/// call by batch size, time per drafted token, and the per-token acceptance α. The adaptive
+/// draft length maximises expected tokens per millisecond under it, and k = 0 (plain
+/// decoding) is a candidate, so speculation turns itself off where verification costs more
+/// than it saves (a 2-core CPU, measured in docs/benchmarks.md).
+#[derive(Clone, Debug)]
+pub struct CostModel {
+    /// Milliseconds of a target call evaluating n tokens, at index n (EMA; 0 = not measured).
+    call_ms: Vec<f64>,
+    /// Milliseconds per drafted token (EMA; 0 = not measured).
+    draft_ms: f64,
+    /// Decayed counts of accepted and examined drafted tokens.
+    accepted: f64,
+    examined: f64,
+    /// Plain calls since speculation was last tried.
+    since_probe: u32,
+}
+
+/// Weight of a new measurement in the moving averages.
+const EMA: f64 = 0.2;
+/// Plain calls after which speculation is tried again (conditions change: load, context).
+const PROBE_EVERY: u32 = 64;
+
+impl Default for CostModel {
+    fn default() -> CostModel {
+        CostModel {
+            call_ms: Vec::new(),
+            draft_ms: 0.0,
+            // A prior of α = 0.7 over 10 tokens: optimistic enough to try drafting.
+            accepted: 7.0,
+            examined: 10.0,
+            since_probe: 0,
+        }
+    }
+}
+
+impl CostModel {
+    /// The per-token acceptance estimate.
+    pub fn alpha(&self) -> f64 {
+        self.accepted / self.examined
+    }
+
+    /// Measured milliseconds of a target call over `n` tokens, if any.
+    pub fn call_ms(&self, n: usize) -> Option<f64> {
+        self.call_ms.get(n).copied().filter(|&t| t > 0.0)
+    }
+
+    pub fn record_call(&mut self, n: usize, ms: f64) {
+        if self.call_ms.len() <= n {
+            self.call_ms.resize(n + 1, 0.0);
+        }
+        let t = &mut self.call_ms[n];
+        *t = if *t > 0.0 { *t + EMA * (ms - *t) } else { ms };
+        if n == 1 {
+            self.since_probe += 1;
+        } else {
+            self.since_probe = 0;
+        }
+    }
+
+    pub fn record_draft(&mut self, n: usize, ms: f64) {
+        if n == 0 {
+            return;
+        }
+        let per = ms / n as f64;
+        self.draft_ms = if self.draft_ms > 0.0 {
+            self.draft_ms + EMA * (per - self.draft_ms)
+        } else {
+            per
+        };
+    }
+
+    /// After a verification: `accepted` drafted tokens kept, `rejected` is 1 when one was
+    /// refused (0 when all were kept).
+    pub fn record_verdict(&mut self, accepted: usize, rejected: usize) {
+        let decay = 0.98f64.powi((accepted + rejected) as i32);
+        self.accepted = self.accepted * decay + accepted as f64;
+        self.examined = self.examined * decay + (accepted + rejected) as f64;
+    }
+
+    /// The cost of a call over `n` tokens: measured, else interpolated between measured
+    /// sizes, else assumed to grow by 10% of a step per extra token (optimistic, so that
+    /// untried lengths get tried).
+    fn estimate_call(&self, n: usize, step: f64) -> f64 {
+        if let Some(t) = self.call_ms(n) {
+            return t;
+        }
+        let below = (1..n).rev().find_map(|m| self.call_ms(m).map(|t| (m, t)));
+        let above = (n + 1..self.call_ms.len()).find_map(|m| self.call_ms(m).map(|t| (m, t)));
+        match (below, above) {
+            (Some((a, ta)), Some((b, tb))) => ta + (tb - ta) * (n - a) as f64 / (b - a) as f64,
+            (Some((a, ta)), None) => ta.max(step * (1.0 + 0.1 * (n - a) as f64)),
+            _ => step * (1.0 + 0.1 * (n - 1) as f64),
+        }
+    }
+
+    /// Expected tokens per millisecond when drafting `k` (0 = plain decoding).
+    pub fn rate(&self, k: usize) -> Option<f64> {
+        let step = self.call_ms(1)?;
+        if k == 0 {
+            return Some(1.0 / step);
+        }
+        let draft = k as f64 * self.draft_ms;
+        Some(expected_tokens(self.alpha(), k) / (draft + self.estimate_call(k + 1, step)))
+    }
+
+    /// The draft length with the best expected rate, up to `max`. Before a plain step has
+    /// been timed it drafts `max.min(2)` (starting small); after a long run of plain calls it
+    /// tries the best drafting length once more.
+    pub fn choose(&self, max: usize) -> usize {
+        let Some(plain) = self.rate(0) else {
+            return max.min(2);
+        };
+        let best = (1..=max)
+            .filter_map(|k| self.rate(k).map(|r| (k, r)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((k, r)) if r > plain || self.since_probe >= PROBE_EVERY => k,
+            _ => 0,
+        }
+    }
+}
+
 /// Chooses how many tokens to draft next.
 #[derive(Clone, Debug)]
 pub struct DraftControl {
-    k: usize,
-    max: usize,
-    adaptive: bool,
+    length: DraftLength,
 }
 
 impl DraftControl {
     pub fn new(length: DraftLength) -> DraftControl {
-        match length {
-            DraftLength::Fixed(k) => DraftControl {
-                k: k.max(1),
-                max: k.max(1),
-                adaptive: false,
-            },
-            DraftLength::Adaptive { init, max } => DraftControl {
-                k: init.clamp(1, max.max(1)),
-                max: max.max(1),
-                adaptive: true,
-            },
-        }
+        DraftControl { length }
     }
 
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// After a verification of `drafted` tokens of which `accepted` were kept: grow after a
-    /// fully accepted draft, shrink when less than half was kept.
-    pub fn update(&mut self, drafted: usize, accepted: usize) {
-        if !self.adaptive || drafted == 0 {
-            return;
-        }
-        if accepted == drafted && drafted == self.k {
-            self.k = (self.k + 1).min(self.max);
-        } else if 2 * accepted < drafted {
-            self.k = self.k.saturating_sub(1).max(1);
+    /// The draft length for the next verification.
+    pub fn k(&self, costs: &CostModel) -> usize {
+        match self.length {
+            DraftLength::Fixed(k) => k,
+            DraftLength::Adaptive { max, .. } => costs.choose(max.max(1)),
         }
     }
 }
@@ -325,23 +426,38 @@ mod tests {
     }
 
     #[test]
-    fn draft_length_adapts_within_bounds() {
-        let mut c = DraftControl::new(DraftLength::Adaptive { init: 2, max: 4 });
-        c.update(2, 2);
-        assert_eq!(c.k(), 3);
-        c.update(3, 3);
-        c.update(4, 4);
-        c.update(4, 4);
-        assert_eq!(c.k(), 4);
-        c.update(4, 1);
-        assert_eq!(c.k(), 3);
-        c.update(3, 0);
-        c.update(2, 0);
-        c.update(1, 0);
-        assert_eq!(c.k(), 1);
-        let mut fixed = DraftControl::new(DraftLength::Fixed(5));
-        fixed.update(5, 0);
-        assert_eq!(fixed.k(), 5);
+    fn draft_length_follows_measured_costs() {
+        let mut c = CostModel::default();
+        // Nothing timed yet: start small.
+        assert_eq!(c.choose(8), 2);
+        c.record_call(1, 10.0);
+        c.record_draft(4, 4.0);
+        // Cheap verification (GPU-like: 9 tokens cost 1.2 steps) and α 0.7 → draft long.
+        for n in 2..=9 {
+            c.record_call(n, 10.0 + 2.0 * (n - 1) as f64 / 8.0);
+        }
+        let k = c.choose(8);
+        assert!(k >= 4, "{k}");
+        // Verification as costly as the tokens it checks (a busy 2-core CPU) → plain decoding.
+        let mut cpu = CostModel::default();
+        cpu.record_call(1, 10.0);
+        cpu.record_draft(2, 6.0);
+        for n in 2..=9 {
+            cpu.record_call(n, 10.0 * (0.8 + 0.5 * n as f64));
+        }
+        assert_eq!(cpu.choose(8), 0);
+        // …and it tries again after a long run of plain steps.
+        for _ in 0..64 {
+            cpu.record_call(1, 10.0);
+        }
+        assert!(cpu.choose(8) > 0);
+        // A poor acceptance also turns drafting off.
+        for _ in 0..200 {
+            c.record_verdict(0, 1);
+        }
+        assert!(c.alpha() < 0.1);
+        assert_eq!(c.choose(8), 0);
+        assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c), 5);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::engine::CancelToken;
 use crate::error::EngineError;
 use crate::llama::Logits;
 use crate::session::{Emitter, Session};
-use crate::spec::{self, DraftControl, Verdict};
+use crate::spec::{self, CostModel, DraftControl, Verdict};
 use crate::{CompletionRequest, Drafter, JobStats, Outcome, Sampling, StopReason, TokenId};
 
 /// The drafting side of a job.
@@ -78,40 +78,51 @@ pub(crate) fn run(
         Sampling::Random { seed, .. } => u64::from(seed),
         Sampling::Greedy => 0,
     });
-    let mut control = DraftControl::new(speculation.k);
+    let control = DraftControl::new(speculation.k);
+    let mut costs = target.take_costs();
     let decode_started = Instant::now();
     let mut out = Emitter::new(target.model(), req);
 
-    let finish = |out: Emitter<'_>, stop, mut stats: JobStats, k| {
+    let finish = |out: Emitter<'_>, stop, mut stats: JobStats, costs: &CostModel| {
         stats.decode_ms = ms_since(decode_started);
-        stats.k_final = k;
+        stats.k_final = control.k(costs);
         Ok(Outcome::Completed(out.finish(stop, stats)))
     };
     if let Some(stop) = out.full() {
-        return finish(out, stop, stats, control.k());
+        {
+            target.put_costs(costs.clone());
+            return finish(out, stop, stats, &costs);
+        }
     }
     // The first token comes from the prompt's logits.
     let logits = target.logits()?;
     out.observe(logits);
     let mut last = spec::sample(&spec::target_dist(logits, &sampling), &mut rng);
     if let Some(stop) = out.push(last) {
-        return finish(out, stop, stats, control.k());
+        {
+            target.put_costs(costs.clone());
+            return finish(out, stop, stats, &costs);
+        }
     }
     extend_draft_stream(&mut draft_stream, last, draft_vocab);
 
     loop {
         if cancel.is_cancelled() {
+            target.put_costs(costs);
             stats.n_generated = out.tokens.len();
             stats.decode_ms = ms_since(decode_started);
             return Ok(Outcome::Cancelled(stats));
         }
         let base = target.cached().len();
         if base + 1 >= n_ctx {
-            return finish(out, StopReason::ContextFull, stats, control.k());
+            {
+            target.put_costs(costs.clone());
+            return finish(out, StopReason::ContextFull, stats, &costs);
+        }
         }
         // Emitting `accepted + 1` tokens must stay within the budget and the context.
         let k = control
-            .k()
+            .k(&costs)
             .min(out.room().saturating_sub(1))
             .min(n_ctx - base - 2);
 
@@ -128,11 +139,14 @@ pub(crate) fn run(
                 spec::lookup_draft(&stream, corpus, ngram_min, ngram_max, k)
             }
         };
-        stats.draft_ms += ms_since(drafted);
+        let draft_ms = ms_since(drafted);
+        stats.draft_ms += draft_ms;
+        costs.record_draft(drafts.len(), draft_ms);
 
         let mut batch = Vec::with_capacity(drafts.len() + 1);
         batch.push(last);
         batch.extend_from_slice(&drafts);
+        let called = Instant::now();
         target.eval(
             &batch,
             if drafts.is_empty() {
@@ -141,6 +155,7 @@ pub(crate) fn run(
                 Logits::All
             },
         )?;
+        costs.record_call(batch.len(), ms_since(called));
         stats.n_target_calls += 1;
         stats.n_drafted += drafts.len();
 
@@ -155,7 +170,10 @@ pub(crate) fn run(
                     accepted += 1;
                     if let Some(stop) = out.push(d) {
                         stats.n_accepted += accepted;
-                        return finish(out, stop, stats, control.k());
+                        {
+            target.put_costs(costs.clone());
+            return finish(out, stop, stats, &costs);
+        }
                     }
                     extend_draft_stream(&mut draft_stream, d, draft_vocab);
                 }
@@ -176,11 +194,16 @@ pub(crate) fn run(
             }
         };
         stats.n_accepted += accepted;
-        control.update(drafts.len(), accepted);
+        if !drafts.is_empty() {
+            costs.record_verdict(accepted, usize::from(accepted < drafts.len()));
+        }
         target.truncate(base + 1 + accepted)?;
         last = next;
         if let Some(stop) = out.push(last) {
-            return finish(out, stop, stats, control.k());
+            {
+            target.put_costs(costs.clone());
+            return finish(out, stop, stats, &costs);
+        }
         }
         extend_draft_stream(&mut draft_stream, last, draft_vocab);
         out.progress(&stats);

@@ -97,6 +97,9 @@ pub struct SpecBenchArgs {
     /// Decode threads (0 = default policy).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+    /// Threads for prompts and verify batches (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads_batch: u32,
     /// Context size (0 = the models', at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx_size: u32,
@@ -166,6 +169,19 @@ pub struct CompleteArgs {
     /// Print token counts and timings to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Generate with this larger model, --model drafting for it (speculative decoding).
+    #[arg(long, value_name = "GGUF")]
+    pub target: Option<PathBuf>,
+    /// Speculative decoding: `model` (needs --target), `lookup` (prompt lookup), or `off`.
+    #[arg(long, value_enum, default_value = "model")]
+    pub speculate: SpeculateArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SpeculateArg {
+    Model,
+    Lookup,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,10 +2,13 @@
 
 use std::io::Write;
 
-use amd_engine::{CompletionRequest, Engine, EngineConfig, Outcome, Prompt, Sampling, StopRules};
+use amd_engine::{
+    CompletionRequest, Engine, EngineConfig, ModelRole, Outcome, Prompt, Sampling, Speculation,
+    StopRules, TargetConfig,
+};
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{CompleteArgs, EngineArgs};
+use crate::cli::{CompleteArgs, EngineArgs, SpeculateArg};
 
 pub(crate) fn engine_config(args: &EngineArgs) -> EngineConfig {
     let mut config = EngineConfig::new(&args.model);
@@ -33,7 +36,12 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         }
         (None, None) => bail!("give --prompt or --file with --line and --col"),
     };
-    let engine = Engine::start(engine_config(&args.engine))
+    let mut config = engine_config(&args.engine);
+    config.target = args.target.as_ref().map(|path| TargetConfig {
+        model_path: path.clone(),
+        gpu_layers: args.engine.gpu_layers,
+    });
+    let engine = Engine::start(config)
         .with_context(|| format!("cannot load model {}", args.engine.model.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let mut prompt = runtime.block_on(engine.tokenize(prefix, engine.info().add_bos))?;
@@ -65,8 +73,22 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         },
         record_margins: false,
         top_logprobs: 0,
-        model: Default::default(),
-        speculation: None,
+        model: if args.target.is_some() {
+            ModelRole::Target
+        } else {
+            ModelRole::Main
+        },
+        speculation: match args.speculate {
+            SpeculateArg::Model if args.target.is_some() => {
+                Some(Speculation::draft_model(if args.engine.gpu_layers > 0 {
+                    4
+                } else {
+                    2
+                }))
+            }
+            SpeculateArg::Lookup => Some(Speculation::lookup(Vec::new())),
+            SpeculateArg::Model | SpeculateArg::Off => None,
+        },
         on_progress: None,
     };
     let outcome = runtime.block_on(engine.submit(req))?;
@@ -80,10 +102,12 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
     if args.stats {
         let s = completion.stats;
         eprintln!(
-            "n_prompt={} n_evaluated={} n_generated={} stop={:?} load_ms={:.1} prefill_ms={:.1} decode_ms={:.1} decode_tok_s={:.1}",
+            "n_prompt={} n_evaluated={} n_generated={} n_drafted={} n_accepted={} stop={:?} load_ms={:.1} prefill_ms={:.1} decode_ms={:.1} decode_tok_s={:.1}",
             s.n_prompt,
             s.n_evaluated,
             s.n_generated,
+            s.n_drafted,
+            s.n_accepted,
             completion.stop,
             engine.info().load_ms,
             s.prefill_ms,

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use amd_engine::{EngineConfig, TargetConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// When to ask for more than one line.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum MultiLine {
     /// Multi-line at an empty line or after a block opener, single-line mid-line.
@@ -19,7 +19,7 @@ pub enum MultiLine {
 }
 
 /// Whether to offer `textDocument/completion` (the popup) besides inline completions.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum CompletionPopup {
     /// Only for clients that do not declare inline completion support.
@@ -30,7 +30,7 @@ pub enum CompletionPopup {
 }
 
 /// When completions come from the target model (`targetModel`) instead of the main one.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum UseTarget {
     /// Multi-line and explicitly invoked completions; single lines stay on the main model.
@@ -41,7 +41,7 @@ pub enum UseTarget {
 }
 
 /// Speculative decoding (its output is what the generating model alone would give).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum SpeculationMode {
     /// The main model drafts for the target; the main model alone does not speculate.
@@ -54,7 +54,7 @@ pub enum SpeculationMode {
     Off,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Path of the GGUF model. Falls back to `--model`, then `AMD_LSP_MODEL`.
@@ -181,8 +181,7 @@ mod tests {
     #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
-        let defaults =
-            serde_json::to_value(DocumentedDefaults::from(&ServerConfig::default())).expect("json");
+        let defaults = serde_json::to_value(ServerConfig::default()).expect("json");
         for (key, default) in defaults.as_object().expect("object") {
             let row = doc
                 .lines()
@@ -196,51 +195,6 @@ mod tests {
                 row.contains(&shown),
                 "the row for `{key}` should show the default {shown}: {row}"
             );
-        }
-    }
-
-    /// The defaults as JSON, for the documentation check.
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct DocumentedDefaults {
-        model: Option<PathBuf>,
-        threads: u32,
-        context_size: u32,
-        gpu_layers: u32,
-        max_tokens: u32,
-        debounce_ms: u64,
-        multi_line: &'static str,
-        inline_candidates: u32,
-        completion_popup: &'static str,
-        window_max_chars: usize,
-    }
-
-    impl From<&ServerConfig> for DocumentedDefaults {
-        fn from(c: &ServerConfig) -> Self {
-            let ServerConfig {
-                model,
-                threads,
-                context_size,
-                gpu_layers,
-                max_tokens,
-                debounce_ms,
-                multi_line: _,
-                inline_candidates,
-                completion_popup: _,
-                window_max_chars,
-            } = c.clone();
-            DocumentedDefaults {
-                model,
-                threads,
-                context_size,
-                gpu_layers,
-                max_tokens,
-                debounce_ms,
-                multi_line: "auto",
-                inline_candidates,
-                completion_popup: "auto",
-                window_max_chars,
-            }
         }
     }
 }

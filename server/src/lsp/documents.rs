@@ -160,12 +160,13 @@ impl DocumentStore {
         self.lock().len()
     }
 
-    /// The text of the other open documents (at most `max_chars` characters of each, from
-    /// its start), for prompt-lookup drafting.
-    pub fn others(&self, uri: &Uri, max_chars: usize) -> Vec<String> {
+    /// The text of up to `max_docs` other open documents (at most `max_chars` characters of
+    /// each, from its start), for prompt-lookup drafting.
+    pub fn others(&self, uri: &Uri, max_docs: usize, max_chars: usize) -> Vec<String> {
         let docs = self.lock();
         docs.iter()
             .filter(|(u, _)| *u != uri)
+            .take(max_docs)
             .map(|(_, d)| {
                 let end = d.rope.len_chars().min(max_chars);
                 d.rope.slice(..end).to_string()

@@ -376,3 +376,59 @@ async fn models_with_fim_tokens_get_fill_in_the_middle_prompts() {
     assert!(job["nReused"].as_u64() > Some(5), "{job}");
     c.shutdown().await;
 }
+
+/// With a `targetModel`, multi-line completions come from the target with the main model
+/// drafting; the suggestion is the one the target gives alone, and `useTarget: never` keeps
+/// everything on the main model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_model_serves_multi_line_completions_with_speculation() {
+    let target = support::stacked_target();
+    let options = |speculation: &str, use_target: &str| {
+        json!({
+            "debounceMs": 0,
+            "multiLine": "always",
+            "maxTokens": 24,
+            "targetModel": target,
+            "speculation": speculation,
+            "useTarget": use_target,
+        })
+    };
+    let setup = ClientSetup {
+        options: options("model", "auto"),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    let status = c.status().await;
+    assert_eq!(status["targetModel"]["fim"], true, "{status}");
+    // One document per phase: the type-through cache is per document.
+    let text = "import os\n\ndef walk(root):\n    ";
+    let uris = ["file:///w/a.py", "file:///w/b.py", "file:///w/c.py"];
+    for uri in uris {
+        c.open(uri, text).await;
+    }
+    let fast = c.inline(uris[0], 3, 4).await;
+    let job = c.status().await["lastJob"].clone();
+    assert!(job["nDrafted"].as_u64() > Some(0), "drafted: {job}");
+    assert!(job["nTargetCalls"].as_u64() > Some(0), "{job}");
+
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": options("off", "auto")}),
+    )
+    .await;
+    let plain = c.inline(uris[1], 3, 4).await;
+    let job = c.status().await["lastJob"].clone();
+    assert_eq!(job["nDrafted"], 0, "{job}");
+    assert_eq!(fast, plain, "speculation changed the suggestion");
+
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": options("model", "never")}),
+    )
+    .await;
+    c.inline(uris[2], 3, 4).await;
+    let job = c.status().await["lastJob"].clone();
+    assert_eq!(job["nDrafted"], 0, "the main model alone: {job}");
+    c.shutdown().await;
+}

@@ -26,6 +26,29 @@ pub(crate) fn tiny_fim_model() -> PathBuf {
     cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), true).expect("tiny FIM model")
 }
 
+/// A CodeLlama-vocabulary target stacked on the tiny model (its layers plus one more, scaled
+/// down), so the tiny model drafts for it with a high acceptance.
+pub(crate) fn stacked_target() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!(
+        "e2e-stacked-target-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !path.exists() {
+        amd_engine::testmodel::write_stacked_target(
+            &tiny_model(),
+            &amd_engine::testmodel::fixture_vocab(),
+            1,
+            0.05,
+            true,
+            3,
+            &path,
+        )
+        .expect("stacked target");
+    }
+    path
+}
+
 type Pending = Arc<Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<DuplexStream>>>;

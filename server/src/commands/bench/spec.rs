@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use amd_engine::spec::leviathan_speedup;
+use amd_engine::spec::{expected_tokens, leviathan_speedup};
 use amd_engine::{
     Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, JobStats, ModelRole,
     Outcome, Prompt, Sampling, Speculation, StopRules, TargetConfig,
@@ -29,8 +29,14 @@ struct Row {
     passed: usize,
     /// Problems whose output equals the target-only output token for token.
     identical: usize,
+    /// Problems whose output first differs where the target-only run's top-2 logit margin
+    /// was below 1e-3 (a near-tie that batched evaluation may resolve the other way).
+    near_tie: usize,
+    /// Smallest target-only margin at a first difference that was not a near-tie.
+    worst_margin: Option<f32>,
     tokens: usize,
     decode_ms: f64,
+    draft_ms: f64,
     drafted: usize,
     accepted: usize,
     rejected: usize,
@@ -50,6 +56,7 @@ impl Row {
         self.problems += 1;
         self.tokens += s.n_generated;
         self.decode_ms += s.decode_ms;
+        self.draft_ms += s.draft_ms;
         self.drafted += s.n_drafted;
         self.accepted += s.n_accepted;
         self.rejected += s.n_rejected;
@@ -112,6 +119,7 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
     }
     let mut config = EngineConfig::new(&args.draft);
     config.n_threads = args.threads;
+    config.n_threads_batch = args.threads_batch;
     config.n_ctx = args.ctx_size;
     config.gpu_layers = args.gpu_layers;
     config.target = Some(TargetConfig {
@@ -155,7 +163,7 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
     for (i, task) in tasks.iter().enumerate() {
         let draft = bench.complete(task, i, ModelRole::Main, None)?;
         draft_row.add(&draft.stats);
-        let plain = bench.complete(task, i, ModelRole::Target, None)?;
+        let plain = bench.complete_with_margins(task, i, ModelRole::Target)?;
         target_row.add(&plain.stats);
         target_row.passed += usize::from(!args.no_exec && bench.passes(task, &plain, timeout)?);
         for (row, &k) in spec_rows.iter_mut().zip(&lengths) {
@@ -171,7 +179,11 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
             };
             let fast = bench.complete(task, i, ModelRole::Target, Some(speculation))?;
             row.add(&fast.stats);
-            row.identical += usize::from(fast.tokens == plain.tokens);
+            match first_difference(&plain, &fast) {
+                None => row.identical += 1,
+                Some(m) if m < NEAR_TIE => row.near_tie += 1,
+                Some(m) => row.worst_margin = Some(row.worst_margin.map_or(m, |w| w.min(m))),
+            }
             row.passed += usize::from(!args.no_exec && bench.passes(task, &fast, timeout)?);
         }
         eprintln!(
@@ -224,6 +236,17 @@ impl Bench<'_> {
         model: ModelRole,
         speculation: Option<Speculation>,
     ) -> Result<Completion> {
+        let req = self.request(task, i, model, speculation);
+        self.submit(task, req)
+    }
+
+    fn request(
+        &self,
+        task: &Task,
+        i: usize,
+        model: ModelRole,
+        speculation: Option<Speculation>,
+    ) -> CompletionRequest {
         let mut req = CompletionRequest::greedy(Prompt::Text(task.prompt.clone()), self.max_tokens);
         req.model = model;
         req.speculation = speculation;
@@ -239,6 +262,10 @@ impl Bench<'_> {
                 seed: i as u32,
             };
         }
+        req
+    }
+
+    fn submit(&self, task: &Task, req: CompletionRequest) -> Result<Completion> {
         match self.runtime.block_on(self.engine.submit(req)) {
             Ok(Outcome::Completed(c)) => Ok(c),
             Ok(Outcome::Cancelled(_)) => bail!("{}: the completion was cancelled", task.task_id),
@@ -246,9 +273,44 @@ impl Bench<'_> {
         }
     }
 
+    /// A plain run that records the top-2 logit margin of every generated token.
+    fn complete_with_margins(&self, task: &Task, i: usize, model: ModelRole) -> Result<Completion> {
+        let mut req = self.request(task, i, model, None);
+        req.record_margins = true;
+        self.submit(task, req)
+    }
+
     fn passes(&self, task: &Task, completion: &Completion, timeout: Duration) -> Result<bool> {
         humaneval::passes(task, humaneval::truncate_at_stop(&completion.text), timeout)
     }
+}
+
+/// "identical + near-tie of problems", and the differences that are neither.
+fn exactness(row: &Row) -> String {
+    let differ = row.problems - row.identical - row.near_tie;
+    let mut s = format!("{}+{} of {}", row.identical, row.near_tie, row.problems);
+    if let Some(m) = row.worst_margin {
+        s.push_str(&format!(", {differ} DIFFER (margin ≥ {m:.4})"));
+    }
+    s
+}
+
+/// Below this top-2 logit margin a token is a near-tie (see `near_tie`).
+const NEAR_TIE: f32 = 1e-3;
+
+/// `None` when both outputs are the same tokens; otherwise the plain run's margin at the
+/// first token where they differ (0 when the plain run has no margin there).
+fn first_difference(plain: &Completion, fast: &Completion) -> Option<f32> {
+    if plain.tokens == fast.tokens {
+        return None;
+    }
+    let i = plain
+        .tokens
+        .iter()
+        .zip(&fast.tokens)
+        .take_while(|(a, b)| a == b)
+        .count();
+    Some(plain.margins.get(i).copied().unwrap_or(0.0))
 }
 
 fn render(args: &SpecBenchArgs, draft: &Row, target: &Row, spec: &[Row], c: f64) -> String {
@@ -270,17 +332,18 @@ fn render(args: &SpecBenchArgs, draft: &Row, target: &Row, spec: &[Row], c: f64)
             "greedy"
         },
     ));
-    out.push_str("| run | k | pass@1 | α | accepted/drafted | tokens/call | decode tok/s | speedup | Leviathan | measured ÷ predicted | identical |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| run | k | pass@1 | α | accepted/drafted | tokens/call | decode tok/s | speedup | Leviathan | measured ÷ Leviathan | verify call ÷ step | with measured verify cost | same as target (exact+near-tie) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     out.push_str(&format!(
-        "| draft only | | | | | 1.00 | {:.1} | | | | |\n",
+        "| draft only | | | | | 1.00 | {:.1} | | | | | | |\n",
         draft.tok_s()
     ));
     out.push_str(&format!(
-        "| target only | | {} | | | 1.00 | {:.1} | 1.00× | | | |\n",
+        "| target only | | {} | | | 1.00 | {:.1} | 1.00× | | | 1.00 | | |\n",
         pct(target),
         target.tok_s()
     ));
+    let step_ms = target.ms_per_token();
     for row in spec {
         let s = row.stats();
         let alpha = s.alpha().unwrap_or(0.0);
@@ -292,8 +355,14 @@ fn render(args: &SpecBenchArgs, draft: &Row, target: &Row, spec: &[Row], c: f64)
                 k as f64
             });
         let predicted = leviathan_speedup(alpha, k.round().max(1.0) as usize, c);
+        // Where the time went: a target call (verification) in target steps, and the speedup
+        // Leviathan's formula gives when verification costs that instead of one step.
+        let calls = row.target_calls.max(1) as f64;
+        let verify = (row.decode_ms - row.draft_ms) / calls / step_ms.max(1e-9);
+        let drafting = row.draft_ms / calls / step_ms.max(1e-9);
+        let with_cost = expected_tokens(alpha, k.round().max(1.0) as usize) / (drafting + verify);
         out.push_str(&format!(
-            "| speculative | {} | {} | {:.3} | {:.3} | {:.2} | {:.1} | {:.2}× | {:.2}× | {:.0}% | {}/{} |\n",
+            "| speculative | {} | {} | {:.3} | {:.3} | {:.2} | {:.1} | {:.2}× | {:.2}× | {:.0}% | {verify:.2} | {with_cost:.2}× | {} |\n",
             row.k.map_or(format!("auto (k̄ {k:.1})"), |k| k.to_string()),
             pct(row),
             alpha,
@@ -303,8 +372,11 @@ fn render(args: &SpecBenchArgs, draft: &Row, target: &Row, spec: &[Row], c: f64)
             speedup,
             predicted,
             100.0 * speedup / predicted.max(1e-9),
-            row.identical,
-            row.problems,
+            if args.sample {
+                "— (sampled)".to_owned()
+            } else {
+                exactness(row)
+            },
         ));
     }
     out

@@ -28,8 +28,10 @@ use self::window::{surroundings, window_start, WindowPolicy};
 use super::config::{MultiLine, SpeculationMode, UseTarget};
 use super::state::ServerState;
 
-/// Characters of each other open document that prompt lookup searches.
-const LOOKUP_CORPUS_CHARS: usize = 32 * 1024;
+/// How many other open documents prompt lookup searches, and how many characters of each
+/// (the engine tokenizes them per request: 4 × 16 KiB is a few milliseconds).
+const LOOKUP_CORPUS_DOCS: usize = 4;
+const LOOKUP_CORPUS_CHARS: usize = 16 * 1024;
 
 /// Sampling settings of the extra candidates of an invoked completion.
 const CANDIDATE_TEMPERATURE: f32 = 0.7;
@@ -169,7 +171,11 @@ pub async fn suggest(
         (SpeculationMode::Off, _) | (SpeculationMode::Auto, ModelRole::Main) => None,
         (SpeculationMode::Lookup, _) => {
             let mut lookup =
-                Speculation::lookup(state.docs.others(&params.uri, LOOKUP_CORPUS_CHARS));
+                Speculation::lookup(state.docs.others(
+                &params.uri,
+                LOOKUP_CORPUS_DOCS,
+                LOOKUP_CORPUS_CHARS,
+            ));
             lookup.k = DraftLength::Adaptive {
                 init: 4,
                 max: config.draft_max.max(1) as usize,

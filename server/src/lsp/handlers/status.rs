@@ -18,8 +18,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         EngineSlot::Ready(engine) => ("ready", None, Some(engine)),
         EngineSlot::Failed(message) => ("failed", Some(message), None),
     };
-    let model = engine.as_ref().map(|e| {
-        let i = e.info();
+    let describe = |i: &amd_engine::ModelInfo| {
         json!({
             "path": i.path,
             "name": i.name,
@@ -31,7 +30,11 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "fim": i.fim.is_some(),
             "loadMs": i.load_ms,
         })
-    });
+    };
+    let model = engine.as_ref().map(|e| describe(e.info()));
+    let target = engine
+        .as_ref()
+        .and_then(|e| e.target_info().map(describe));
     let c = &state.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let engine_counters = engine.as_ref().map(|e| {
@@ -55,6 +58,9 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "nGenerated": s.n_generated,
             "prefillMs": s.prefill_ms,
             "decodeMs": s.decode_ms,
+            "nDrafted": s.n_drafted,
+            "nAccepted": s.n_accepted,
+            "nTargetCalls": s.n_target_calls,
         })
     });
     json!({
@@ -62,6 +68,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         "state": state_name,
         "error": error,
         "model": model,
+        "targetModel": target,
         "positionEncoding": match state.encoding() {
             PositionEncoding::Utf8 => "utf-8",
             PositionEncoding::Utf16 => "utf-16",

@@ -1,0 +1,66 @@
+//! Logits do not depend on how tokens are batched: a prompt evaluated token by token gives the
+//! same next-token log-probabilities as the same prompt in one batch. Speculative verification
+//! (a batch) and KV-cache reuse (cached entries written by single decode steps) rely on it to be
+//! token-identical to plain decoding. llama.cpp's llamafile sgemm kernels break it for Q8_0 and
+//! F16 weights (up to 0.13 in log-probability), which is why `.cargo/config.toml` builds
+//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType, GENERATOR_VERSION};
+use amd_engine::{CompletionRequest, Engine, EngineConfig, Prompt};
+use common::{block_on, vocab_gguf};
+
+/// An AMD-Llama-135m-shaped random model, written once per target directory.
+fn model_135m(wtype: WeightType) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "amd135m-{wtype:?}-seed7-v{GENERATOR_VERSION}.gguf"
+    ));
+    if !path.exists() {
+        write_random_llama(&vocab_gguf(), &LlamaShape::amd_135m(), wtype, 7, &path)
+            .expect("write 135M-shaped model");
+    }
+    path
+}
+
+/// Next-token log-probabilities (top 8) of `prompt` evaluated in chunks of `chunk` tokens.
+fn top_after(model: &Path, prompt: &str, chunk: u32) -> Vec<(i32, f32)> {
+    let mut config = EngineConfig::new(model);
+    config.n_ctx = 256;
+    config.n_threads = 1;
+    config.n_threads_batch = 1;
+    config.prefill_chunk = chunk;
+    let engine = Engine::start(config).expect("engine");
+    let mut req = CompletionRequest::greedy(Prompt::Text(prompt.into()), 1);
+    req.top_logprobs = 8;
+    let c = block_on(engine.submit(req))
+        .expect("job")
+        .completion()
+        .expect("completed");
+    c.top_logprobs[0].clone()
+}
+
+#[test]
+fn batching_does_not_change_logits_at_the_real_shape() {
+    let prompt = "import heapq\n\ndef merge(a, b):\n    result = []\n    while a and b:\n";
+    for wtype in [WeightType::Q8_0, WeightType::F16] {
+        let model = model_135m(wtype);
+        let one_by_one = top_after(&model, prompt, 1);
+        for chunk in [2, 7, 512] {
+            let batched = top_after(&model, prompt, chunk);
+            assert_eq!(
+                one_by_one.iter().map(|t| t.0).collect::<Vec<_>>(),
+                batched.iter().map(|t| t.0).collect::<Vec<_>>(),
+                "{wtype:?}, chunk {chunk}"
+            );
+            for (a, b) in one_by_one.iter().zip(&batched) {
+                assert!(
+                    (a.1 - b.1).abs() < 1e-4,
+                    "{wtype:?}, chunk {chunk}: token by token {one_by_one:?}\n batched {batched:?}"
+                );
+            }
+        }
+    }
+}
