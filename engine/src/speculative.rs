@@ -116,9 +116,9 @@ pub(crate) fn run(
         let base = target.cached().len();
         if base + 1 >= n_ctx {
             {
-            target.put_costs(costs.clone());
-            return finish(out, StopReason::ContextFull, stats, &costs);
-        }
+                target.put_costs(costs.clone());
+                return finish(out, StopReason::ContextFull, stats, &costs);
+            }
         }
         // Emitting `accepted + 1` tokens must stay within the budget and the context.
         let k = control
@@ -171,9 +171,9 @@ pub(crate) fn run(
                     if let Some(stop) = out.push(d) {
                         stats.n_accepted += accepted;
                         {
-            target.put_costs(costs.clone());
-            return finish(out, stop, stats, &costs);
-        }
+                            target.put_costs(costs.clone());
+                            return finish(out, stop, stats, &costs);
+                        }
                     }
                     extend_draft_stream(&mut draft_stream, d, draft_vocab);
                 }
@@ -201,9 +201,9 @@ pub(crate) fn run(
         last = next;
         if let Some(stop) = out.push(last) {
             {
-            target.put_costs(costs.clone());
-            return finish(out, stop, stats, &costs);
-        }
+                target.put_costs(costs.clone());
+                return finish(out, stop, stats, &costs);
+            }
         }
         extend_draft_stream(&mut draft_stream, last, draft_vocab);
         out.progress(&stats);

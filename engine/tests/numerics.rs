@@ -15,9 +15,8 @@ use common::{block_on, vocab_gguf};
 
 /// An AMD-Llama-135m-shaped random model, written once per target directory.
 fn model_135m(wtype: WeightType) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "amd135m-{wtype:?}-seed7-v{GENERATOR_VERSION}.gguf"
-    ));
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amd135m-{wtype:?}-seed7-v{GENERATOR_VERSION}.gguf"));
     if !path.exists() {
         write_random_llama(&vocab_gguf(), &LlamaShape::amd_135m(), wtype, 7, &path)
             .expect("write 135M-shaped model");

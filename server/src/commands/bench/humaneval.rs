@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -59,9 +60,12 @@ del _s\n";
 
 /// Runs the problem's tests on `completion`; `true` when they pass within `timeout`.
 pub(crate) fn passes(task: &Task, completion: &str, timeout: Duration) -> Result<bool> {
+    // One directory per run: the same problem may be checked by several threads at once.
+    static N_RUNS: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "amd-lsp-humaneval-{}-{}",
+        "amd-lsp-humaneval-{}-{}-{}",
         std::process::id(),
+        N_RUNS.fetch_add(1, Ordering::Relaxed),
         task.task_id
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));

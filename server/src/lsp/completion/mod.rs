@@ -170,8 +170,7 @@ pub async fn suggest(
     let speculation = match (config.speculation, model) {
         (SpeculationMode::Off, _) | (SpeculationMode::Auto, ModelRole::Main) => None,
         (SpeculationMode::Lookup, _) => {
-            let mut lookup =
-                Speculation::lookup(state.docs.others(
+            let mut lookup = Speculation::lookup(state.docs.others(
                 &params.uri,
                 LOOKUP_CORPUS_DOCS,
                 LOOKUP_CORPUS_CHARS,

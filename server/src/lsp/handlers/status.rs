@@ -32,9 +32,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         })
     };
     let model = engine.as_ref().map(|e| describe(e.info()));
-    let target = engine
-        .as_ref()
-        .and_then(|e| e.target_info().map(describe));
+    let target = engine.as_ref().and_then(|e| e.target_info().map(describe));
     let c = &state.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let engine_counters = engine.as_ref().map(|e| {
