@@ -237,7 +237,9 @@ pub struct Lookup {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DraftLength {
     Fixed(usize),
-    /// Grows by one after a fully accepted draft, shrinks after a rejection.
+    /// Chosen before each verification from measured costs and acceptance (`spec::CostModel`,
+    /// kept across jobs): `init` until the first timings exist, then the length with the best
+    /// expected tokens per millisecond up to `max`, 0 (plain decoding) included.
     Adaptive {
         init: usize,
         max: usize,

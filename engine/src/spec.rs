@@ -234,11 +234,11 @@ impl CostModel {
     }
 
     /// The draft length with the best expected rate, up to `max`. Before a plain step has
-    /// been timed it drafts `max.min(2)` (starting small); after a long run of plain calls it
-    /// tries the best drafting length once more.
-    pub fn choose(&self, max: usize) -> usize {
+    /// been timed it drafts `init` (small on CPU, larger on GPU); after a long run of plain
+    /// calls it tries the best drafting length once more.
+    pub fn choose(&self, init: usize, max: usize) -> usize {
         let Some(plain) = self.rate(0) else {
-            return max.min(2);
+            return init.clamp(1, max.max(1));
         };
         let best = (1..=max)
             .filter_map(|k| self.rate(k).map(|r| (k, r)))
@@ -265,7 +265,7 @@ impl DraftControl {
     pub fn k(&self, costs: &CostModel) -> usize {
         match self.length {
             DraftLength::Fixed(k) => k,
-            DraftLength::Adaptive { max, .. } => costs.choose(max.max(1)),
+            DraftLength::Adaptive { init, max } => costs.choose(init, max.max(1)),
         }
     }
 }
@@ -428,15 +428,16 @@ mod tests {
     #[test]
     fn draft_length_follows_measured_costs() {
         let mut c = CostModel::default();
-        // Nothing timed yet: start small.
-        assert_eq!(c.choose(8), 2);
+        // Nothing timed yet: start where the caller says.
+        assert_eq!(c.choose(2, 8), 2);
+        assert_eq!(c.choose(4, 3), 3);
         c.record_call(1, 10.0);
         c.record_draft(4, 4.0);
         // Cheap verification (GPU-like: 9 tokens cost 1.2 steps) and α 0.7 → draft long.
         for n in 2..=9 {
             c.record_call(n, 10.0 + 2.0 * (n - 1) as f64 / 8.0);
         }
-        let k = c.choose(8);
+        let k = c.choose(2, 8);
         assert!(k >= 4, "{k}");
         // Verification as costly as the tokens it checks (a busy 2-core CPU) → plain decoding.
         let mut cpu = CostModel::default();
@@ -445,18 +446,18 @@ mod tests {
         for n in 2..=9 {
             cpu.record_call(n, 10.0 * (0.8 + 0.5 * n as f64));
         }
-        assert_eq!(cpu.choose(8), 0);
+        assert_eq!(cpu.choose(2, 8), 0);
         // …and it tries again after a long run of plain steps.
         for _ in 0..64 {
             cpu.record_call(1, 10.0);
         }
-        assert!(cpu.choose(8) > 0);
+        assert!(cpu.choose(2, 8) > 0);
         // A poor acceptance also turns drafting off.
         for _ in 0..200 {
             c.record_verdict(0, 1);
         }
         assert!(c.alpha() < 0.1);
-        assert_eq!(c.choose(8), 0);
+        assert_eq!(c.choose(2, 8), 0);
         assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c), 5);
     }
 
