@@ -17,5 +17,7 @@ if rustup component list --installed 2>/dev/null | grep -q clippy; then
 fi
 cargo test --release --workspace
 cargo build --release -p amd-lsp
+# The `hip` feature reaches llama.cpp's CMake as GGML_HIP=ON (no ROCm here to finish that build).
+tests/gpu/hip-reaches-cmake.sh
 # A real editor: Neovim drives the server through its own LSP client.
 tests/editors/run-neovim.sh

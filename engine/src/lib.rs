@@ -29,6 +29,37 @@ pub use text::StopRules;
 /// A token id in the model's vocabulary.
 pub type TokenId = i32;
 
+pub use llama::{devices, Device};
+
+/// The llama.cpp backends compiled into this build, CPU first.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut backends = vec!["cpu"];
+    for (on, name) in [
+        (cfg!(feature = "hip"), "hip"),
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "vulkan"), "vulkan"),
+        (cfg!(feature = "metal"), "metal"),
+    ] {
+        if on {
+            backends.push(name);
+        }
+    }
+    backends
+}
+
+/// `gpu_layers` value meaning "every layer" (llama.cpp's convention).
+pub const ALL_LAYERS: u32 = 999;
+
+/// Layers offloaded when the configuration does not say: all of them when a GPU backend is
+/// compiled in, none otherwise.
+pub fn default_gpu_layers() -> u32 {
+    if compiled_backends().len() > 1 {
+        ALL_LAYERS
+    } else {
+        0
+    }
+}
+
 /// What the engine knows about its model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
@@ -50,6 +81,8 @@ pub struct ModelInfo {
     /// Fill-in-the-middle tokens, when the vocabulary has them (CodeLlama: ▁<PRE> ▁<SUF> ▁<MID>).
     pub fim: Option<FimTokens>,
     pub load_ms: f64,
+    /// Where the model's layers run: a GPU's description, or "CPU".
+    pub device: String,
 }
 
 /// Fill-in-the-middle control tokens.
@@ -71,7 +104,8 @@ pub struct EngineConfig {
     pub n_threads: u32,
     /// Threads for prompt evaluation; 0 = all cores.
     pub n_threads_batch: u32,
-    /// Layers offloaded to a GPU backend (ignored on CPU builds).
+    /// Layers offloaded to a GPU backend (ignored on CPU builds); default
+    /// [`default_gpu_layers`].
     pub gpu_layers: u32,
     /// Prompt tokens evaluated per llama.cpp call; cancellation is checked between calls.
     pub prefill_chunk: u32,
@@ -116,7 +150,7 @@ impl EngineConfig {
             n_ctx: 0,
             n_threads: 0,
             n_threads_batch: 0,
-            gpu_layers: 0,
+            gpu_layers: default_gpu_layers(),
             prefill_chunk: 128,
             kv_reuse: true,
             vocab_only: false,

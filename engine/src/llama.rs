@@ -38,6 +38,58 @@ fn backend() -> Result<&'static LlamaBackend, LoadError> {
         .map_err(|e| LoadError::Backend(e.clone()))
 }
 
+/// A device llama.cpp can run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub description: String,
+    pub backend: String,
+    pub gpu: bool,
+    pub memory_total: usize,
+}
+
+/// The devices of the compiled-in backends (the CPU among them).
+pub fn devices() -> Vec<Device> {
+    if backend().is_err() {
+        return Vec::new();
+    }
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            gpu: matches!(
+                d.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+            ),
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            memory_total: d.memory_total,
+        })
+        .collect()
+}
+
+/// Where layers go: the first GPU when layers are offloaded and there is one. A GPU build on a
+/// machine without a GPU says so once and runs on the CPU.
+fn placement(gpu_layers: u32) -> String {
+    if gpu_layers == 0 || crate::compiled_backends().len() == 1 {
+        return "CPU".into();
+    }
+    match devices().into_iter().find(|d| d.gpu) {
+        Some(d) => format!("{} ({})", d.description, d.backend),
+        None => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    backends = ?crate::compiled_backends(),
+                    "this build has a GPU backend but no GPU was found; running on the CPU"
+                );
+            });
+            "CPU".into()
+        }
+    }
+}
+
 /// How to load a model.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ModelParams {
@@ -98,6 +150,11 @@ impl Model {
             add_bos: vocab.should_add_bos(),
             fim,
             load_ms,
+            device: if params.vocab_only {
+                "CPU".into()
+            } else {
+                placement(params.gpu_layers)
+            },
         };
         Ok(Model { inner, info })
     }

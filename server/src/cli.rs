@@ -4,10 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version, with the llama.cpp backends compiled in (`amd-lsp --version`).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (llama.cpp backends: {})",
+            env!("CARGO_PKG_VERSION"),
+            amd_engine::compiled_backends().join(", ")
+        )
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "amd-lsp",
-    version,
+    version = version(),
     about = "Offline inline code completions from a small local model"
 )]
 pub struct Cli {
@@ -103,9 +115,9 @@ pub struct SpecBenchArgs {
     /// Context size (0 = the models', at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx_size: u32,
-    /// Layers of each model to offload to the GPU (GPU builds only).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: u32,
+    /// Layers of each model to offload to the GPU (GPU builds only; default: all of them).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
     /// Seconds each problem's tests may run.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -128,9 +140,9 @@ pub struct EngineArgs {
     /// Context size in tokens (0 = the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx_size: u32,
-    /// Layers to offload to the GPU (GPU builds only).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: u32,
+    /// Layers to offload to the GPU (GPU builds only; default: all of them).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@ pub(crate) fn engine_config(args: &EngineArgs) -> EngineConfig {
     let mut config = EngineConfig::new(&args.model);
     config.n_threads = args.threads;
     config.n_ctx = args.ctx_size;
-    config.gpu_layers = args.gpu_layers;
+    config.gpu_layers = args
+        .gpu_layers
+        .unwrap_or_else(amd_engine::default_gpu_layers);
     config
 }
 
@@ -39,7 +41,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
     let mut config = engine_config(&args.engine);
     config.target = args.target.as_ref().map(|path| TargetConfig {
         model_path: path.clone(),
-        gpu_layers: args.engine.gpu_layers,
+        gpu_layers: config.gpu_layers,
     });
     let engine = Engine::start(config)
         .with_context(|| format!("cannot load model {}", args.engine.model.display()))?;
@@ -80,7 +82,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         },
         speculation: match args.speculate {
             SpeculateArg::Model if args.target.is_some() => {
-                Some(Speculation::draft_model(if args.engine.gpu_layers > 0 {
+                Some(Speculation::draft_model(if engine.info().device != "CPU" {
                     4
                 } else {
                     2

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use amd_engine::{EngineConfig, TargetConfig};
+use amd_engine::{default_gpu_layers, EngineConfig, TargetConfig};
 use serde::{Deserialize, Serialize};
 
 /// When to ask for more than one line.
@@ -63,8 +63,8 @@ pub struct ServerConfig {
     pub threads: u32,
     /// Context size in tokens; 0 = the model's training context (at most 4096).
     pub context_size: u32,
-    /// Layers offloaded to the GPU (GPU builds only).
-    pub gpu_layers: u32,
+    /// Layers offloaded to the GPU (GPU builds only); `None` = all of them in a GPU build.
+    pub gpu_layers: Option<u32>,
     /// Most tokens generated per suggestion.
     pub max_tokens: u32,
     /// Quiet time after a keystroke before the model is asked, in milliseconds.
@@ -89,7 +89,7 @@ impl Default for ServerConfig {
             model: None,
             threads: 0,
             context_size: 0,
-            gpu_layers: 0,
+            gpu_layers: None,
             max_tokens: 64,
             debounce_ms: 40,
             multi_line: MultiLine::Auto,
@@ -123,10 +123,10 @@ impl ServerConfig {
         let mut config = EngineConfig::new(model);
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
-        config.gpu_layers = self.gpu_layers;
+        config.gpu_layers = self.gpu_layers.unwrap_or_else(default_gpu_layers);
         config.target = self.target_model.as_ref().map(|path| TargetConfig {
             model_path: path.clone(),
-            gpu_layers: self.gpu_layers,
+            gpu_layers: config.gpu_layers,
         });
         config
     }

@@ -121,10 +121,12 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
     config.n_threads = args.threads;
     config.n_threads_batch = args.threads_batch;
     config.n_ctx = args.ctx_size;
-    config.gpu_layers = args.gpu_layers;
+    config.gpu_layers = args
+        .gpu_layers
+        .unwrap_or_else(amd_engine::default_gpu_layers);
     config.target = Some(TargetConfig {
         model_path: args.target.clone(),
-        gpu_layers: args.gpu_layers,
+        gpu_layers: config.gpu_layers,
     });
     let engine = Engine::start(config).context("cannot load the model pair")?;
     let target_info = engine.target_info().context("no target loaded")?;
@@ -172,7 +174,7 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
                 k: match k {
                     Some(k) => DraftLength::Fixed(k),
                     None => DraftLength::Adaptive {
-                        init: if args.gpu_layers > 0 { 4 } else { 2 },
+                        init: if engine.info().device == "CPU" { 2 } else { 4 },
                         max: 8,
                     },
                 },

@@ -184,7 +184,7 @@ pub async fn suggest(
         (SpeculationMode::Auto | SpeculationMode::Model, ModelRole::Target) => Some(Speculation {
             drafter: Drafter::Model,
             k: DraftLength::Adaptive {
-                init: if config.gpu_layers > 0 { 4 } else { 2 },
+                init: if engine.info().device == "CPU" { 2 } else { 4 },
                 max: config.draft_max.max(1) as usize,
             },
         }),

@@ -29,6 +29,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "nCtxTrain": i.n_ctx_train,
             "fim": i.fim.is_some(),
             "loadMs": i.load_ms,
+            "device": i.device,
         })
     };
     let model = engine.as_ref().map(|e| describe(e.info()));
@@ -63,6 +64,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
     });
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "backends": amd_engine::compiled_backends(),
         "state": state_name,
         "error": error,
         "model": model,
