@@ -104,7 +104,8 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
     if args.stats {
         let s = completion.stats;
         eprintln!(
-            "n_prompt={} n_evaluated={} n_generated={} n_drafted={} n_accepted={} stop={:?} load_ms={:.1} prefill_ms={:.1} decode_ms={:.1} decode_tok_s={:.1}",
+            "device={:?} n_prompt={} n_evaluated={} n_generated={} n_drafted={} n_accepted={} stop={:?} load_ms={:.1} prefill_ms={:.1} decode_ms={:.1} decode_tok_s={:.1}",
+            engine.target_info().unwrap_or(engine.info()).device,
             s.n_prompt,
             s.n_evaluated,
             s.n_generated,
