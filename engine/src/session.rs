@@ -128,6 +128,25 @@ impl<'m> Session<'m> {
         Ok(true)
     }
 
+    /// Starts a job: checks `prompt` and prefills it. `Ok(Err(outcome))` when cancelled during
+    /// the prefill; otherwise the job's stats so far.
+    pub(crate) fn start(
+        &mut self,
+        prompt: &[TokenId],
+        cancel: &CancelToken,
+        on_progress: Option<&mut ProgressFn>,
+    ) -> Result<Result<JobStats, Outcome>, EngineError> {
+        self.check_prompt(prompt)?;
+        let mut stats = JobStats {
+            n_prompt: prompt.len(),
+            ..JobStats::default()
+        };
+        if !self.prefill(prompt, cancel, &mut stats, on_progress)? {
+            return Ok(Err(Outcome::Cancelled(stats)));
+        }
+        Ok(Ok(stats))
+    }
+
     /// Evaluates `tokens` at the next positions (one llama.cpp call).
     pub(crate) fn eval(&mut self, tokens: &[TokenId], logits: Logits) -> Result<(), EngineError> {
         self.ctx.decode(tokens, self.cached.len(), logits)?;
@@ -165,15 +184,11 @@ impl<'m> Session<'m> {
         prompt: &[TokenId],
         cancel: &CancelToken,
     ) -> Result<Outcome, EngineError> {
-        self.check_prompt(prompt)?;
-        let n_ctx = self.n_ctx();
-        let mut stats = JobStats {
-            n_prompt: prompt.len(),
-            ..JobStats::default()
+        let mut stats = match self.start(prompt, cancel, req.on_progress.as_mut())? {
+            Ok(stats) => stats,
+            Err(cancelled) => return Ok(cancelled),
         };
-        if !self.prefill(prompt, cancel, &mut stats, req.on_progress.as_mut())? {
-            return Ok(Outcome::Cancelled(stats));
-        }
+        let n_ctx = self.n_ctx();
 
         let decode_started = Instant::now();
         let sampling = req.sampling;

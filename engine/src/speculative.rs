@@ -45,15 +45,11 @@ pub(crate) fn run(
             "speculative job without settings".into(),
         ));
     };
-    target.check_prompt(prompt)?;
-    let n_ctx = target.n_ctx();
-    let mut stats = JobStats {
-        n_prompt: prompt.len(),
-        ..JobStats::default()
+    let mut stats = match target.start(prompt, cancel, req.on_progress.as_mut())? {
+        Ok(stats) => stats,
+        Err(cancelled) => return Ok(cancelled),
     };
-    if !target.prefill(prompt, cancel, &mut stats, req.on_progress.as_mut())? {
-        return Ok(Outcome::Cancelled(stats));
-    }
+    let n_ctx = target.n_ctx();
     let mut draft_stream = match &mut source {
         DraftSource::Model { session, prompt } => match session.check_prompt(prompt) {
             Ok(()) => Some(std::mem::take(prompt)),
