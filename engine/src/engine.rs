@@ -483,13 +483,12 @@ fn run_job<'m>(
             };
             prompt::build(&prompt_model, prompt)
         };
-        let drafter = req.speculation.as_ref().map(|s| s.drafter.clone());
         let generator: &mut Session<'m> = match req.model {
             ModelRole::Main => &mut *main,
             ModelRole::Target => target.as_deref_mut().ok_or(EngineError::NoTarget)?,
         };
         let prompt = prompt_of(generator.model(), &req.prompt);
-        match drafter {
+        match req.speculation.as_ref().map(|s| &s.drafter) {
             None => generator.run(req, &prompt, cancel),
             Some(Drafter::Lookup(lookup)) => {
                 let corpus = lookup

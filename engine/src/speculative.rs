@@ -40,7 +40,14 @@ pub(crate) fn run(
     prompt: &[TokenId],
     cancel: &CancelToken,
 ) -> Result<Outcome, EngineError> {
-    let Some(speculation) = req.speculation.clone() else {
+    // Only the settings; the lookup corpus (already tokenized into `source`) is not copied.
+    let Some((length, (ngram_min, ngram_max))) = req.speculation.as_ref().map(|s| {
+        let ngrams = match &s.drafter {
+            Drafter::Lookup(l) => (l.ngram_min, l.ngram_max),
+            Drafter::Model => (0, 0),
+        };
+        (s.k, ngrams)
+    }) else {
         return Err(EngineError::Internal(
             "speculative job without settings".into(),
         ));
@@ -64,17 +71,13 @@ pub(crate) fn run(
         DraftSource::Model { session, .. } => session.model().info().n_vocab,
         _ => 0,
     };
-    let (ngram_min, ngram_max) = match &speculation.drafter {
-        Drafter::Lookup(l) => (l.ngram_min, l.ngram_max),
-        Drafter::Model => (0, 0),
-    };
 
     let sampling = req.sampling;
     let mut rng = ChaCha8Rng::seed_from_u64(match sampling {
         Sampling::Random { seed, .. } => u64::from(seed),
         Sampling::Greedy => 0,
     });
-    let control = DraftControl::new(speculation.k);
+    let control = DraftControl::new(length);
     let mut costs = target.take_costs();
     let decode_started = Instant::now();
     let mut out = Emitter::new(target.model(), req);
