@@ -113,17 +113,37 @@ pub(crate) fn retire(slot: EngineSlot) {
 const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Exits the process when the editor that started us (the `processId` it sent) is gone, so a
-/// crashed editor leaves no server behind. Linux only (it reads `/proc`).
+/// crashed editor leaves no server behind. Unix only: it asks the kernel with `kill(pid, 0)`, which
+/// needs no `/proc` (a sandbox's `/proc` may belong to another PID namespace). A `processId` that
+/// is not a process here (an editor in another container, say) is not watched.
 pub(crate) async fn watch_parent(pid: u32) {
-    let alive = move || std::path::Path::new(&format!("/proc/{pid}")).exists();
-    if !cfg!(target_os = "linux") || !alive() {
+    if !process_exists(pid) {
+        tracing::warn!(pid, "processId is not a process here; not watching it");
         return;
     }
     loop {
         tokio::time::sleep(PARENT_CHECK).await;
-        if !alive() {
+        if !process_exists(pid) {
             tracing::info!(pid, "the editor is gone; exiting");
             std::process::exit(0);
         }
     }
+}
+
+/// Whether `pid` names a live process. `EPERM` (someone else's process) counts as alive.
+#[cfg(unix)]
+fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// Not checked off Unix: the editor is assumed alive (the server still exits on `exit` or EOF).
+#[cfg(not(unix))]
+fn process_exists(_pid: u32) -> bool {
+    false
 }
