@@ -515,20 +515,13 @@ impl GgufWriter {
     /// Writes to `path` through a temporary file in the same directory and a rename, so a
     /// reader never sees a half-written model.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        // Unique per process and call: threads may write the same file at once.
-        static N_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        let result = self
-            .write_to(&tmp)
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let tmp = crate::scratch::ScratchPath::beside(path, "write");
+        self.write_to(tmp.path())?;
+        tmp.persist(path)
     }
 
-    fn write_to(&self, path: &Path) -> io::Result<()> {
+    /// Writes to `path` in place (callers that need atomicity use [`GgufWriter::write`]).
+    pub(crate) fn write_to(&self, path: &Path) -> io::Result<()> {
         let mut w = BufWriter::new(File::create(path)?);
         let align = self
             .metadata

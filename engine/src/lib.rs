@@ -12,6 +12,7 @@ pub mod gguf;
 mod llama;
 mod prompt;
 pub mod reuse;
+pub mod scratch;
 mod session;
 pub mod spec;
 mod speculative;

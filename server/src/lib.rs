@@ -38,6 +38,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// How long blocking work (the stdin read, a model being dropped) may delay the exit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// `amd-lsp --stdio`: LSP on stdin/stdout until `exit` or end of input.
 fn serve_stdio(model: Option<std::path::PathBuf>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,9 +48,14 @@ fn serve_stdio(model: Option<std::path::PathBuf>) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        #[cfg(unix)]
+        tokio::spawn(lsp::lifecycle::exit_on_signal());
         let options = lsp::ServeOptions { model };
         lsp::serve(tokio::io::stdin(), tokio::io::stdout(), options).await;
     });
+    // tokio reads stdin on a blocking thread that cannot be interrupted: after `exit` from a
+    // client that keeps stdin open, dropping the runtime would wait for that read forever.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     tracing::info!("exiting");
     Ok(())
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::error::LoadError;
 use crate::gguf::{GgmlType, GgufWriter, TensorData, Value};
 use crate::llama::{quantize, QuantType};
+use crate::scratch::ScratchPath;
 use crate::testmodel::LlamaShape;
 
 /// What the converter writes.
@@ -126,20 +127,26 @@ pub fn convert(dir: &Path, out: &Path, out_type: OutType) -> Result<ConvertSumma
     let n_tensors = add_tensors(&mut w, &config, &weight_files, matrix_type)?;
 
     let result = if quantized {
-        let tmp = out.with_extension(format!("f32-{}.tmp.gguf", std::process::id()));
-        w.write(&tmp).map_err(|source| ConvertError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
+        let tmp = ScratchPath::beside(out, "f32");
+        w.write_to(tmp.path())
+            .map_err(|source| ConvertError::Write {
+                path: tmp.path().to_path_buf(),
+                source,
+            })?;
         let to = if out_type == OutType::Q8_0 {
             QuantType::Q8_0
         } else {
             QuantType::Q4KM
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let r = quantize(&tmp, out, to, threads).map_err(ConvertError::from);
-        let _ = std::fs::remove_file(&tmp);
-        r
+        // llama.cpp writes its output in place: quantize into a scratch file, then rename.
+        let part = ScratchPath::beside(out, "quantized");
+        quantize(tmp.path(), part.path(), to, threads).map_err(ConvertError::from)?;
+        drop(tmp);
+        part.persist(out).map_err(|source| ConvertError::Write {
+            path: out.to_path_buf(),
+            source,
+        })
     } else {
         w.write(out).map_err(|source| ConvertError::Write {
             path: out.to_path_buf(),

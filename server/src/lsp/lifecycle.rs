@@ -124,8 +124,7 @@ pub(crate) async fn watch_parent(pid: u32) {
     loop {
         tokio::time::sleep(PARENT_CHECK).await;
         if !process_exists(pid) {
-            tracing::info!(pid, "the editor is gone; exiting");
-            std::process::exit(0);
+            exit_now("the editor is gone");
         }
     }
 }
@@ -133,7 +132,10 @@ pub(crate) async fn watch_parent(pid: u32) {
 /// Whether `pid` names a live process. `EPERM` (someone else's process) counts as alive.
 #[cfg(unix)]
 fn process_exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     !matches!(
@@ -146,4 +148,40 @@ fn process_exists(pid: u32) -> bool {
 #[cfg(not(unix))]
 fn process_exists(_pid: u32) -> bool {
     false
+}
+
+/// Ends the process at once, for when nobody is left to talk to (the editor died) or we were
+/// told to stop (a signal): temporary files are removed, then `_exit`, so no destructor or C
+/// `atexit` handler (llama.cpp's, OpenMP's) runs while the engine thread may be inside
+/// llama.cpp. Nothing is lost: documents live in the editor, models are written atomically.
+pub(crate) fn exit_now(reason: &str) -> ! {
+    let removed = amd_engine::scratch::remove_all();
+    tracing::info!(reason, removed_temp_files = removed, "exiting now");
+    #[cfg(unix)]
+    // SAFETY: `_exit` is async-signal-safe and takes no pointers; it never returns.
+    unsafe {
+        libc::_exit(0)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(0)
+}
+
+/// Exits on SIGTERM, SIGINT or SIGHUP (see [`exit_now`]).
+#[cfg(unix)]
+pub(crate) async fn exit_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; signals end the process abruptly");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    };
+    exit_now(name);
 }
