@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -16,7 +15,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::error::{EngineError, LoadError};
-use crate::gguf;
+use crate::validate;
 use crate::llama::{ContextParams, Model, ModelParams};
 use crate::prompt::{self, PromptModel};
 use crate::session::Session;
@@ -133,10 +132,29 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Validates the model file, starts the engine thread and waits until the model is loaded.
-    pub fn start(config: EngineConfig) -> Result<Engine, LoadError> {
-        validate_model_file(&config.model_path, config.vocab_only)?;
-        if let Some(target) = &config.target {
-            validate_model_file(&target.model_path, false)?;
+    pub fn start(mut config: EngineConfig) -> Result<Engine, LoadError> {
+        let main = validate::check_model_file(&config.model_path, config.vocab_only)?;
+        let target = match &config.target {
+            Some(t) if !config.vocab_only => {
+                Some(validate::check_model_file(&t.model_path, false)?)
+            }
+            _ => None,
+        };
+        if !config.vocab_only {
+            if config.n_ctx == 0 {
+                config.n_ctx = std::iter::once(&main)
+                    .chain(target.as_ref())
+                    .map(|c| c.shape.n_ctx_train)
+                    .min()
+                    .unwrap_or(AUTO_N_CTX_MAX)
+                    .clamp(256, AUTO_N_CTX_MAX);
+            }
+            // Both caches (the target's too) must fit.
+            let needed = std::iter::once(&main)
+                .chain(target.as_ref())
+                .map(|c| validate::kv_cache_bytes(&c.shape, config.n_ctx, config.kv_type))
+                .sum();
+            validate::check_context_fits(needed, config.n_ctx, validate::available_memory())?;
         }
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -234,33 +252,6 @@ impl Drop for Engine {
     }
 }
 
-/// Checks the file before llama.cpp parses it: it exists, is a well-formed GGUF, is a llama
-/// model, and has weights unless only the vocabulary is wanted.
-fn validate_model_file(path: &Path, vocab_only: bool) -> Result<(), LoadError> {
-    if !path.is_file() {
-        return Err(LoadError::Missing {
-            path: path.to_path_buf(),
-        });
-    }
-    let header = gguf::read_header(path)?;
-    let architecture = header
-        .get_str("general.architecture")
-        .unwrap_or("")
-        .to_owned();
-    if architecture != "llama" {
-        return Err(LoadError::Architecture {
-            path: path.to_path_buf(),
-            architecture,
-        });
-    }
-    if header.tensors.is_empty() && !vocab_only {
-        return Err(LoadError::VocabOnly {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
 fn n_cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
@@ -309,15 +300,8 @@ fn engine_thread(
         }
         _ => None,
     };
-    let n_ctx = match config.n_ctx {
-        0 => std::iter::once(&model)
-            .chain(target_model.as_ref())
-            .map(|m| m.info().n_ctx_train)
-            .min()
-            .unwrap_or(AUTO_N_CTX_MAX)
-            .clamp(256, AUTO_N_CTX_MAX),
-        n => n,
-    };
+    // Set by `Engine::start` from the validated headers when the configuration said 0.
+    let n_ctx = config.n_ctx;
     let ctx_params = ContextParams {
         kv_type: config.kv_type,
         flash_attention: config.flash_attention,

@@ -9,10 +9,17 @@ pub enum LoadError {
     Missing { path: PathBuf },
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
-    #[error("{path}: architecture {architecture:?} is not supported (llama is)")]
-    Architecture { path: PathBuf, architecture: String },
-    #[error("{path} holds only a vocabulary, no weights")]
-    VocabOnly { path: PathBuf },
+    #[error("{path} is not a model amd-lsp can run: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error(
+        "a context of {n_ctx} tokens needs {needed_mib} MiB of KV cache and only \
+         {available_mib} MiB of memory is available (set a smaller context size)"
+    )]
+    ContextTooLarge {
+        n_ctx: u32,
+        needed_mib: u64,
+        available_mib: u64,
+    },
     #[error("llama.cpp backend: {0}")]
     Backend(String),
     #[error("llama.cpp could not load {path}: {message}")]

@@ -18,6 +18,7 @@ pub mod spec;
 mod speculative;
 pub mod testmodel;
 pub mod text;
+pub mod validate;
 
 use std::path::PathBuf;
 

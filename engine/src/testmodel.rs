@@ -49,7 +49,7 @@ pub fn cached_tiny_model(dir: &Path, codellama: bool) -> Result<PathBuf, TestMod
 }
 
 /// The shape of a Llama model (llama.cpp's `llama` architecture, MHA, untied embeddings).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LlamaShape {
     pub n_layer: u32,
     pub n_embd: u32,

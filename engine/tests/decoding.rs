@@ -2,7 +2,7 @@
 
 mod common;
 
-use amd_engine::gguf::{GgufWriter, Value};
+use amd_engine::gguf::{GgmlType, GgufWriter, TensorData, Value};
 use amd_engine::{
     CompletionRequest, Engine, EngineConfig, EngineError, LoadError, Prompt, Sampling, StopReason,
 };
@@ -147,7 +147,7 @@ fn broken_model_files_give_clear_errors() {
     assert!(err.to_string().contains("outside the file"), "{err}");
 
     let err = start(vocab_gguf());
-    assert!(matches!(err, LoadError::VocabOnly { .. }), "{err}");
+    assert!(err.to_string().contains("only a vocabulary"), "{err}");
 
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("gpt2".into()));
@@ -158,4 +158,29 @@ fn broken_model_files_give_clear_errors() {
         err.to_string().contains("\"gpt2\" is not supported"),
         "{err}"
     );
+
+    // A llama header whose hyperparameters would make llama.cpp allocate without bound.
+    let mut header = amd_engine::gguf::read_header(&tiny_model()).expect("header");
+    let mut w = GgufWriter::new();
+    for (k, v) in std::mem::take(&mut header.metadata) {
+        w.set(&k, v);
+    }
+    w.set("llama.block_count", Value::U32(4_000_000_000));
+    w.add_tensor(TensorData {
+        name: "output_norm.weight".into(),
+        dims: vec![4],
+        ggml_type: GgmlType::F32,
+        data: vec![0; 16],
+    });
+    let huge = dir.join("huge-block-count.gguf");
+    w.write(&huge).expect("write");
+    let err = start(huge);
+    assert!(err.to_string().contains("outside 1..=512"), "{err}");
+
+    // A context whose KV cache cannot fit in memory is refused before llama.cpp allocates it.
+    let mut config = EngineConfig::new(tiny_model());
+    config.n_ctx = 4_000_000_000;
+    let err = Engine::start(config).expect_err("too large");
+    assert!(matches!(err, LoadError::ContextTooLarge { .. }), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

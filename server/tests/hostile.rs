@@ -379,3 +379,80 @@ fn burst(s: &mut StdioServer, n: i64) -> HashMap<i64, usize> {
     );
     counts
 }
+
+/// A scratch directory under the target dir, unique per process.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("hostile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn broken_models_are_reported_and_the_server_keeps_running() {
+    let dir = scratch("models");
+    let tiny = std::fs::read(tiny_model()).expect("tiny model");
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &tiny[..tiny.len() * 2 / 3]).expect("write");
+    let random = dir.join("random.gguf");
+    let noise: Vec<u8> = (0..65_536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&random, noise).expect("write");
+    let not_llama = dir.join("gpt2.gguf");
+    let mut w = amd_engine::gguf::GgufWriter::new();
+    w.set(
+        "general.architecture",
+        amd_engine::gguf::Value::String("gpt2".into()),
+    );
+    w.write(&not_llama).expect("write");
+    let vocab_only = amd_engine::testmodel::fixture_vocab();
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"model": dir.join("absent.gguf")}), "does not exist"),
+        (json!({"model": truncated}), "outside the file"),
+        (json!({"model": random}), "not a GGUF file"),
+        (json!({"model": not_llama}), "\"gpt2\" is not supported"),
+        (json!({"model": vocab_only}), "only a vocabulary"),
+        (
+            json!({"model": tiny_model(), "contextSize": 4_000_000_000u32}),
+            "MiB of KV cache",
+        ),
+    ];
+    for (options, expected) in cases {
+        let mut s = StdioServer::spawn(
+            Command::new(BIN).args(["--stdio"]).env_remove("AMD_LSP_MODEL"),
+            Stdio::null(),
+        );
+        let mut options = options;
+        options["debounceMs"] = json!(0);
+        s.request(
+            "initialize",
+            json!({"capabilities": {}, "initializationOptions": options}),
+        );
+        s.notify("initialized", json!({}));
+        let message = loop {
+            let msg = s.read();
+            if msg["method"] == "window/showMessage" {
+                break msg;
+            }
+        };
+        assert_eq!(message["params"]["type"], 1, "an error: {message}");
+        let text = message["params"]["message"].as_str().expect("text");
+        assert!(text.contains(expected), "{expected:?} in {text:?}");
+        assert_eq!(s.settled_status()["state"], "failed");
+        // Still serving: documents are kept, completions are answered (empty).
+        open(&mut s, DOC, TEXT, 1);
+        let id = s.next_id();
+        s.send(&request(
+            id,
+            "textDocument/completion",
+            json!({"textDocument": {"uri": DOC}, "position": {"line": 1, "character": 12}}),
+        ));
+        let got = wait_for(&mut s, id);
+        assert!(got.get("error").is_none(), "{got}");
+        s.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,307 @@
+//! Model files are checked here, in Rust, before llama.cpp parses them (llama.cpp's GGUF and
+//! model loaders have had memory-safety bugs on hostile files): a well-formed GGUF header
+//! (`gguf::read_header` bounds every length), the llama architecture, hyperparameters in
+//! sane ranges, every tensor llama.cpp will look for present with the shape it expects, and
+//! a KV cache that fits in memory. Pure: no llama.cpp.
+
+use std::path::Path;
+
+use crate::error::LoadError;
+use crate::gguf::{self, GgufHeader};
+use crate::testmodel::LlamaShape;
+use crate::KvType;
+
+/// Bounds far above any model this product runs, far below what would exhaust memory while
+/// llama.cpp sets up its arrays.
+const MAX_LAYERS: u64 = 512;
+const MAX_EMBD: u64 = 1 << 16;
+const MAX_HEADS: u64 = 1 << 10;
+const MAX_FF: u64 = 1 << 20;
+const MAX_CTX: u64 = 1 << 24;
+const MAX_VOCAB: u64 = 1 << 20;
+
+/// What the checks learned: the model's shape and its vocabulary size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub shape: LlamaShape,
+    pub n_vocab: u64,
+}
+
+/// Checks the file at `path` (see the module docs). A vocabulary-only file passes only when
+/// `vocab_only` is set.
+pub fn check_model_file(path: &Path, vocab_only: bool) -> Result<Checked, LoadError> {
+    if !path.is_file() {
+        return Err(LoadError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let header = gguf::read_header(path)?;
+    check_header(&header, vocab_only).map_err(|what| LoadError::Invalid {
+        path: path.to_path_buf(),
+        what,
+    })
+}
+
+/// The checks on a parsed header; the error says what is wrong, for a person.
+pub fn check_header(header: &GgufHeader, vocab_only: bool) -> Result<Checked, String> {
+    let architecture = header.get_str("general.architecture").unwrap_or("");
+    if architecture != "llama" {
+        return Err(format!(
+            "architecture {architecture:?} is not supported (llama is)"
+        ));
+    }
+    let n_vocab = header
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| a.len() as u64)
+        .ok_or("no tokenizer.ggml.tokens: the file has no vocabulary")?;
+    in_range("tokenizer.ggml.tokens (vocabulary size)", n_vocab, MAX_VOCAB)?;
+    if header.tensors.is_empty() {
+        if vocab_only {
+            return Ok(Checked {
+                shape: LlamaShape::default(),
+                n_vocab,
+            });
+        }
+        return Err("it holds only a vocabulary, no weights".into());
+    }
+    let key = |name: &str, max: u64| -> Result<u64, String> {
+        let full = format!("llama.{name}");
+        let v = header
+            .get_u64(&full)
+            .ok_or_else(|| format!("{full} is missing"))?;
+        in_range(&full, v, max)?;
+        Ok(v)
+    };
+    let n_layer = key("block_count", MAX_LAYERS)?;
+    let n_embd = key("embedding_length", MAX_EMBD)?;
+    let n_head = key("attention.head_count", MAX_HEADS)?;
+    let n_head_kv = match header.get_u64("llama.attention.head_count_kv") {
+        Some(_) => key("attention.head_count_kv", MAX_HEADS)?,
+        None => n_head,
+    };
+    let n_ff = key("feed_forward_length", MAX_FF)?;
+    let n_ctx_train = key("context_length", MAX_CTX)?;
+    if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
+        return Err(format!(
+            "{n_head} heads ({n_head_kv} for keys and values) do not divide the width {n_embd}"
+        ));
+    }
+    let n_embd_kv = n_embd / n_head * n_head_kv;
+
+    let expect = |name: &str, dims: &[u64]| -> Result<(), String> {
+        let t = header
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| format!("tensor {name} is missing"))?;
+        if t.dims != dims {
+            return Err(format!(
+                "tensor {name} has shape {:?}, expected {dims:?}",
+                t.dims
+            ));
+        }
+        Ok(())
+    };
+    expect("token_embd.weight", &[n_embd, n_vocab])?;
+    expect("output_norm.weight", &[n_embd])?;
+    if header.tensors.iter().any(|t| t.name == "output.weight") {
+        expect("output.weight", &[n_embd, n_vocab])?;
+    }
+    for i in 0..n_layer {
+        let blk = |t: &str| format!("blk.{i}.{t}.weight");
+        expect(&blk("attn_norm"), &[n_embd])?;
+        expect(&blk("attn_q"), &[n_embd, n_embd])?;
+        expect(&blk("attn_k"), &[n_embd, n_embd_kv])?;
+        expect(&blk("attn_v"), &[n_embd, n_embd_kv])?;
+        expect(&blk("attn_output"), &[n_embd, n_embd])?;
+        expect(&blk("ffn_norm"), &[n_embd])?;
+        expect(&blk("ffn_gate"), &[n_embd, n_ff])?;
+        expect(&blk("ffn_up"), &[n_embd, n_ff])?;
+        expect(&blk("ffn_down"), &[n_ff, n_embd])?;
+    }
+    // Bounded above, so these fit in u32.
+    let shape = LlamaShape {
+        n_layer: n_layer as u32,
+        n_embd: n_embd as u32,
+        n_head: n_head as u32,
+        n_head_kv: n_head_kv as u32,
+        n_ff: n_ff as u32,
+        n_ctx_train: n_ctx_train as u32,
+        codellama_vocab: false,
+    };
+    Ok(Checked { shape, n_vocab })
+}
+
+fn in_range(what: &str, v: u64, max: u64) -> Result<(), String> {
+    if v == 0 || v > max {
+        return Err(format!("{what} is {v}, outside 1..={max}"));
+    }
+    Ok(())
+}
+
+/// Bytes of KV cache for `n_ctx` positions of a model of this shape.
+pub fn kv_cache_bytes(shape: &LlamaShape, n_ctx: u32, kv_type: KvType) -> u64 {
+    let n_embd_kv = u64::from(shape.n_embd) / u64::from(shape.n_head.max(1))
+        * u64::from(shape.n_head_kv);
+    // Keys and values, per layer, per position; Q8_0 stores 34 bytes per 32 values.
+    let elements = 2 * u64::from(shape.n_layer) * u64::from(n_ctx) * n_embd_kv;
+    match kv_type {
+        KvType::F32 => elements * 4,
+        KvType::F16 => elements * 2,
+        KvType::Q8_0 => elements / 32 * 34,
+    }
+}
+
+/// Refuses a context whose KV cache (`needed` bytes, [`kv_cache_bytes`] of every model)
+/// needs more than `available` bytes (when known), so a configured context size too large
+/// for the machine is an error message, not an abort inside llama.cpp's allocator.
+pub fn check_context_fits(needed: u64, n_ctx: u32, available: Option<u64>) -> Result<(), LoadError> {
+    match available {
+        Some(available) if needed > available => Err(LoadError::ContextTooLarge {
+            n_ctx,
+            needed_mib: needed >> 20,
+            available_mib: available >> 20,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Memory the system can still give us (Linux's `MemAvailable`), or `None` where unknown.
+/// Read from /proc directly: one number does not justify a system-information crate.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgmlType, TensorInfo, Value};
+
+    /// A header for `shape` with every tensor present (no data; the checks read shapes only).
+    fn header(shape: &LlamaShape, n_vocab: u64) -> GgufHeader {
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert(
+            "general.architecture".to_owned(),
+            Value::String("llama".into()),
+        );
+        metadata.insert(
+            "tokenizer.ggml.tokens".to_owned(),
+            Value::string_array((0..n_vocab).map(|i| format!("t{i}"))),
+        );
+        for (k, v) in [
+            ("block_count", shape.n_layer),
+            ("embedding_length", shape.n_embd),
+            ("attention.head_count", shape.n_head),
+            ("attention.head_count_kv", shape.n_head_kv),
+            ("feed_forward_length", shape.n_ff),
+            ("context_length", shape.n_ctx_train),
+        ] {
+            metadata.insert(format!("llama.{k}"), Value::U32(v));
+        }
+        let (e, f) = (u64::from(shape.n_embd), u64::from(shape.n_ff));
+        let kv = e / u64::from(shape.n_head) * u64::from(shape.n_head_kv);
+        let mut tensors = vec![
+            ("token_embd.weight".to_owned(), vec![e, n_vocab]),
+            ("output_norm.weight".to_owned(), vec![e]),
+            ("output.weight".to_owned(), vec![e, n_vocab]),
+        ];
+        for i in 0..shape.n_layer {
+            for (t, dims) in [
+                ("attn_norm", vec![e]),
+                ("attn_q", vec![e, e]),
+                ("attn_k", vec![e, kv]),
+                ("attn_v", vec![e, kv]),
+                ("attn_output", vec![e, e]),
+                ("ffn_norm", vec![e]),
+                ("ffn_gate", vec![e, f]),
+                ("ffn_up", vec![e, f]),
+                ("ffn_down", vec![f, e]),
+            ] {
+                tensors.push((format!("blk.{i}.{t}.weight"), dims));
+            }
+        }
+        GgufHeader {
+            version: 3,
+            metadata,
+            tensors: tensors
+                .into_iter()
+                .map(|(name, dims)| TensorInfo {
+                    name,
+                    dims,
+                    ggml_type: GgmlType::F32,
+                    offset: 0,
+                })
+                .collect(),
+            data_offset: 0,
+            file_len: 0,
+        }
+    }
+
+    fn amd135m() -> LlamaShape {
+        LlamaShape {
+            n_layer: 12,
+            n_embd: 768,
+            n_head: 12,
+            n_head_kv: 12,
+            n_ff: 2048,
+            n_ctx_train: 2048,
+            codellama_vocab: false,
+        }
+    }
+
+    #[test]
+    fn a_whole_model_passes_and_each_fault_is_named() {
+        let good = header(&amd135m(), 32000);
+        let checked = check_header(&good, false).expect("passes");
+        assert_eq!(checked.shape, amd135m());
+        assert_eq!(checked.n_vocab, 32000);
+
+        let fault = |edit: &dyn Fn(&mut GgufHeader)| {
+            let mut h = header(&amd135m(), 32000);
+            edit(&mut h);
+            check_header(&h, false).expect_err("must fail")
+        };
+        let set = |k: &'static str, v: u32| {
+            move |h: &mut GgufHeader| {
+                h.metadata.insert(k.to_owned(), Value::U32(v));
+            }
+        };
+        assert!(fault(&set("llama.block_count", 1_000_000)).contains("outside 1..=512"));
+        assert!(fault(&set("llama.block_count", 13)).contains("blk.12.attn_norm.weight is missing"));
+        assert!(fault(&set("llama.attention.head_count", 7)).contains("do not divide"));
+        assert!(fault(&set("llama.context_length", 0)).contains("outside"));
+        assert!(fault(&|h| {
+            h.metadata.remove("llama.embedding_length");
+        })
+        .contains("llama.embedding_length is missing"));
+        assert!(fault(&|h| h.tensors[5].dims = vec![768, 768, 2]).contains("has shape"));
+        assert!(fault(&|h| {
+            h.metadata
+                .insert("general.architecture".into(), Value::String("gpt2".into()));
+        })
+        .contains("\"gpt2\" is not supported"));
+        let mut vocab_only = header(&amd135m(), 32000);
+        vocab_only.tensors.clear();
+        assert!(check_header(&vocab_only, false)
+            .expect_err("no weights")
+            .contains("only a vocabulary"));
+        assert!(check_header(&vocab_only, true).is_ok());
+    }
+
+    #[test]
+    fn kv_cache_size_and_the_memory_check() {
+        // AMD-Llama-135m: 2 × 12 layers × 768 × 2 bytes = 36 KiB per position, 72 MiB at 2048.
+        assert_eq!(kv_cache_bytes(&amd135m(), 2048, KvType::F16), 72 << 20);
+        let fits = |n_ctx, available| {
+            check_context_fits(kv_cache_bytes(&amd135m(), n_ctx, KvType::F16), n_ctx, available)
+        };
+        assert!(fits(2048, Some(1 << 30)).is_ok());
+        assert!(fits(2048, None).is_ok());
+        let err = fits(1 << 24, Some(8 << 30)).expect_err("576 GiB does not fit in 8 GiB");
+        assert!(err.to_string().contains("589824 MiB"), "{err}");
+    }
+}
