@@ -15,12 +15,12 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::error::{EngineError, LoadError};
-use crate::validate;
 use crate::llama::{ContextParams, Model, ModelParams};
 use crate::prompt::{self, PromptModel};
 use crate::session::Session;
 use crate::speculative::{self, DraftSource};
 use crate::text::Utf8Stream;
+use crate::validate;
 use crate::{
     CompletionRequest, Drafter, EngineConfig, ModelInfo, ModelRole, Outcome, Prompt, TokenId,
 };

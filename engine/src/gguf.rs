@@ -300,6 +300,17 @@ pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
     Ok(header)
 }
 
+/// [`read_header`] on bytes in memory (errors name the file `<memory>`).
+pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
+    let path = Path::new("<memory>");
+    let mut r = HeaderReader {
+        inner: io::Cursor::new(bytes),
+        path,
+        file_len: bytes.len() as u64,
+    };
+    r.header()
+}
+
 struct HeaderReader<'p, R> {
     inner: R,
     path: &'p Path,

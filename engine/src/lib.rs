@@ -8,6 +8,8 @@
 pub mod convert;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gguf;
 mod llama;
 mod prompt;

@@ -55,7 +55,11 @@ pub fn check_header(header: &GgufHeader, vocab_only: bool) -> Result<Checked, St
         .and_then(|v| v.as_array())
         .map(|a| a.len() as u64)
         .ok_or("no tokenizer.ggml.tokens: the file has no vocabulary")?;
-    in_range("tokenizer.ggml.tokens (vocabulary size)", n_vocab, MAX_VOCAB)?;
+    in_range(
+        "tokenizer.ggml.tokens (vocabulary size)",
+        n_vocab,
+        MAX_VOCAB,
+    )?;
     if header.tensors.is_empty() {
         if vocab_only {
             return Ok(Checked {
@@ -142,8 +146,8 @@ fn in_range(what: &str, v: u64, max: u64) -> Result<(), String> {
 
 /// Bytes of KV cache for `n_ctx` positions of a model of this shape.
 pub fn kv_cache_bytes(shape: &LlamaShape, n_ctx: u32, kv_type: KvType) -> u64 {
-    let n_embd_kv = u64::from(shape.n_embd) / u64::from(shape.n_head.max(1))
-        * u64::from(shape.n_head_kv);
+    let n_embd_kv =
+        u64::from(shape.n_embd) / u64::from(shape.n_head.max(1)) * u64::from(shape.n_head_kv);
     // Keys and values, per layer, per position; Q8_0 stores 34 bytes per 32 values.
     let elements = 2 * u64::from(shape.n_layer) * u64::from(n_ctx) * n_embd_kv;
     match kv_type {
@@ -156,7 +160,11 @@ pub fn kv_cache_bytes(shape: &LlamaShape, n_ctx: u32, kv_type: KvType) -> u64 {
 /// Refuses a context whose KV cache (`needed` bytes, [`kv_cache_bytes`] of every model)
 /// needs more than `available` bytes (when known), so a configured context size too large
 /// for the machine is an error message, not an abort inside llama.cpp's allocator.
-pub fn check_context_fits(needed: u64, n_ctx: u32, available: Option<u64>) -> Result<(), LoadError> {
+pub fn check_context_fits(
+    needed: u64,
+    n_ctx: u32,
+    available: Option<u64>,
+) -> Result<(), LoadError> {
     match available {
         Some(available) if needed > available => Err(LoadError::ContextTooLarge {
             n_ctx,
@@ -297,7 +305,11 @@ mod tests {
         // AMD-Llama-135m: 2 × 12 layers × 768 × 2 bytes = 36 KiB per position, 72 MiB at 2048.
         assert_eq!(kv_cache_bytes(&amd135m(), 2048, KvType::F16), 72 << 20);
         let fits = |n_ctx, available| {
-            check_context_fits(kv_cache_bytes(&amd135m(), n_ctx, KvType::F16), n_ctx, available)
+            check_context_fits(
+                kv_cache_bytes(&amd135m(), n_ctx, KvType::F16),
+                n_ctx,
+                available,
+            )
         };
         assert!(fits(2048, Some(1 << 30)).is_ok());
         assert!(fits(2048, None).is_ok());

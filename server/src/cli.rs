@@ -72,6 +72,39 @@ pub enum BenchCommand {
     /// Speculative decoding on HumanEval: target-only and speculative pass@1, acceptance rate,
     /// throughput speedup, and the speedup Leviathan et al. predict (the model card's table).
     Spec(SpecBenchArgs),
+    /// Reliability soak: types a file for N keystrokes against `amd-lsp --stdio` with a
+    /// completion request per keystroke; checks every request is answered exactly once and
+    /// reports resident-memory growth.
+    Soak(SoakBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SoakBenchArgs {
+    /// The model the server loads.
+    #[arg(long, value_name = "GGUF")]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 20_000)]
+    pub keystrokes: usize,
+    /// The file typed, one character per keystroke (starting over in a new document at its end).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "tests/fixtures/documents/heapq.py"
+    )]
+    pub source: PathBuf,
+    /// Pause between keystrokes, in microseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub interval_us: u64,
+    /// The server's debounce (the `debounceMs` setting).
+    #[arg(long, default_value_t = 0)]
+    pub debounce_ms: u64,
+    /// Fail if resident memory at the end exceeds that after the warm-up (the first tenth of
+    /// the keystrokes) by more than this many percent.
+    #[arg(long)]
+    pub max_rss_growth: Option<f64>,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -2,6 +2,8 @@
 
 pub mod cli;
 mod commands;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod lsp;
 pub mod models;
@@ -31,6 +33,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             command: BenchCommand::Spec(args),
         }) => commands::bench::spec::run(&args),
+        Some(Command::Bench {
+            command: BenchCommand::Soak(args),
+        }) => commands::bench::soak::run(&args),
         None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")

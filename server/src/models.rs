@@ -38,7 +38,12 @@ impl Locations {
     }
 
     /// Our cache's directory for a repository: `models/amd--AMD-Llama-135m-code/`.
+    /// `None` also for a repository id that is not `owner/name` of plain characters: the
+    /// id becomes one directory name, which must stay inside the cache.
     pub fn repo_dir(&self, repo: &str) -> Option<PathBuf> {
+        if !valid_repo_id(repo) {
+            return None;
+        }
         Some(
             self.cache
                 .as_ref()?
@@ -46,6 +51,21 @@ impl Locations {
                 .join(repo.replace('/', "--")),
         )
     }
+}
+
+/// A Hugging Face repository id: `owner/name`, each a plain path component.
+pub fn valid_repo_id(repo: &str) -> bool {
+    repo.split_once('/')
+        .is_some_and(|(owner, name)| plain_component(owner) && plain_component(name))
+}
+
+/// Letters, digits, `-`, `_` and `.`, and not `.` or `..`: safe as one directory name.
+fn plain_component(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Where a model was found.
@@ -133,7 +153,9 @@ pub fn hf_snapshot(loc: &Locations, repo: &str) -> Option<PathBuf> {
     };
     let main = std::fs::read_to_string(root.join("refs/main"))
         .ok()
-        .map(|rev| root.join("snapshots").join(rev.trim()));
+        .map(|rev| rev.trim().to_owned())
+        .filter(|rev| plain_component(rev))
+        .map(|rev| root.join("snapshots").join(rev));
     if let Some(dir) = main.filter(|d| complete(d)) {
         return Some(dir);
     }
@@ -169,6 +191,23 @@ pub fn resolve(found: &Found) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_ids_stay_inside_the_cache() {
+        let loc = Locations {
+            cache: Some(PathBuf::from("/c")),
+            hf_hub: None,
+        };
+        assert_eq!(
+            loc.repo_dir("amd/AMD-Llama-135m-code"),
+            Some(PathBuf::from("/c/models/amd--AMD-Llama-135m-code"))
+        );
+        for bad in [
+            "..", "amd/..", "../x", "amd/a/b", "/etc", "amd/", "a b/c", "amd/x\\y",
+        ] {
+            assert_eq!(loc.repo_dir(bad), None, "{bad}");
+        }
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("amd-models-{}-{name}", std::process::id()));

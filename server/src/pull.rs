@@ -28,6 +28,10 @@ pub fn pull(
     type_name: &str,
     loc: &Locations,
 ) -> Result<PathBuf> {
+    anyhow::ensure!(
+        models::valid_repo_id(repo),
+        "{repo:?} is not a Hugging Face repository id (owner/name)"
+    );
     let hub = loc
         .hf_hub
         .clone()

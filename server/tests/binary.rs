@@ -67,6 +67,10 @@ fn a_whole_session_over_stdio() {
         .as_str()
         .expect("text")
         .starts_with("    return a"));
+    // No network at run time: after loading and completing, no Internet socket is open
+    // (only `model pull` uses the network).
+    let sockets = stdio::inet_sockets(server.child.id());
+    assert!(sockets.is_empty(), "{sockets:?}");
     let stderr = server.shutdown();
     assert!(
         stderr.contains("model ready"),
@@ -82,20 +86,7 @@ fn a_whole_session_over_stdio() {
 fn finds_and_converts_a_checkpoint_in_the_hugging_face_cache() {
     let root =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hf-cache-{}", std::process::id()));
-    let repo = root.join("hf/hub/models--amd--AMD-Llama-135m-code");
-    let snapshot = repo.join("snapshots/rev1");
-    std::fs::create_dir_all(&snapshot).expect("dir");
-    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama-hf");
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.model",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(checkpoint.join(f), snapshot.join(f)).expect("copy");
-    }
-    std::fs::create_dir_all(repo.join("refs")).expect("refs");
-    std::fs::write(repo.join("refs/main"), "rev1").expect("ref");
+    stdio::fake_hf_cache(&root.join("hf"));
     let cache = root.join("cache");
     let command = |args: &[&str]| {
         let mut c = Command::new(BIN);
@@ -160,4 +151,12 @@ fn exits_when_the_editor_process_dies() {
         status.success(),
         "the server was killed by the watchdog: {status}"
     );
+}
+
+#[test]
+fn the_socket_check_sees_a_listening_socket() {
+    // The negative control for the check in `a_whole_session_over_stdio`.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    assert!(!stdio::inet_sockets(std::process::id()).is_empty());
+    drop(listener);
 }

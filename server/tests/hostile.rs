@@ -422,7 +422,9 @@ fn broken_models_are_reported_and_the_server_keeps_running() {
     ];
     for (options, expected) in cases {
         let mut s = StdioServer::spawn(
-            Command::new(BIN).args(["--stdio"]).env_remove("AMD_LSP_MODEL"),
+            Command::new(BIN)
+                .args(["--stdio"])
+                .env_remove("AMD_LSP_MODEL"),
             Stdio::null(),
         );
         let mut options = options;

@@ -78,6 +78,11 @@ impl Decoder {
         self.buf.len() - self.pos
     }
 
+    /// Whether the headers are read and the body is awaited.
+    pub fn waiting_for_body(&self) -> bool {
+        self.body.is_some()
+    }
+
     /// The next complete item, or `None` until more bytes arrive.
     pub fn next_item(&mut self) -> Option<Decoded> {
         loop {

@@ -165,3 +165,48 @@ pub fn tiny_model() -> std::path::PathBuf {
     )
     .expect("tiny model")
 }
+
+/// A Hugging Face cache at `hf_home` holding the tiny checkpoint as
+/// `amd/AMD-Llama-135m-code` (revision `rev1`, `refs/main` pointing at it).
+pub fn fake_hf_cache(hf_home: &std::path::Path) {
+    let repo = hf_home.join("hub/models--amd--AMD-Llama-135m-code");
+    let snapshot = repo.join("snapshots/rev1");
+    std::fs::create_dir_all(&snapshot).expect("dir");
+    let checkpoint =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama-hf");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(checkpoint.join(f), snapshot.join(f)).expect("copy");
+    }
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), "rev1").expect("ref");
+}
+
+/// The Internet sockets (TCP, UDP, raw; v4 or v6) process `pid` has open, as lines of
+/// `/proc/net/*`. Unix socket pairs (tokio's signal driver uses one) are not counted.
+pub fn inet_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for table in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let inode = line.split_whitespace().nth(9).unwrap_or("");
+            if inodes.iter().any(|i| i == inode) {
+                found.push(format!("{table}: {line}"));
+            }
+        }
+    }
+    found
+}

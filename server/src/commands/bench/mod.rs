@@ -1,4 +1,5 @@
 //! `amd-lsp bench …`: benchmarks users can run on their own models and machines.
 
 mod humaneval;
+pub(crate) mod soak;
 pub(crate) mod spec;
