@@ -21,3 +21,9 @@ cargo build --release -p amd-lsp
 tests/gpu/hip-reaches-cmake.sh
 # A real editor: Neovim drives the server through its own LSP client.
 tests/editors/run-neovim.sh
+# Reliability (docs/reliability.md): a short soak of the real binary (every completion request
+# answered exactly once, the server still alive), then each fuzz target briefly on its corpus.
+soak_model=target/soak-tiny.gguf
+[ -f "$soak_model" ] || target/release/amd-lsp dev make-model --output "$soak_model"
+target/release/amd-lsp bench soak --model "$soak_model" --keystrokes 1000 --interval-us 2000
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -98,8 +98,17 @@ pub struct SoakBenchArgs {
     /// The server's debounce (the `debounceMs` setting).
     #[arg(long, default_value_t = 0)]
     pub debounce_ms: u64,
-    /// Fail if resident memory at the end exceeds that after the warm-up (the first tenth of
-    /// the keystrokes) by more than this many percent.
+    /// The server's `maxTokens` setting: short suggestions finish between keystrokes, so the
+    /// soak exercises finished completions as well as superseded ones.
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: u32,
+    /// Keystrokes of warm-up (default: a quarter). Memory grows until the document outgrows
+    /// the prompt window (`windowMaxChars`, 4096 characters: about 4 100 keystrokes of the
+    /// default file); growth is measured after it.
+    #[arg(long)]
+    pub warm_up: Option<usize>,
+    /// Fail if resident memory at the end exceeds that after the warm-up by more than this
+    /// many percent.
     #[arg(long)]
     pub max_rss_growth: Option<f64>,
     /// Also write the report as JSON here.

@@ -213,6 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn only_lsp_line_endings_break_lines() {
+        // Form feed, vertical tab, NEL, U+2028 and U+2029 are text to the LSP, not line breaks.
+        let doc = Document::new("a\u{c}\u{b}\u{85}\u{2028}\u{2029}b\r\nc\rd\ne", 1);
+        let at = |line, character| {
+            doc.char_offset(Position { line, character }, PositionEncoding::Utf16)
+        };
+        assert_eq!(at(0, 6), 6, "b is on line 0");
+        assert_eq!(at(1, 0), 9, "c starts line 1 (after CRLF)");
+        assert_eq!(at(2, 0), 11, "d starts line 2 (after CR)");
+        assert_eq!(at(3, 0), 13, "e starts line 3 (after LF)");
+    }
+
+    #[test]
     fn utf16_columns_count_surrogate_pairs_as_two() {
         let doc = Document::new("a😀b\nxyz", 1);
         let enc = PositionEncoding::Utf16;

@@ -323,12 +323,10 @@ pub(crate) async fn pump_output<R, O>(
         if output.flush().await.is_err() {
             return;
         }
+        // Answers first: one is queued before the input that follows it reaches the server,
+        // so the editor sees the answers in the order of its input.
         tokio::select! {
             biased;
-            read = from_server.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => decoder.push(&chunk[..n]),
-            },
             answer = answers.recv(), if answers_open => match answer {
                 Some(body) => {
                     if write_frame(&mut output, &body).await.is_err() {
@@ -336,6 +334,10 @@ pub(crate) async fn pump_output<R, O>(
                     }
                 }
                 None => answers_open = false,
+            },
+            read = from_server.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => decoder.push(&chunk[..n]),
             },
         }
     }

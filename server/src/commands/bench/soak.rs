@@ -3,7 +3,8 @@
 //! `inlineCompletion` request each, as Neovim and VS Code do), starts over in a new document
 //! at the end of the file, and answers the server's own requests. Samples the server's
 //! resident memory as it goes. Fails if a request is not answered exactly once, if the server
-//! dies, or if memory grows more than `--max-rss-growth` percent after the warm-up.
+//! dies, or if memory grows more than `--max-rss-growth` percent after the warm-up (by default
+//! the first quarter: the prompt window reaches its full size in it).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,7 +36,14 @@ struct Report {
     rss_peak_mib: f64,
     /// End against warm-up, in percent.
     rss_growth_pct: f64,
+    /// Resident memory every 1000 keystrokes.
+    rss_samples_mib: Vec<f64>,
+    /// The server's own counters (`amd/status`) at the end.
+    server_counters: Value,
 }
+
+/// The id of the final `amd/status` request.
+const STATUS_ID: i64 = i64::MAX;
 
 type Answers = Arc<Mutex<HashMap<i64, (usize, bool, bool)>>>;
 
@@ -56,9 +64,14 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
     let stdin = Arc::new(Mutex::new(child.stdin.take().context("stdin")?));
     let stdout = child.stdout.take().context("stdout")?;
     let answers: Answers = Arc::default();
+    let status: Arc<Mutex<Value>> = Arc::default();
     let reader = {
-        let (stdin, answers) = (Arc::clone(&stdin), Arc::clone(&answers));
-        std::thread::spawn(move || read_loop(stdout, &stdin, &answers))
+        let (stdin, answers, status) = (
+            Arc::clone(&stdin),
+            Arc::clone(&answers),
+            Arc::clone(&status),
+        );
+        std::thread::spawn(move || read_loop(stdout, &stdin, &answers, &status))
     };
     let send = |msg: Value| -> Result<()> {
         let body = serde_json::to_vec(&msg)?;
@@ -73,7 +86,7 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "processId": std::process::id(),
             "capabilities": {"textDocument": {"inlineCompletion": {}}},
-            "initializationOptions": {"debounceMs": args.debounce_ms},
+            "initializationOptions": {"debounceMs": args.debounce_ms, "maxTokens": args.max_tokens},
         }}),
     )?;
     wait_answered(&answers, 0, &mut child)?;
@@ -83,7 +96,7 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
         rss_start_mib: rss_mib(pid),
         ..Report::default()
     };
-    let warm_up = args.keystrokes / 10;
+    let warm_up = args.warm_up.unwrap_or(args.keystrokes / 4).max(1);
     let started = Instant::now();
     let (mut doc, mut line, mut col, mut at) = (0usize, 0u32, 0u32, 0usize);
     let uri = |doc: usize| format!("file:///soak/doc{doc}.py");
@@ -126,6 +139,9 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
         if k + 1 == warm_up {
             report.rss_warm_mib = rss_mib(pid);
         }
+        if k % 1000 == 0 {
+            report.rss_samples_mib.push(rss_mib(pid));
+        }
         if k % 500 == 0 {
             report.rss_peak_mib = report.rss_peak_mib.max(rss_mib(pid));
             if let Some(status) = child.try_wait()? {
@@ -140,6 +156,10 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     report.seconds = started.elapsed().as_secs_f64();
+    send(json!({"jsonrpc": "2.0", "id": STATUS_ID, "method": "amd/status"}))?;
+    wait_answered(&answers, STATUS_ID, &mut child)?;
+    report.server_counters =
+        status.lock().unwrap_or_else(PoisonError::into_inner)["counters"].clone();
     report.rss_end_mib = rss_mib(pid);
     report.rss_peak_mib = report.rss_peak_mib.max(report.rss_end_mib);
     send(json!({"jsonrpc": "2.0", "id": -1, "method": "shutdown"}))?;
@@ -151,9 +171,9 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
     let answers = answers.lock().unwrap_or_else(PoisonError::into_inner);
     report.keystrokes = args.keystrokes;
     report.documents = doc;
-    report.requests = answers.keys().filter(|&&id| id > 0).count();
-    for (&id, &(n, error, suggestion)) in answers.iter().filter(|(&id, _)| id > 0) {
-        let _ = id;
+    let typed = |id: &i64| *id > 0 && *id != STATUS_ID;
+    report.requests = answers.keys().filter(|id| typed(id)).count();
+    for &(n, error, suggestion) in answers.iter().filter(|(id, _)| typed(id)).map(|(_, v)| v) {
         match n {
             0 => report.unanswered += 1,
             1 => report.answered_once += 1,
@@ -204,7 +224,14 @@ fn print_report(r: &Report) -> std::io::Result<()> {
         out,
         "RSS MiB: start {:.1}  after warm-up {:.1}  end {:.1}  peak {:.1}  growth {:+.2}%",
         r.rss_start_mib, r.rss_warm_mib, r.rss_end_mib, r.rss_peak_mib, r.rss_growth_pct
-    )
+    )?;
+    let samples: Vec<String> = r
+        .rss_samples_mib
+        .iter()
+        .map(|m| format!("{m:.1}"))
+        .collect();
+    writeln!(out, "RSS MiB every 1000 keystrokes: {}", samples.join(" "))?;
+    writeln!(out, "server counters: {}", r.server_counters)
 }
 
 fn pending(answers: &Answers) -> usize {
@@ -235,7 +262,12 @@ fn wait_answered(answers: &Answers, id: i64, child: &mut Child) -> Result<()> {
 
 /// Reads the server's messages: counts answers, replies to its requests (with null results,
 /// as a client that ignores them would).
-fn read_loop(mut stdout: impl std::io::Read, stdin: &Mutex<ChildStdin>, answers: &Answers) {
+fn read_loop(
+    mut stdout: impl std::io::Read,
+    stdin: &Mutex<ChildStdin>,
+    answers: &Answers,
+    status: &Mutex<Value>,
+) {
     let mut decoder = Decoder::default();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -258,6 +290,10 @@ fn read_loop(mut stdout: impl std::io::Read, stdin: &Mutex<ChildStdin>, answers:
                 }
                 (Some(id), None) => {
                     let Some(id) = id.as_i64() else { continue };
+                    if id == STATUS_ID {
+                        *status.lock().unwrap_or_else(PoisonError::into_inner) =
+                            msg["result"].clone();
+                    }
                     let mut a = answers.lock().unwrap_or_else(PoisonError::into_inner);
                     let entry = a.entry(id).or_insert((0, false, false));
                     entry.0 += 1;
