@@ -250,15 +250,7 @@ mod tests {
     }
 
     fn amd135m() -> LlamaShape {
-        LlamaShape {
-            n_layer: 12,
-            n_embd: 768,
-            n_head: 12,
-            n_head_kv: 12,
-            n_ff: 2048,
-            n_ctx_train: 2048,
-            codellama_vocab: false,
-        }
+        LlamaShape::amd_135m()
     }
 
     #[test]
