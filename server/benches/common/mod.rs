@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -15,33 +15,16 @@ pub struct Client {
     pub next_id: i64,
 }
 
+// The frame helpers the binary-level tests use, so both speak the wire format one way.
+#[path = "../../tests/stdio/mod.rs"]
+mod stdio;
+
+pub use stdio::read_frame;
+
 /// Writes one framed JSON-RPC message.
 pub fn write_frame(w: &mut impl Write, msg: &Value) {
-    let body = serde_json::to_vec(msg).expect("json");
-    write!(w, "Content-Length: {}\r\n\r\n", body.len()).expect("write");
-    w.write_all(&body).expect("write");
+    w.write_all(&stdio::frame(msg)).expect("write");
     w.flush().expect("flush");
-}
-
-/// Reads one framed JSON-RPC message; `None` when the stream ends.
-pub fn read_frame(r: &mut impl BufRead) -> Option<Value> {
-    let mut n = 0;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).expect("read") == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.strip_prefix("Content-Length: ") {
-            n = v.parse().expect("length");
-        }
-    }
-    let mut body = vec![0; n];
-    r.read_exact(&mut body).expect("body");
-    Some(serde_json::from_slice(&body).expect("json"))
 }
 
 impl Client {
