@@ -115,18 +115,22 @@ const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 /// Exits the process when the editor that started us (the `processId` it sent) is gone, so a
 /// crashed editor leaves no server behind. Unix only: it asks the kernel with `kill(pid, 0)`, which
 /// needs no `/proc` (a sandbox's `/proc` may belong to another PID namespace). A `processId` that
-/// is not a process here (an editor in another container, say) is not watched.
-pub(crate) async fn watch_parent(pid: u32) {
+/// is not a process here (an editor in another container, say) is not watched. That first
+/// check runs now, inside `initialize`: done in the spawned task it could run after the editor
+/// had already died, and the watch would never start.
+pub(crate) fn watch_parent(pid: u32) {
     if !process_exists(pid) {
         tracing::warn!(pid, "processId is not a process here; not watching it");
         return;
     }
-    loop {
-        tokio::time::sleep(PARENT_CHECK).await;
-        if !process_exists(pid) {
-            exit_now("the editor is gone");
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PARENT_CHECK).await;
+            if !process_exists(pid) {
+                exit_now("the editor is gone");
+            }
         }
-    }
+    });
 }
 
 /// Whether `pid` names a live process. `EPERM` (someone else's process) counts as alive.

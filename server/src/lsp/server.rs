@@ -61,7 +61,7 @@ impl Backend {
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
         if let Some(pid) = params.process_id.and_then(|p| u32::try_from(p).ok()) {
-            tokio::spawn(lifecycle::watch_parent(pid));
+            lifecycle::watch_parent(pid);
         }
         let facts = client_facts(&params.capabilities);
         self.state.set_client_facts(facts);

@@ -33,6 +33,7 @@ struct Report {
     rss_start_mib: f64,
     rss_warm_mib: f64,
     rss_end_mib: f64,
+    /// The largest of the samples and the end.
     rss_peak_mib: f64,
     /// End against warm-up, in percent.
     rss_growth_pct: f64,
@@ -141,9 +142,6 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
         }
         if k % 1000 == 0 {
             report.rss_samples_mib.push(rss_mib(pid));
-        }
-        if k % 500 == 0 {
-            report.rss_peak_mib = report.rss_peak_mib.max(rss_mib(pid));
             if let Some(status) = child.try_wait()? {
                 bail!("the server died after {k} keystrokes: {status}");
             }
@@ -161,7 +159,10 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
     report.server_counters =
         status.lock().unwrap_or_else(PoisonError::into_inner)["counters"].clone();
     report.rss_end_mib = rss_mib(pid);
-    report.rss_peak_mib = report.rss_peak_mib.max(report.rss_end_mib);
+    report.rss_peak_mib = report
+        .rss_samples_mib
+        .iter()
+        .fold(report.rss_end_mib, |a, &b| a.max(b));
     send(json!({"jsonrpc": "2.0", "id": -1, "method": "shutdown"}))?;
     wait_answered(&answers, -1, &mut child)?;
     send(json!({"jsonrpc": "2.0", "method": "exit"}))?;
@@ -268,7 +269,7 @@ fn read_loop(
     answers: &Answers,
     status: &Mutex<Value>,
 ) {
-    let mut decoder = Decoder::default();
+    let mut decoder = Decoder::trusted();
     let mut buf = vec![0u8; 64 << 10];
     loop {
         while let Some(item) = decoder.next_item() {
