@@ -9,8 +9,9 @@
 //! `id` where one can be read) and dropped. After garbage the decoder finds the next
 //! `Content-Length` header and goes on.
 //!
-//! The server's own output is passed through the same decoder on its way out, so the error
-//! answers are written between whole frames, never inside one.
+//! The server's own output is cut into frames on its way out (by a [`Decoder::trusted`], which
+//! does not parse the bodies), so the error answers are written between whole frames, never
+//! inside one.
 //!
 //! Everything is bounded: a header line is at most [`MAX_HEADER_LINE`] bytes, a body at most
 //! [`MAX_BODY`]; a larger declared body is refused without reading it.
