@@ -15,6 +15,9 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # The editor tests install Neovim from PyPI.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The VS Code extension is compiled and packaged with Node.js (>= 20 wanted) and npm.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

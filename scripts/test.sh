@@ -19,8 +19,10 @@ cargo test --release --workspace
 cargo build --release -p amd-lsp
 # The `hip` feature reaches llama.cpp's CMake as GGML_HIP=ON (no ROCm here to finish that build).
 tests/gpu/hip-reaches-cmake.sh
-# A real editor: Neovim drives the server through its own LSP client.
+# Real editors: Neovim drives the server through its own LSP client and through our plugin.
 tests/editors/run-neovim.sh
+# The VS Code extension compiles (tsc) and packages (vsce) into a .vsix.
+tests/editors/run-vscode.sh
 # Reliability (docs/reliability.md): a short soak of the real binary (every completion request
 # answered exactly once, the server still alive), then each fuzz target briefly on its corpus.
 soak_model=target/soak-tiny.gguf

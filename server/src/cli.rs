@@ -24,7 +24,8 @@ fn version() -> &'static str {
 )]
 pub struct Cli {
     /// Serve LSP on stdin/stdout (what editors run).
-    #[arg(long)]
+    // Repeatable: vscode-languageclient appends `--stdio` to the arguments it is given.
+    #[arg(long, overrides_with = "stdio")]
     pub stdio: bool,
     /// Model for the server; it wins over the client's `model` setting and AMD_LSP_MODEL.
     #[arg(long, value_name = "GGUF")]
@@ -328,4 +329,19 @@ pub struct MakeModelArgs {
     pub vocab: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn stdio_may_be_repeated() {
+        // vscode-languageclient adds `--stdio` to the arguments it is configured with.
+        let cli = Cli::try_parse_from(["amd-lsp", "--stdio", "--stdio"]).expect("parses");
+        assert!(cli.stdio);
+        assert!(Cli::try_parse_from(["amd-lsp", "--stdio", "--bogus"]).is_err());
+    }
 }

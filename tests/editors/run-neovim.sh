@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Drives amd-lsp from a real Neovim (0.11, from PyPI) with the tiny test model.
+# Drives amd-lsp from a real Neovim (0.11, from PyPI) with the tiny test model: the built-in
+# client alone, then our plugin.
 # Expects target/release/amd-lsp to be built (scripts/test.sh builds it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,3 +14,6 @@ trap 'rm -rf "$work"' EXIT
 target/release/amd-lsp dev make-model --size tiny -o "$work/tiny.gguf" --log-level warn
 timeout 120 "$nvim" --headless --clean -l tests/editors/neovim_lsp.lua \
   "$PWD/target/release/amd-lsp" "$work/tiny.gguf" "$work/result.json"
+# The plugin (editors/neovim) in an embedded Neovim driven by keystrokes: ghost text, accept, health.
+timeout 180 "$nvim" --headless --clean -l tests/editors/neovim_plugin.lua \
+  "$PWD/$nvim" "$PWD/target/release/amd-lsp" "$work/tiny.gguf" "$work/plugin.json"

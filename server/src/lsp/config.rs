@@ -178,6 +178,64 @@ mod tests {
         assert!(ServerConfig::from_json(&json!({"maxTokens": "many"})).is_err());
     }
 
+    /// The VS Code extension contributes one `amdLsp.<key>` setting per server key, with the
+    /// server's default and a JSON type that accepts it (editors/vscode/package.json).
+    #[test]
+    fn vscode_settings_match_the_server_keys() {
+        const CLIENT_ONLY: [&str; 2] = ["serverPath", "trace.server"];
+        let package: serde_json::Value =
+            serde_json::from_str(include_str!("../../../editors/vscode/package.json"))
+                .expect("package.json");
+        let props = package["contributes"]["configuration"]["properties"]
+            .as_object()
+            .expect("contributes.configuration.properties");
+        let defaults = serde_json::to_value(ServerConfig::default()).expect("json");
+        let defaults = defaults.as_object().expect("object");
+        let mut vscode_keys: Vec<&str> = props
+            .keys()
+            .map(|k| k.strip_prefix("amdLsp.").expect("every setting is under amdLsp."))
+            .filter(|k| !CLIENT_ONLY.contains(k))
+            .collect();
+        let mut server_keys: Vec<&str> = defaults.keys().map(String::as_str).collect();
+        vscode_keys.sort_unstable();
+        server_keys.sort_unstable();
+        assert_eq!(vscode_keys, server_keys, "editors/vscode/package.json drifted");
+        for (key, default) in defaults {
+            let prop = &props[&format!("amdLsp.{key}")];
+            assert_eq!(&prop["default"], default, "default of amdLsp.{key}");
+            let types: Vec<&str> = match &prop["type"] {
+                serde_json::Value::String(t) => vec![t.as_str()],
+                serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
+                other => panic!("amdLsp.{key}: type {other}"),
+            };
+            let wanted = match default {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "boolean",
+                serde_json::Value::Number(_) => "integer",
+                serde_json::Value::String(_) => "string",
+                other => panic!("{key}: default {other}"),
+            };
+            assert!(types.contains(&wanted), "amdLsp.{key}: {types:?} lacks {wanted}");
+            // Every value the settings UI offers is one the server accepts.
+            for value in prop["enum"].as_array().into_iter().flatten() {
+                let one = serde_json::json!({ key: value });
+                assert!(
+                    ServerConfig::from_json(&one).is_ok(),
+                    "amdLsp.{key}: the server refuses {value}"
+                );
+            }
+        }
+        // And the server accepts the whole settings object the extension sends.
+        let sent: serde_json::Map<String, serde_json::Value> = defaults
+            .keys()
+            .map(|k| (k.clone(), props[&format!("amdLsp.{k}")]["default"].clone()))
+            .collect();
+        assert_eq!(
+            ServerConfig::from_json(&serde_json::Value::Object(sent)).expect("accepted"),
+            ServerConfig::default()
+        );
+    }
+
     #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
