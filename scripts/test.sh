@@ -21,8 +21,12 @@ cargo build --release -p amd-lsp
 tests/gpu/hip-reaches-cmake.sh
 # Real editors: Neovim drives the server through its own LSP client and through our plugin.
 tests/editors/run-neovim.sh
-# The VS Code extension compiles (tsc) and packages (vsce) into a .vsix.
+# The VS Code extension compiles (tsc) and packages (vsce) into a .vsix, which then runs in
+# code-server driven by headless Chromium (ghost text shown and accepted).
 tests/editors/run-vscode.sh
+tests/editors/run-code-server.sh
+# Emacs: eglot and lsp-mode set-ups against the real binary.
+tests/editors/run-emacs.sh
 # Reliability (docs/reliability.md): a short soak of the real binary (every completion request
 # answered exactly once, the server still alive), then each fuzz target briefly on its corpus.
 soak_model=target/soak-tiny.gguf

@@ -151,6 +151,16 @@ check('checkhealth finds the binary', health:find('amd-lsp 0', 1, true) ~= nil)
 check('checkhealth reports the model as ready', health:find('ready: ', 1, true) ~= nil)
 check('checkhealth has no errors', not health:find('ERROR', 1, true), health)
 
+-- The help file has its tags (:helptags on a copy, so the repository stays clean).
+local docs = vim.fn.tempname()
+vim.fn.mkdir(docs .. '/doc', 'p')
+vim.fn.writefile(vim.fn.readfile(plugin .. '/doc/amd-lsp.txt'), docs .. '/doc/amd-lsp.txt')
+vim.cmd('helptags ' .. docs .. '/doc')
+local tags = table.concat(vim.fn.readfile(docs .. '/doc/tags'), '\n')
+for _, tag in ipairs({ 'amd-lsp-setup', 'amd-lsp-keys', 'amd-lsp-health' }) do
+  check(':help ' .. tag .. ' exists', tags:find(tag .. '\t', 1, true) ~= nil)
+end
+
 local f = assert(io.open(out, 'w'))
 f:write(vim.json.encode({ accepted = got, health = health }))
 f:close()

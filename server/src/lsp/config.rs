@@ -104,18 +104,42 @@ impl Default for ServerConfig {
     }
 }
 
+/// Our part of a settings object: under `amdLsp` / `amd-lsp` / `amd_lsp` when there is one.
+fn section(value: &serde_json::Value) -> &serde_json::Value {
+    ["amdLsp", "amd-lsp", "amd_lsp"]
+        .iter()
+        .find_map(|k| value.get(k))
+        .unwrap_or(value)
+}
+
 impl ServerConfig {
     /// Reads a settings object: either our keys directly, or under `amdLsp` / `amd-lsp`
     /// (how VS Code and Neovim users often nest them). `null` means defaults.
     pub fn from_json(value: &serde_json::Value) -> Result<ServerConfig, serde_json::Error> {
-        let inner = ["amdLsp", "amd-lsp", "amd_lsp"]
-            .iter()
-            .find_map(|k| value.get(k))
-            .unwrap_or(value);
+        let inner = section(value);
         if inner.is_null() {
             return Ok(ServerConfig::default());
         }
         ServerConfig::deserialize(inner)
+    }
+
+    /// The configuration after `workspace/didChangeConfiguration`: the settings' keys over the
+    /// `initializationOptions`. Settings that are `null` or `{}` (eglot and others send those
+    /// when the user configured nothing there) leave the initialization options in force.
+    pub fn layered(
+        init: &serde_json::Value,
+        settings: &serde_json::Value,
+    ) -> Result<ServerConfig, serde_json::Error> {
+        let mut merged = match section(init) {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        match section(settings) {
+            serde_json::Value::Object(map) => merged.extend(map.clone()),
+            serde_json::Value::Null => {}
+            other => return ServerConfig::from_json(other),
+        }
+        ServerConfig::from_json(&serde_json::Value::Object(merged))
     }
 
     /// The engine settings these keys imply, for the model at `model`.
@@ -172,6 +196,30 @@ mod tests {
     }
 
     #[test]
+    fn settings_change_layers_over_initialization_options() {
+        let init = json!({"model": "/m.gguf", "maxTokens": 16});
+        let model = Some(PathBuf::from("/m.gguf"));
+        for empty in [
+            json!(null),
+            json!({}),
+            json!({"amdLsp": {}}),
+            json!({"amdLsp": null}),
+        ] {
+            let c = ServerConfig::layered(&init, &empty).expect("empty settings");
+            assert_eq!(
+                (c.model.clone(), c.max_tokens),
+                (model.clone(), 16),
+                "{empty}"
+            );
+        }
+        let c = ServerConfig::layered(&init, &json!({"amdLsp": {"maxTokens": 8}})).expect("one");
+        assert_eq!((c.model, c.max_tokens), (model, 8));
+        let c = ServerConfig::layered(&json!(null), &json!({"debounceMs": 3})).expect("no init");
+        assert_eq!(c.debounce_ms, 3);
+        assert!(ServerConfig::layered(&init, &json!({"maxTokenz": 1})).is_err());
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_wrong_types() {
         let err = ServerConfig::from_json(&json!({"maxTokenz": 16})).expect_err("typo");
         assert!(err.to_string().contains("maxTokenz"), "{err}");
@@ -193,13 +241,19 @@ mod tests {
         let defaults = defaults.as_object().expect("object");
         let mut vscode_keys: Vec<&str> = props
             .keys()
-            .map(|k| k.strip_prefix("amdLsp.").expect("every setting is under amdLsp."))
+            .map(|k| {
+                k.strip_prefix("amdLsp.")
+                    .expect("every setting is under amdLsp.")
+            })
             .filter(|k| !CLIENT_ONLY.contains(k))
             .collect();
         let mut server_keys: Vec<&str> = defaults.keys().map(String::as_str).collect();
         vscode_keys.sort_unstable();
         server_keys.sort_unstable();
-        assert_eq!(vscode_keys, server_keys, "editors/vscode/package.json drifted");
+        assert_eq!(
+            vscode_keys, server_keys,
+            "editors/vscode/package.json drifted"
+        );
         for (key, default) in defaults {
             let prop = &props[&format!("amdLsp.{key}")];
             assert_eq!(&prop["default"], default, "default of amdLsp.{key}");
@@ -215,7 +269,10 @@ mod tests {
                 serde_json::Value::String(_) => "string",
                 other => panic!("{key}: default {other}"),
             };
-            assert!(types.contains(&wanted), "amdLsp.{key}: {types:?} lacks {wanted}");
+            assert!(
+                types.contains(&wanted),
+                "amdLsp.{key}: {types:?} lacks {wanted}"
+            );
             // Every value the settings UI offers is one the server accepts.
             for value in prop["enum"].as_array().into_iter().flatten() {
                 let one = serde_json::json!({ key: value });

@@ -71,6 +71,7 @@ impl LanguageServer for Backend {
         match ServerConfig::from_json(&options) {
             Ok(config) => {
                 self.state.set_config(config);
+                self.state.set_init_options(options);
             }
             Err(e) => {
                 *self

@@ -81,6 +81,7 @@ pub struct ServerState {
     /// The model from `--model` / `AMD_LSP_MODEL`, used when the configuration names none.
     pub cli_model: Option<PathBuf>,
     config: Mutex<Arc<ServerConfig>>,
+    init_options: Mutex<serde_json::Value>,
     client_facts: Mutex<ClientFacts>,
     engine: Mutex<EngineSlot>,
     /// Bumped by every (re)load; a load whose number is no longer current is discarded.
@@ -109,6 +110,7 @@ impl ServerState {
             docs: DocumentStore::default(),
             cli_model,
             config: Mutex::new(Arc::new(ServerConfig::default())),
+            init_options: Mutex::new(serde_json::Value::Null),
             client_facts: Mutex::new(ClientFacts::default()),
             engine: Mutex::new(EngineSlot::Unconfigured),
             load_generation: AtomicU64::new(0),
@@ -126,6 +128,15 @@ impl ServerState {
 
     pub fn config(&self) -> Arc<ServerConfig> {
         Arc::clone(&lock(&self.config))
+    }
+
+    /// The client's `initializationOptions`, which settings changes are layered over.
+    pub fn init_options(&self) -> serde_json::Value {
+        lock(&self.init_options).clone()
+    }
+
+    pub fn set_init_options(&self, options: serde_json::Value) {
+        *lock(&self.init_options) = options;
     }
 
     /// Replaces the configuration; returns the previous one.

@@ -1,5 +1,5 @@
-//! workspace/didChangeConfiguration: new settings apply to the next request; model, thread,
-//! context or GPU changes reload the model.
+//! workspace/didChangeConfiguration: new settings (layered over the initializationOptions)
+//! apply to the next request; model, thread, context or GPU changes reload the model.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ pub(crate) async fn handle_did_change_configuration(
     state: Arc<ServerState>,
     params: DidChangeConfigurationParams,
 ) {
-    let next = match ServerConfig::from_json(&params.settings) {
+    let next = match ServerConfig::layered(&state.init_options(), &params.settings) {
         Ok(config) => config,
         Err(e) => {
             // Keep the configuration we have; say once what was wrong.
