@@ -76,6 +76,9 @@ local g = wait('ghost text to appear', 30000, ghost)
 table.insert(log, 'ghost: ' .. vim.inspect(g))
 check('ghost text sits at the cursor', g.row == 3 and g.col == #'    return open(path', vim.inspect(g))
 check('one extmark', g.n == 1)
+-- Where the cursor is drawn: before the ghost text, right after the typed text.
+local screen = lua('vim.cmd.redraw(); local p = vim.fn.screenpos(0, 4, #vim.fn.getline(4)); return { vim.fn.screencol(), p.col }')
+check('the cursor is drawn before the ghost text', screen[1] == #'    return open(path' + 1, vim.inspect(screen))
 check('ghost text is what the plugin holds', g.text == lua("return require('amd_lsp.ghost').text(0)"))
 check('the buffer itself is unchanged by ghost text', line(4) == '    return open(path')
 

@@ -67,7 +67,8 @@ local function render(buf, row, col, text)
   if text == '' then return end
   local tab = string.rep(' ', vim.bo[buf].tabstop)
   local lines = vim.split(text:gsub('\t', tab), '\n', { plain = true })
-  local opts = { hl_mode = 'combine', right_gravity = false, priority = 200 }
+  -- right_gravity stays true: with false, Neovim draws the cursor after the inline text.
+  local opts = { hl_mode = 'combine', priority = 200 }
   if lines[1] ~= '' then
     opts.virt_text = { { lines[1], 'AmdLspGhost' } }
     opts.virt_text_pos = 'inline'
