@@ -45,10 +45,12 @@ end
 function M.attach_builtin(client, buf)
   local ic = vim.lsp.inline_completion
   ic.enable(true, { bufnr = buf, client_id = client.id })
+  -- get() returns true when it accepted something (0.12); select() was jump() before 0.12.
+  local select = ic.select or ic.jump
   local actions = {
-    accept = function() return ic.get({ bufnr = buf }) end,
-    next = function() return ic.select({ bufnr = buf, count = 1 }) ~= false end,
-    prev = function() return ic.select({ bufnr = buf, count = -1 }) ~= false end,
+    accept = function() return ic.get({ bufnr = buf }) == true end,
+    next = function() select({ bufnr = buf, count = 1 }); return true end,
+    prev = function() select({ bufnr = buf, count = -1 }); return true end,
   }
   local keys = {}
   for name, lhs in pairs(config.options.keys or {}) do
