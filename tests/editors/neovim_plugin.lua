@@ -133,6 +133,40 @@ if #word < #g3.text and not word:find('\n') then
   local g4 = wait('the rest of the suggestion', 5000, ghost)
   check('the rest of the suggestion stays after a word', g4.text == g3.text:sub(#word + 1), vim.inspect({ g3, g4 }))
 end
+-- <C-]> dismisses it; the buffer keeps what was typed.
+local kept = line(r3)
+input('<C-]>')
+check('<C-]> dismisses the suggestion', wait('ghost text to go', 5000, function() return ghost() == nil end)
+  and line(r3) == kept)
+-- <M-]> asks for candidates (an invoked request) and shows the next one.
+input('y')
+local g5 = wait('ghost text after typing', 30000, ghost)
+input('<M-]>')
+local cands = wait('candidates', 30000, function()
+  local n = lua("local s = require('amd_lsp.ghost'); return s._state(0)")
+  return n ~= vim.NIL and n.invoked and n
+end)
+table.insert(log, 'candidates: ' .. vim.inspect(cands)); if vim.env.VERBOSE then io.stderr:write(vim.inspect(cands) .. '\n') end
+check('cycling asked for several candidates', #cands.items >= 1, vim.inspect(cands))
+if #cands.items > 1 then
+  local now
+  vim.wait(5000, function()
+    now = lua("return require('amd_lsp.ghost')._state(0)")
+    local x = ghost()
+    return now ~= vim.NIL and x ~= nil and now.index == 2 and x.text == now.rest
+  end, 20)
+  check('cycling shows the second candidate', now ~= vim.NIL and now.index == 2 and ghost()
+    and ghost().text == now.rest, vim.inspect({ g5, now, ghost() }))
+end
+-- <C-l> accepts up to the end of the suggestion's line.
+local g6 = ghost()
+if g6 then
+  local before_line = line(r3)
+  local want_line = g6.text:sub(1, 1) == '\n' and before_line or before_line .. g6.text:match('^[^\n]*')
+  input('<C-l>')
+  vim.wait(5000, function() return line(r3) == want_line end, 20)
+  check('<C-l> accepts one line of the suggestion', line(r3) == want_line, vim.inspect({ g6, line(r3), want_line }))
+end
 input('<Up>')
 check('moving the cursor clears ghost text', wait('ghost text to clear after a move', 5000, function()
   return ghost() == nil
@@ -153,6 +187,28 @@ table.insert(log, health)
 check('checkhealth finds the binary', health:find('amd-lsp 0', 1, true) ~= nil)
 check('checkhealth reports the model as ready', health:find('ready: ', 1, true) ~= nil)
 check('checkhealth has no errors', not health:find('ERROR', 1, true), health)
+
+-- Neovim 0.11's own configuration path (lsp/amd_lsp.lua, as nvim-lspconfig lays it out):
+-- vim.lsp.config + vim.lsp.enable, no setup(); ghost text appears the same way.
+vim.fn.jobstop(ch)
+ch = vim.fn.jobstart({ nvim_bin, '--embed', '--headless', '--clean', '--cmd', 'set rtp^=' .. plugin }, { rpc = true })
+lua([[
+  vim.lsp.config('amd_lsp', {
+    cmd = { ..., '--stdio' },
+    init_options = { model = select(2, ...), debounceMs = 0, maxTokens = 8 },
+  })
+  vim.lsp.enable('amd_lsp')
+]], bin, model)
+local file2 = vim.fn.tempname() .. '.py'
+vim.fn.writefile({ 'def add(a, b):', '    return a' }, file2)
+vim.rpcrequest(ch, 'nvim_command', 'edit ' .. file2)
+wait('the model (vim.lsp.enable)', 30000, function()
+  return lua("local s = require('amd_lsp').status(1000); return s and s.state == 'ready'")
+end)
+input('GA')
+input(' +')
+check('vim.lsp.enable: ghost text appears', wait('ghost text (vim.lsp.enable)', 30000, ghost) ~= nil)
+check('vim.lsp.enable: one amd_lsp client', lua("return #require('amd_lsp').clients()") == 1)
 
 -- The help file has its tags (:helptags on a copy, so the repository stays clean).
 local docs = vim.fn.tempname()

@@ -323,6 +323,31 @@ async fn invoked_completion_offers_several_distinct_candidates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoked_while_a_suggestion_is_shown_asks_the_model() {
+    // The type-through cache answers automatic requests; asking for alternatives must not get
+    // the one suggestion already on screen back (found by the Neovim plugin's cycle key).
+    let setup = ClientSetup {
+        options: json!({"debounceMs": 0, "inlineCandidates": 3}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let shown = c.inline(URI, 6, 9).await;
+    assert_eq!(shown["items"].as_array().map(Vec::len), Some(1), "{shown}");
+    let response = c
+        .request(
+            "textDocument/inlineCompletion",
+            TestClient::inline_params(URI, 6, 9, true),
+        )
+        .await;
+    let items = response["items"].as_array().expect("items");
+    assert!((2..=3).contains(&items.len()), "{response}");
+    assert_eq!(c.status().await["counters"]["cacheHits"], 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selected_popup_item_is_extended() {
     let (mut c, _) = TestClient::start(ClientSetup::default()).await;
     c.wait_model_ready().await;

@@ -232,6 +232,16 @@ function M.cycle(delta)
   return true
 end
 
+-- For tests and statuslines: the shown suggestion of `buf` (items, index, the text still to
+-- come as `rest`), or nil.
+function M._state(buf)
+  buf = (buf == nil or buf == 0) and vim.api.nvim_get_current_buf() or buf
+  local state = buffers[buf]
+  if not state or not state.shown then return nil end
+  local s = state.shown
+  return { items = s.items, index = s.index, invoked = s.invoked, rest = M.text(buf) }
+end
+
 M.actions = {
   accept = M.accept,
   accept_line = M.accept_line,

@@ -118,7 +118,9 @@ pub async fn suggest(
         texts: Vec::new(),
     };
 
-    if params.selected.is_none() {
+    // The suggestion on screen answers a request that wants one; one that asks for several
+    // candidates (an explicit invocation: the user wants alternatives) goes to the model.
+    if params.selected.is_none() && params.n_candidates <= 1 {
         if let Some(rest) = state
             .shown(&params.uri)
             .as_ref()

@@ -19,7 +19,8 @@ pub struct Around<'a> {
 
 /// Returns the text to suggest, or `None` when nothing useful is left.
 pub fn clean(raw: &str, around: &Around<'_>) -> Option<String> {
-    let mut text = raw.replace("\r\n", "\n");
+    // A lone CR is a line break to an LSP client: the suggestion uses `\n` only.
+    let mut text = raw.replace("\r\n", "\n").replace('\r', "\n");
     if !around.multi_line {
         if let Some(i) = text.find('\n') {
             text.truncate(i);
@@ -212,6 +213,8 @@ mod tests {
     #[test]
     fn single_line_stops_at_newline_and_trims() {
         check("x = $0", "compute(1)  \nprint(x)", false, "compute(1)");
+        check("x = $0", "compute(1)\rprint(x)", false, "compute(1)");
+        check("if x:$0", "\r\n    y\r    z", true, "\n    y\n    z");
     }
 
     #[test]
