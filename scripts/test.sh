@@ -32,4 +32,8 @@ tests/editors/run-emacs.sh
 soak_model=target/soak-tiny.gguf
 [ -f "$soak_model" ] || target/release/amd-lsp dev make-model --output "$soak_model"
 target/release/amd-lsp bench soak --model "$soak_model" --keystrokes 1000 --interval-us 2000
+# Latency harness (docs/benchmarks.md), short: replays typing into the real server with each
+# baseline; fails if a request goes unanswered. Not a timing test.
+target/release/amd-lsp bench replay tests/fixtures/documents --model "$soak_model" \
+  --keystrokes 150 --speed 4 --json target/replay-ci.json --svg target/replay-ci.svg
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

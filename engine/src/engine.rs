@@ -75,6 +75,11 @@ pub struct EngineCounters {
     pub n_tokens_reused: AtomicU64,
     pub n_tokens_evaluated: AtomicU64,
     pub n_tokens_generated: AtomicU64,
+    /// Prompt tokens that differed from the same document's previous prompt (the minimum).
+    pub n_tokens_changed: AtomicU64,
+    /// Process CPU time spent in jobs, and in jobs that ended cancelled, in microseconds.
+    pub cpu_us: AtomicU64,
+    pub cpu_us_cancelled: AtomicU64,
 }
 
 /// The answer to a submitted job. Await it (or [`JobHandle::wait`] outside async code);
@@ -359,6 +364,7 @@ fn engine_thread(
         return;
     }
 
+    let mut last_prompts = LastPrompts::default();
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Tokenize {
@@ -377,15 +383,32 @@ fn engine_thread(
                 reply,
             } => {
                 counters.n_jobs.fetch_add(1, Ordering::Relaxed);
-                let result = match session.as_mut() {
+                let cpu_start = process_cpu_us();
+                let mut result = match session.as_mut() {
                     None => Err(EngineError::Internal(
                         "the model was loaded vocabulary-only".into(),
                     )),
                     Some(_) if cancel.is_cancelled() || reply.is_closed() => {
                         Ok(Outcome::Cancelled(Default::default()))
                     }
-                    Some(session) => run_job(session, target_session.as_mut(), &mut req, &cancel),
+                    Some(session) => run_job(
+                        session,
+                        target_session.as_mut(),
+                        &mut req,
+                        &cancel,
+                        &mut last_prompts,
+                    ),
                 };
+                let cpu_us = process_cpu_us().saturating_sub(cpu_start);
+                if let Ok(outcome) = result.as_mut() {
+                    outcome.stats_mut().cpu_ms = cpu_us as f64 / 1000.0;
+                }
+                counters.cpu_us.fetch_add(cpu_us, Ordering::Relaxed);
+                if matches!(result, Ok(Outcome::Cancelled(_))) {
+                    counters
+                        .cpu_us_cancelled
+                        .fetch_add(cpu_us, Ordering::Relaxed);
+                }
                 count(&counters, &result);
                 let _ = reply.send(result);
             }
@@ -450,12 +473,56 @@ fn check_draft_pair(draft: &Model, target: &Model) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Documents kept by [`LastPrompts`]: more than an editor has open at once.
+const LAST_PROMPTS_KEPT: usize = 32;
+
+/// The last prompt of each recently seen document, to count what a new prompt changed.
+#[derive(Default)]
+struct LastPrompts(std::collections::VecDeque<(u64, Vec<TokenId>)>);
+
+impl LastPrompts {
+    /// Tokens of `prompt` that differ from `document`'s previous prompt; remembers `prompt`.
+    fn changed(&mut self, document: Option<u64>, prompt: &[TokenId]) -> usize {
+        let Some(key) = document else {
+            return prompt.len();
+        };
+        let previous = self
+            .0
+            .iter()
+            .position(|(k, _)| *k == key)
+            .and_then(|i| self.0.remove(i))
+            .map(|(_, p)| p);
+        let changed = previous.map_or(prompt.len(), |p| crate::reuse::changed(&p, prompt));
+        self.0.push_front((key, prompt.to_vec()));
+        self.0.truncate(LAST_PROMPTS_KEPT);
+        changed
+    }
+}
+
+/// CPU time of the whole process (every thread: llama.cpp's workers included), in µs.
+fn process_cpu_us() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+        }
+    }
+    0
+}
+
 fn run_job<'m>(
     main: &mut Session<'m>,
     mut target: Option<&mut Session<'m>>,
     req: &mut CompletionRequest,
     cancel: &CancelToken,
+    last_prompts: &mut LastPrompts,
 ) -> Result<Outcome, EngineError> {
+    let mut n_changed = None;
     let result = catch_unwind(AssertUnwindSafe(|| {
         let prompt_of = |model: &Model, prompt: &Prompt| {
             let info = model.info();
@@ -472,6 +539,7 @@ fn run_job<'m>(
             ModelRole::Target => target.as_deref_mut().ok_or(EngineError::NoTarget)?,
         };
         let prompt = prompt_of(generator.model(), &req.prompt);
+        n_changed = Some(last_prompts.changed(req.document, &prompt));
         match req.speculation.as_ref().map(|s| &s.drafter) {
             None => generator.run(req, &prompt, cancel),
             Some(Drafter::Lookup(lookup)) => {
@@ -513,7 +581,7 @@ fn run_job<'m>(
             }
         }
     }));
-    let result = result.unwrap_or_else(|panic| {
+    let mut result = result.unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -521,6 +589,9 @@ fn run_job<'m>(
             .unwrap_or_else(|| "panic".into());
         Err(EngineError::Internal(what))
     });
+    if let (Ok(outcome), Some(n)) = (result.as_mut(), n_changed) {
+        outcome.stats_mut().n_changed = n;
+    }
     match &result {
         Err(EngineError::NoTarget | EngineError::BadRequest(_)) => {}
         Err(e) => {
@@ -576,6 +647,9 @@ fn count(counters: &EngineCounters, result: &Result<Outcome, EngineError>) {
             counters
                 .n_tokens_generated
                 .fetch_add(s.n_generated as u64, Ordering::Relaxed);
+            counters
+                .n_tokens_changed
+                .fetch_add(s.n_changed as u64, Ordering::Relaxed);
             match outcome {
                 Outcome::Completed(_) => counters.n_completed.fetch_add(1, Ordering::Relaxed),
                 Outcome::Cancelled(_) => counters.n_cancelled.fetch_add(1, Ordering::Relaxed),

@@ -207,6 +207,10 @@ pub struct CompletionRequest {
     /// (token-identical when greedy, the same distribution when sampled).
     pub speculation: Option<Speculation>,
     pub on_progress: Option<ProgressFn>,
+    /// The document the prompt comes from, as an opaque key (the server hashes its URI). The
+    /// engine counts the prompt tokens that differ from that document's previous prompt
+    /// ([`JobStats::n_changed`]): the least any cache could evaluate.
+    pub document: Option<u64>,
 }
 
 /// The models an engine can hold: the main (small, fast) model, and optionally a larger
@@ -296,6 +300,7 @@ impl CompletionRequest {
             model: ModelRole::Main,
             speculation: None,
             on_progress: None,
+            document: None,
         }
     }
 }
@@ -345,6 +350,11 @@ pub struct JobStats {
     pub draft_ms: f64,
     /// The draft length in use when the job ended (adaptive speculation).
     pub k_final: usize,
+    /// Prompt tokens that differ from the previous prompt of the same document (all of them
+    /// for a document's first prompt, or without a document key).
+    pub n_changed: usize,
+    /// CPU time the process spent on this job (all threads), in milliseconds.
+    pub cpu_ms: f64,
 }
 
 impl JobStats {
@@ -399,6 +409,13 @@ impl Outcome {
     pub fn stats(&self) -> &JobStats {
         match self {
             Outcome::Completed(c) => &c.stats,
+            Outcome::Cancelled(s) => s,
+        }
+    }
+
+    pub fn stats_mut(&mut self) -> &mut JobStats {
+        match self {
+            Outcome::Completed(c) => &mut c.stats,
             Outcome::Cancelled(s) => s,
         }
     }

@@ -22,6 +22,51 @@ pub fn plan(cached: &[TokenId], prompt: &[TokenId], reuse: bool) -> ReusePlan {
     }
 }
 
+/// Shortest run of tokens, after the common prefix, that counts as reusable from elsewhere in
+/// the cache (with its positions shifted). Shorter coincidences are not worth a shift.
+const MIN_CHUNK: usize = 4;
+
+/// Tokens of `new` that no cache holding `old` could keep: everything except the common prefix
+/// and the runs of at least [`MIN_CHUNK`] tokens that also occur in `old`, in order (a cache can
+/// keep those by shifting their positions). Typing at the end changes the typed tokens; an
+/// edit in the middle changes the edited ones; a window start that moved changes nothing.
+pub fn changed(old: &[TokenId], new: &[TokenId]) -> usize {
+    let prefix = common_prefix(old, new);
+    let (old, new) = (&old[prefix..], &new[prefix..]);
+    let mut index: std::collections::HashMap<&[TokenId], Vec<usize>> =
+        std::collections::HashMap::new();
+    for (j, gram) in old.windows(MIN_CHUNK).enumerate() {
+        index.entry(gram).or_default().push(j);
+    }
+    let (mut i, mut j_min, mut changed) = (0, 0, 0);
+    while i < new.len() {
+        if new.len() - i < MIN_CHUNK {
+            // The tail: kept if it continues the last reused run.
+            let tail = &new[i..];
+            if old.get(j_min..j_min + tail.len()) != Some(tail) {
+                changed += tail.len();
+            }
+            break;
+        }
+        let found = index.get(&new[i..i + MIN_CHUNK]).and_then(|positions| {
+            let k = positions.partition_point(|&j| j < j_min);
+            positions.get(k).copied()
+        });
+        match found {
+            Some(j) => {
+                let run = common_prefix(&old[j..], &new[i..]);
+                i += run;
+                j_min = j + run;
+            }
+            None => {
+                changed += 1;
+                i += 1;
+            }
+        }
+    }
+    changed
+}
+
 /// Length of the longest common prefix of two token sequences.
 pub fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -58,6 +103,48 @@ mod tests {
     fn whole_prompt_cached_reevaluates_last_token() {
         check(&[1, 2, 3], &[1, 2, 3], 2);
         check(&[1, 2, 3, 4], &[1, 2, 3], 2);
+    }
+
+    #[test]
+    fn changed_counts_what_no_cache_could_keep() {
+        let seq = |r: std::ops::RangeInclusive<i32>| r.collect::<Vec<TokenId>>();
+        let with = |mut v: Vec<TokenId>, i: usize, t: TokenId| {
+            v[i] = t;
+            v
+        };
+        let old = seq(1..=20);
+        assert_eq!(
+            changed(&[1, 2, 3], &[1, 2, 3, 4, 5]),
+            2,
+            "typing at the end"
+        );
+        assert_eq!(
+            changed(&old, &with(old.clone(), 10, 99)),
+            1,
+            "an edit in the middle"
+        );
+        let mut deleted = old.clone();
+        deleted.remove(10);
+        assert_eq!(changed(&old, &deleted), 0, "a deletion");
+        let mut moved = vec![1];
+        moved.extend(9..=20);
+        moved.push(99);
+        assert_eq!(
+            changed(&old, &moved),
+            1,
+            "the window start moved, one token typed"
+        );
+        assert_eq!(changed(&old, &old), 0);
+        assert_eq!(changed(&[], &[1, 2]), 2);
+        assert_eq!(
+            changed(&[7, 8, 9], &[1, 2, 3, 4, 5, 6]),
+            6,
+            "nothing in common"
+        );
+        let mut back = vec![1];
+        back.extend(seq(11..=20));
+        back.extend(seq(2..=10));
+        assert_eq!(changed(&old, &back), 9, "runs are reused in order only");
     }
 
     #[test]

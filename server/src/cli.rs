@@ -77,6 +77,56 @@ pub enum BenchCommand {
     /// completion request per keystroke; checks every request is answered exactly once and
     /// reports resident-memory growth.
     Soak(SoakBenchArgs),
+    /// Replays human editing of real source files (default: the Python standard library)
+    /// into `amd-lsp --stdio`: keystroke-to-suggestion latency, tokens evaluated against
+    /// tokens changed, CPU on superseded work, memory; with the baselines (prefix-only reuse,
+    /// no reuse) in the same run. Writes JSON and an SVG plot.
+    Replay(ReplayBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayBenchArgs {
+    /// Directories (or files) of source code; default: this machine's Python standard library.
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The model the server loads.
+    #[arg(long, value_name = "GGUF")]
+    pub model: PathBuf,
+    /// Seeds the choice of files and the whole editing script.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keystrokes per variant.
+    #[arg(long, default_value_t = 600)]
+    pub keystrokes: usize,
+    /// Files drawn from the corpus.
+    #[arg(long, default_value_t = 12)]
+    pub files: usize,
+    /// Variants, replayed in this order each round: `full` (this server), `prefix` (longest
+    /// common prefix only, the window moving with every line, as llama.vim drives
+    /// llama-server), `cold` (no reuse).
+    #[arg(long, value_delimiter = ',', default_value = "full,prefix,cold")]
+    pub variants: Vec<String>,
+    /// Rounds: each replays every variant once; figures are medians over rounds.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// The server's `debounceMs`.
+    #[arg(long, default_value_t = 40)]
+    pub debounce_ms: u64,
+    /// The server's `maxTokens`.
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: u32,
+    /// The server's `threads` (0: its default policy).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Typing speed against a person's (2: twice as fast). For short harness checks.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write the latency plot (SVG) here.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

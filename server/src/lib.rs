@@ -36,6 +36,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             command: BenchCommand::Soak(args),
         }) => commands::bench::soak::run(&args),
+        Some(Command::Bench {
+            command: BenchCommand::Replay(args),
+        }) => commands::bench::replay::run(&args),
         None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")

@@ -92,6 +92,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
             SpeculateArg::Model | SpeculateArg::Off => None,
         },
         on_progress: None,
+        document: None,
     };
     let outcome = runtime.block_on(engine.submit(req))?;
     let Outcome::Completed(completion) = outcome else {

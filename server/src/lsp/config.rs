@@ -104,6 +104,35 @@ impl Default for ServerConfig {
     }
 }
 
+/// How much of the KV cache completions reuse. Not a setting: `amd-lsp bench replay` starts
+/// servers with `AMD_LSP_BENCH_REUSE` to measure the baselines side by side with the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReuseMode {
+    /// Everything this server does (today: the longest common prefix, with a prompt window
+    /// whose start stays put while typing).
+    #[default]
+    Full,
+    /// The longest common prefix only, with a window that moves with every new line, as
+    /// llama.vim drives llama-server's `cache_prompt`.
+    Prefix,
+    /// No reuse: every request evaluates its whole prompt.
+    Cold,
+}
+
+impl ReuseMode {
+    pub const ENV: &'static str = "AMD_LSP_BENCH_REUSE";
+
+    /// The mode named by `AMD_LSP_BENCH_REUSE` (`full`, `prefix`, `cold`), read once.
+    pub fn from_env() -> ReuseMode {
+        static MODE: std::sync::OnceLock<ReuseMode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| match std::env::var(Self::ENV).as_deref() {
+            Ok("prefix") => ReuseMode::Prefix,
+            Ok("cold") => ReuseMode::Cold,
+            _ => ReuseMode::Full,
+        })
+    }
+}
+
 /// Our part of a settings object: under `amdLsp` / `amd-lsp` / `amd_lsp` when there is one.
 fn section(value: &serde_json::Value) -> &serde_json::Value {
     ["amdLsp", "amd-lsp", "amd_lsp"]
@@ -148,6 +177,7 @@ impl ServerConfig {
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers.unwrap_or_else(default_gpu_layers);
+        config.kv_reuse = ReuseMode::from_env() != ReuseMode::Cold;
         config.target = self.target_model.as_ref().map(|path| TargetConfig {
             model_path: path.clone(),
             gpu_layers: config.gpu_layers,

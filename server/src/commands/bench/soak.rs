@@ -314,7 +314,7 @@ fn read_loop(
 }
 
 /// Resident memory of `pid` in MiB (Linux; 0 elsewhere).
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -25,7 +25,7 @@ use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 use self::postprocess::Around;
 use self::typethrough::Shown;
 use self::window::{surroundings, window_start, WindowPolicy};
-use super::config::{MultiLine, SpeculationMode, UseTarget};
+use super::config::{MultiLine, ReuseMode, SpeculationMode, UseTarget};
 use super::state::ServerState;
 
 /// How many other open documents prompt lookup searches, and how many characters of each
@@ -101,7 +101,11 @@ pub async fn suggest(
         max_chars: config.window_max_chars.max(64),
         keep_chars: config.window_max_chars.max(64) / 2,
     };
-    let start = window_start(&rope, cursor, state.window_start(&params.uri), policy);
+    let sticky = match ReuseMode::from_env() {
+        ReuseMode::Full => state.window_start(&params.uri),
+        ReuseMode::Prefix | ReuseMode::Cold => None,
+    };
+    let start = window_start(&rope, cursor, sticky, policy);
     if params.selected.is_none() {
         state.set_window_start(&params.uri, start);
     }
@@ -235,6 +239,7 @@ pub async fn suggest(
             model,
             speculation: speculation.clone(),
             on_progress: None,
+            document: Some(document_key(&params.uri)),
         });
         // Dropping `job` (superseded) cancels the engine's work.
         let job_started = Instant::now();
@@ -288,4 +293,12 @@ fn word_start(rope: &Rope, line_start: usize, cursor: usize) -> usize {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .count();
     cursor - n_word
+}
+
+/// The engine's opaque key for a document.
+fn document_key(uri: &Uri) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uri.hash(&mut h);
+    h.finish()
 }

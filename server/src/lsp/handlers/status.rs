@@ -46,6 +46,9 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "tokensReused": get(&ec.n_tokens_reused),
             "tokensEvaluated": get(&ec.n_tokens_evaluated),
             "tokensGenerated": get(&ec.n_tokens_generated),
+            "tokensChanged": get(&ec.n_tokens_changed),
+            "cpuMs": get(&ec.cpu_us) as f64 / 1000.0,
+            "cpuMsCancelled": get(&ec.cpu_us_cancelled) as f64 / 1000.0,
         })
     });
     let [(p50, p95), (overhead_p50, overhead_p95), (hit_p50, hit_p95)] = state.latency_quantiles();
@@ -55,6 +58,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "nReused": s.n_reused,
             "nEvaluated": s.n_evaluated,
             "nGenerated": s.n_generated,
+            "nChanged": s.n_changed,
+            "cpuMs": s.cpu_ms,
             "prefillMs": s.prefill_ms,
             "decodeMs": s.decode_ms,
             "nDrafted": s.n_drafted,
