@@ -351,6 +351,12 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
             run.max_lag_ms = run.max_lag_ms.max((now - due).as_secs_f64() * 1000.0);
         }
         match &step.action {
+            Action::Close { doc } => {
+                send(
+                    json!({"jsonrpc": "2.0", "method": "textDocument/didClose", "params": {
+                    "textDocument": {"uri": uri(*doc, &names[*doc])}}}),
+                )?;
+            }
             Action::Open { doc, name, text } => {
                 names.push(name.clone());
                 versions.push(0);

@@ -22,6 +22,8 @@ pub(crate) enum Action {
         name: String,
         text: String,
     },
+    /// Closes document `doc`.
+    Close { doc: usize },
     /// One keystroke: replace `start..end` (LSP line / UTF-16 column) by `text`, then ask for a
     /// completion at `cursor`.
     Key {
@@ -59,8 +61,10 @@ pub(crate) struct Style {
     pub typo: f64,
     /// An edit far above the cursor, per line typed.
     pub far_edit: f64,
-    /// Switching to another document, per line typed.
+    /// Switching to another open document, per line typed.
     pub switch: f64,
+    /// Opening another file, per line typed.
+    pub open: f64,
 }
 
 impl Default for Style {
@@ -68,18 +72,20 @@ impl Default for Style {
         Style {
             keystrokes: 600,
             max_open: 8,
-            region_lines: (6, 30),
+            region_lines: (3, 12),
             key_ms: (60, 180),
             line_pause: (0.35, (300, 1500)),
             typo: 0.03,
-            far_edit: 0.04,
-            switch: 0.06,
+            far_edit: 0.05,
+            switch: 0.15,
+            open: 0.1,
         }
     }
 }
 
 /// A document as the replay sees it: its text and the part still to re-type.
 struct Doc {
+    open: bool,
     rope: Rope,
     /// Char offset of the cursor (where the region is being re-typed).
     cursor: usize,
@@ -139,6 +145,7 @@ pub(crate) fn plan(files: &[(String, String)], seed: u64, style: &Style) -> Vec<
             },
         });
         docs.push(Doc {
+            open: true,
             rope: Rope::from_str(&format!("{before}{after}")),
             cursor,
             pending: region.chars().collect(),
@@ -151,11 +158,23 @@ pub(crate) fn plan(files: &[(String, String)], seed: u64, style: &Style) -> Vec<
     while keys < style.keystrokes {
         if docs[current].pending.is_empty() {
             // Region done: a new file, or another one that still has typing left.
-            let other = (0..docs.len()).find(|&d| !docs[d].pending.is_empty());
+            let other = (0..docs.len()).find(|&d| docs[d].open && !docs[d].pending.is_empty());
+            let n_open = docs.iter().filter(|d| d.open).count();
             current = match other {
-                Some(d) if docs.len() >= style.max_open || rng.random_bool(0.5) => d,
+                Some(d) if n_open >= style.max_open || rng.random_bool(0.5) => d,
                 _ => {
                     at_ms += rng.random_range(800..2500);
+                    if n_open >= style.max_open {
+                        // Close the first finished document (the current one at worst).
+                        let done = (0..docs.len())
+                            .find(|&d| docs[d].open && docs[d].pending.is_empty())
+                            .unwrap_or(current);
+                        docs[done].open = false;
+                        steps.push(Step {
+                            at_ms,
+                            action: Action::Close { doc: done },
+                        });
+                    }
                     let d = open(&mut rng, &mut docs, &mut steps, at_ms, usable[next_file]);
                     next_file = (next_file + 1) % usable.len();
                     d
@@ -203,10 +222,13 @@ pub(crate) fn plan(files: &[(String, String)], seed: u64, style: &Style) -> Vec<
                     style,
                 );
             }
-            if docs.len() > 1 && rng.random_bool(style.switch) {
+            let others: Vec<usize> = (0..docs.len())
+                .filter(|&d| docs[d].open && d != current)
+                .collect();
+            if !others.is_empty() && rng.random_bool(style.switch) {
                 at_ms += rng.random_range(500..2000);
-                current = (current + 1 + rng.random_range(0..docs.len() - 1)) % docs.len();
-            } else if docs.len() < style.max_open && rng.random_bool(style.switch / 2.0) {
+                current = others[rng.random_range(0..others.len())];
+            } else if others.len() + 1 < style.max_open && rng.random_bool(style.open) {
                 at_ms += rng.random_range(800..2500);
                 current = open(&mut rng, &mut docs, &mut steps, at_ms, usable[next_file]);
                 next_file = (next_file + 1) % usable.len();
@@ -307,6 +329,7 @@ mod tests {
                     assert_eq!(*doc, docs.len());
                     docs.push(Rope::from_str(text));
                 }
+                Action::Close { .. } => {}
                 Action::Key {
                     doc,
                     start,
@@ -369,11 +392,19 @@ mod tests {
         };
         assert!(kinds(KeyKind::Backspace) > 10, "typos are fixed");
         assert!(kinds(KeyKind::FarEdit) > 0, "edits far above the cursor");
-        let opens = steps
-            .iter()
-            .filter(|s| matches!(s.action, Action::Open { .. }))
-            .count();
-        assert!((3..=style.max_open).contains(&opens), "{opens} documents");
+        let (mut open_now, mut most_open) = (0usize, 0usize);
+        for s in &steps {
+            match s.action {
+                Action::Open { .. } => open_now += 1,
+                Action::Close { .. } => open_now -= 1,
+                Action::Key { .. } => {}
+            }
+            most_open = most_open.max(open_now);
+        }
+        assert!(
+            (3..=style.max_open).contains(&most_open),
+            "{most_open} documents open"
+        );
         assert!(
             steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
             "time only goes forward"
