@@ -476,12 +476,17 @@ fn check_draft_pair(draft: &Model, target: &Model) -> Result<(), LoadError> {
 /// Documents kept by [`LastPrompts`]: more than an editor has open at once.
 const LAST_PROMPTS_KEPT: usize = 32;
 
-/// The last prompt of each recently seen document, to count what a new prompt changed.
+/// Most tokens remembered of a document.
+const KNOWN_TOKENS_MAX: usize = 16 << 10;
+
+/// What the engine has seen of each recent document, to count what a new prompt changed:
+/// the prompts spliced together, so that a prompt ending above the old cursor (an edit far
+/// up the file) keeps what it did not reach, and coming back changes nothing.
 #[derive(Default)]
 struct LastPrompts(std::collections::VecDeque<(u64, Vec<TokenId>)>);
 
 impl LastPrompts {
-    /// Tokens of `prompt` that differ from `document`'s previous prompt; remembers `prompt`.
+    /// Tokens of `prompt` that differ from what was known of `document`; remembers `prompt`.
     fn changed(&mut self, document: Option<u64>, prompt: &[TokenId]) -> usize {
         let Some(key) = document else {
             return prompt.len();
@@ -492,8 +497,17 @@ impl LastPrompts {
             .position(|(k, _)| *k == key)
             .and_then(|i| self.0.remove(i))
             .map(|(_, p)| p);
-        let changed = previous.map_or(prompt.len(), |p| crate::reuse::changed(&p, prompt));
-        self.0.push_front((key, prompt.to_vec()));
+        let mut known = prompt.to_vec();
+        let changed = match previous {
+            None => prompt.len(),
+            Some(old) => {
+                let diff = crate::reuse::diff(&old, prompt);
+                known.extend_from_slice(&old[diff.old_end..]);
+                known.truncate(KNOWN_TOKENS_MAX);
+                diff.changed
+            }
+        };
+        self.0.push_front((key, known));
         self.0.truncate(LAST_PROMPTS_KEPT);
         changed
     }
@@ -680,4 +694,29 @@ fn detokenize(model: &Model, tokens: &[TokenId]) -> Vec<String> {
         stream.finish(last);
     }
     out
+}
+
+#[cfg(test)]
+mod last_prompts_tests {
+    use super::LastPrompts;
+
+    #[test]
+    fn an_edit_far_above_and_back_changes_only_what_was_typed() {
+        let mut seen = LastPrompts::default();
+        let doc: Vec<i32> = (1..=100).collect();
+        assert_eq!(seen.changed(Some(7), &doc), 100, "first prompt: all of it");
+        assert_eq!(seen.changed(Some(7), &doc[..101 - 1]), 0);
+        // The cursor goes up to position 40 and types two tokens there.
+        let mut up = doc[..40].to_vec();
+        up.extend([900, 901]);
+        assert_eq!(seen.changed(Some(7), &up), 2);
+        // Back at the end: the document is the old one with the two tokens inserted.
+        let mut back = up.clone();
+        back.extend(&doc[40..]);
+        assert_eq!(seen.changed(Some(7), &back), 0, "nothing new since");
+        // Another document does not disturb this one; without a key, all of it counts.
+        assert_eq!(seen.changed(Some(8), &doc[..10]), 10);
+        assert_eq!(seen.changed(Some(7), &back), 0);
+        assert_eq!(seen.changed(None, &back), back.len());
+    }
 }

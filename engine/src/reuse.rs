@@ -31,7 +31,23 @@ const MIN_CHUNK: usize = 4;
 /// keep those by shifting their positions). Typing at the end changes the typed tokens; an
 /// edit in the middle changes the edited ones; a window start that moved changes nothing.
 pub fn changed(old: &[TokenId], new: &[TokenId]) -> usize {
+    diff(old, new).changed
+}
+
+/// What [`diff`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diff {
+    /// Tokens of `new` no cache holding `old` could keep.
+    pub changed: usize,
+    /// Where in `old` the last token `new` reused ends: what lies after it in `old` is text
+    /// `new` did not reach (below the cursor, when the prompt ends at the cursor).
+    pub old_end: usize,
+}
+
+/// [`changed`], and where the match with `old` ended.
+pub fn diff(old: &[TokenId], new: &[TokenId]) -> Diff {
     let prefix = common_prefix(old, new);
+    let base = prefix;
     let (old, new) = (&old[prefix..], &new[prefix..]);
     let mut index: std::collections::HashMap<&[TokenId], Vec<usize>> =
         std::collections::HashMap::new();
@@ -39,11 +55,14 @@ pub fn changed(old: &[TokenId], new: &[TokenId]) -> usize {
         index.entry(gram).or_default().push(j);
     }
     let (mut i, mut j_min, mut changed) = (0, 0, 0);
+    let mut old_end = 0;
     while i < new.len() {
         if new.len() - i < MIN_CHUNK {
             // The tail: kept if it continues the last reused run.
             let tail = &new[i..];
-            if old.get(j_min..j_min + tail.len()) != Some(tail) {
+            if old.get(j_min..j_min + tail.len()) == Some(tail) {
+                old_end = j_min + tail.len();
+            } else {
                 changed += tail.len();
             }
             break;
@@ -57,6 +76,7 @@ pub fn changed(old: &[TokenId], new: &[TokenId]) -> usize {
                 let run = common_prefix(&old[j..], &new[i..]);
                 i += run;
                 j_min = j + run;
+                old_end = j_min;
             }
             None => {
                 changed += 1;
@@ -64,7 +84,10 @@ pub fn changed(old: &[TokenId], new: &[TokenId]) -> usize {
             }
         }
     }
-    changed
+    Diff {
+        changed,
+        old_end: base + old_end,
+    }
 }
 
 /// Length of the longest common prefix of two token sequences.
@@ -145,6 +168,10 @@ mod tests {
         back.extend(seq(11..=20));
         back.extend(seq(2..=10));
         assert_eq!(changed(&old, &back), 9, "runs are reused in order only");
+        // Where the match with the old prompt ended.
+        assert_eq!(diff(&old, &old[..12]).old_end, 12, "a prompt that stops earlier");
+        assert_eq!(diff(&old, &[1, 2, 3, 77]).old_end, 3, "typing above the old cursor");
+        assert_eq!(diff(&old, &moved).old_end, 20, "the whole old prompt reused");
     }
 
     #[test]
