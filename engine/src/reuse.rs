@@ -169,9 +169,21 @@ mod tests {
         back.extend(seq(2..=10));
         assert_eq!(changed(&old, &back), 9, "runs are reused in order only");
         // Where the match with the old prompt ended.
-        assert_eq!(diff(&old, &old[..12]).old_end, 12, "a prompt that stops earlier");
-        assert_eq!(diff(&old, &[1, 2, 3, 77]).old_end, 3, "typing above the old cursor");
-        assert_eq!(diff(&old, &moved).old_end, 20, "the whole old prompt reused");
+        assert_eq!(
+            diff(&old, &old[..12]).old_end,
+            12,
+            "a prompt that stops earlier"
+        );
+        assert_eq!(
+            diff(&old, &[1, 2, 3, 77]).old_end,
+            3,
+            "typing above the old cursor"
+        );
+        assert_eq!(
+            diff(&old, &moved).old_end,
+            20,
+            "the whole old prompt reused"
+        );
     }
 
     #[test]
