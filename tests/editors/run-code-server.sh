@@ -18,7 +18,10 @@ for p in chromium ripgrep libkrb5-dev libxkbfile-dev libsecret-1-dev; do
 done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # A fresh machine may have no package lists yet (scripts/setup.sh updates them only when it
+  # installs something itself).
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # code-server's own postinstall downloads ripgrep from GitHub (unreachable here) and, under
