@@ -17,39 +17,21 @@
 
 (require 'eglot)
 (require 'cl-lib)
-
-(defgroup amd-lsp nil
-  "Offline code completions from a small local model."
-  :group 'tools
-  :prefix "amd-lsp-")
-
-(defcustom amd-lsp-command '("amd-lsp" "--stdio")
-  "The amd-lsp server command."
-  :type '(repeat string))
-
-(defcustom amd-lsp-model nil
-  "Path of the GGUF model, or nil for the server's own choice."
-  :type '(choice (const nil) file))
-
-(defcustom amd-lsp-settings '(:maxTokens 64)
-  "Server settings sent as initializationOptions (docs/configuration.md)."
-  :type 'plist)
+(require 'amd-lsp)
 
 (defcustom amd-lsp-modes
   '(python-mode python-ts-mode rust-mode rust-ts-mode c-mode c-ts-mode c++-mode c++-ts-mode
     go-mode go-ts-mode js-mode js-ts-mode typescript-mode typescript-ts-mode lua-mode sh-mode)
   "Major modes whose buffers eglot connects to amd-lsp."
-  :type '(repeat symbol))
+  :type '(repeat symbol)
+  :group 'amd-lsp)
 
 (defclass amd-lsp-eglot-server (eglot-lsp-server) ()
   "The amd-lsp server, so that it gets its initializationOptions.")
 
 (cl-defmethod eglot-initialization-options ((_server amd-lsp-eglot-server))
   "Send `amd-lsp-settings', with `amd-lsp-model' as `model' when set."
-  (let ((settings (copy-sequence amd-lsp-settings)))
-    (when amd-lsp-model
-      (setq settings (plist-put settings :model (expand-file-name amd-lsp-model))))
-    settings))
+  (amd-lsp-initialization-options))
 
 (defun amd-lsp-eglot-contact (&optional _interactive)
   "The server command line for eglot."

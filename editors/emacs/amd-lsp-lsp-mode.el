@@ -13,35 +13,13 @@
 ;;; Code:
 
 (require 'lsp-mode)
-
-(defgroup amd-lsp nil
-  "Offline code completions from a small local model."
-  :group 'tools
-  :prefix "amd-lsp-")
-
-(defcustom amd-lsp-command '("amd-lsp" "--stdio")
-  "The amd-lsp server command."
-  :type '(repeat string))
-
-(defcustom amd-lsp-model nil
-  "Path of the GGUF model, or nil for the server's own choice."
-  :type '(choice (const nil) file))
-
-(defcustom amd-lsp-settings '(:maxTokens 64)
-  "Server settings sent as initializationOptions (docs/configuration.md)."
-  :type 'plist)
+(require 'amd-lsp)
 
 (defcustom amd-lsp-languages
   '("python" "rust" "c" "cpp" "go" "java" "javascript" "typescript" "lua" "shellscript")
   "LSP language ids amd-lsp is started for."
-  :type '(repeat string))
-
-(defun amd-lsp--initialization-options ()
-  "`amd-lsp-settings', with `amd-lsp-model' as `model' when set."
-  (let ((settings (copy-sequence amd-lsp-settings)))
-    (when amd-lsp-model
-      (setq settings (plist-put settings :model (expand-file-name amd-lsp-model))))
-    settings))
+  :type '(repeat string)
+  :group 'amd-lsp)
 
 (lsp-register-client
  (make-lsp-client
@@ -50,7 +28,7 @@
   :add-on? t
   :priority -1
   :server-id 'amd-lsp
-  :initialization-options #'amd-lsp--initialization-options))
+  :initialization-options #'amd-lsp-initialization-options))
 
 (provide 'amd-lsp-lsp-mode)
 ;;; amd-lsp-lsp-mode.el ends here

@@ -12,17 +12,7 @@ out=${OUT:-$root/target/editors-e2e}
 version=4.100.3
 cs=$root/.tools/code-server-$version
 
-need=()
-for p in chromium ripgrep libkrb5-dev libxkbfile-dev libsecret-1-dev; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  # A fresh machine may have no package lists yet (scripts/setup.sh updates them only when it
-  # installs something itself).
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+tests/editors/apt-need.sh chromium ripgrep libkrb5-dev libxkbfile-dev libsecret-1-dev
 
 # code-server's own postinstall downloads ripgrep from GitHub (unreachable here) and, under
 # npm 11, races its nested installs; so: its steps by hand, native modules rebuilt, Debian's rg.

@@ -1,24 +1,14 @@
 #!/usr/bin/env bash
 # Drives amd-lsp from a real Emacs (Debian's emacs-nox 28 with its eglot and lsp-mode packages)
-# with the tiny test model, through editors/emacs/amd-lsp-{eglot,lsp-mode}.el; both files must
+# with the tiny test model, through editors/emacs/amd-lsp-{eglot,lsp-mode}.el; every file there must
 # also byte-compile without a warning. Expects target/release/amd-lsp to be built.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-need=()
-for p in emacs-nox elpa-eglot elpa-lsp-mode; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  # A fresh machine may have no package lists yet (scripts/setup.sh updates them only when it
-  # installs something itself).
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+tests/editors/apt-need.sh emacs-nox elpa-eglot elpa-lsp-mode
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+cp editors/emacs/*.el "$work/"
 for f in editors/emacs/*.el; do
-  cp "$f" "$work/"
   HOME=$work emacs --batch -L "$work" --eval '(progn (package-initialize) (setq byte-compile-error-on-warn t))' \
     -f batch-byte-compile "$work/$(basename "$f")" 2>&1 | { grep -v '^Loading' || true; }
   [ -f "$work/$(basename "$f" .el).elc" ] || { echo "run-emacs: $f does not byte-compile cleanly" >&2; exit 1; }

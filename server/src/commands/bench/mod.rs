@@ -1,5 +1,6 @@
 //! `amd-lsp bench …`: benchmarks users can run on their own models and machines.
 
+pub(crate) mod client;
 mod humaneval;
 pub(crate) mod replay;
 pub(crate) mod soak;

@@ -6,18 +6,15 @@
 //! dies, or if memory grows more than `--max-rss-growth` percent after the warm-up (by default
 //! the first quarter: the prompt window reaches its full size in it).
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::client::{rss_mib, Client};
 use crate::cli::SoakBenchArgs;
-use crate::lsp::transport::{Decoded, Decoder};
 
 #[derive(Debug, Default, Serialize)]
 struct Report {
@@ -43,55 +40,18 @@ struct Report {
     server_counters: Value,
 }
 
-/// The id of the final `amd/status` request.
-const STATUS_ID: i64 = i64::MAX;
-
-type Answers = Arc<Mutex<HashMap<i64, (usize, bool, bool)>>>;
-
 pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
     let source = std::fs::read_to_string(&args.source)
         .with_context(|| format!("cannot read {}", args.source.display()))?;
     let chars: Vec<char> = source.chars().collect();
     anyhow::ensure!(!chars.is_empty(), "{} is empty", args.source.display());
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--stdio", "--model"])
-        .arg(&args.model)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start amd-lsp --stdio")?;
-    let pid = child.id();
-    let stdin = Arc::new(Mutex::new(child.stdin.take().context("stdin")?));
-    let stdout = child.stdout.take().context("stdout")?;
-    let answers: Answers = Arc::default();
-    let status: Arc<Mutex<Value>> = Arc::default();
-    let reader = {
-        let (stdin, answers, status) = (
-            Arc::clone(&stdin),
-            Arc::clone(&answers),
-            Arc::clone(&status),
-        );
-        std::thread::spawn(move || read_loop(stdout, &stdin, &answers, &status))
-    };
-    let send = |msg: Value| -> Result<()> {
-        let body = serde_json::to_vec(&msg)?;
-        let mut w = stdin.lock().unwrap_or_else(PoisonError::into_inner);
-        write!(w, "Content-Length: {}\r\n\r\n", body.len())?;
-        w.write_all(&body)?;
-        w.flush()?;
-        Ok(())
-    };
-
-    send(
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "processId": std::process::id(),
-            "capabilities": {"textDocument": {"inlineCompletion": {}}},
-            "initializationOptions": {"debounceMs": args.debounce_ms, "maxTokens": args.max_tokens},
-        }}),
+    let mut client = Client::spawn(&args.model, &[])?;
+    let pid = client.pid();
+    // Typing starts at once, while the model loads, as in an editor.
+    client.initialize(
+        json!({"debounceMs": args.debounce_ms, "maxTokens": args.max_tokens}),
+        false,
     )?;
-    wait_answered(&answers, 0, &mut child)?;
-    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}))?;
 
     let mut report = Report {
         rss_start_mib: rss_mib(pid),
@@ -101,87 +61,80 @@ pub(crate) fn run(args: &SoakBenchArgs) -> Result<()> {
     let started = Instant::now();
     let (mut doc, mut line, mut col, mut at) = (0usize, 0u32, 0u32, 0usize);
     let uri = |doc: usize| format!("file:///soak/doc{doc}.py");
+    let mut typed = Vec::with_capacity(args.keystrokes);
     for k in 0..args.keystrokes {
-        let next_id = k as i64 + 1;
         if at == 0 {
             if doc > 0 {
-                send(json!({"jsonrpc": "2.0", "method": "textDocument/didClose",
-                    "params": {"textDocument": {"uri": uri(doc)}}}))?;
+                client.notify(
+                    "textDocument/didClose",
+                    json!({"textDocument": {"uri": uri(doc)}}),
+                )?;
             }
             doc += 1;
-            send(
-                json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
-                "textDocument": {"uri": uri(doc), "languageId": "python", "version": 0, "text": ""}}}),
+            client.notify(
+                "textDocument/didOpen",
+                json!({"textDocument": {"uri": uri(doc), "languageId": "python", "version": 0, "text": ""}}),
             )?;
             (line, col) = (0, 0);
         }
         let c = chars[at];
         let pos = json!({"line": line, "character": col});
-        send(
-            json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-            "textDocument": {"uri": uri(doc), "version": k + 1},
-            "contentChanges": [{"range": {"start": pos, "end": pos}, "text": c.to_string()}]}}),
+        client.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri(doc), "version": k + 1},
+                "contentChanges": [{"range": {"start": pos, "end": pos}, "text": c.to_string()}]}),
         )?;
         if c == '\n' {
             (line, col) = (line + 1, 0);
         } else {
             col += c.len_utf16() as u32;
         }
-        answers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(next_id, (0, false, false));
-        send(
-            json!({"jsonrpc": "2.0", "id": next_id, "method": "textDocument/inlineCompletion", "params": {
-            "textDocument": {"uri": uri(doc)}, "position": {"line": line, "character": col},
-            "context": {"triggerKind": 2}}}),
-        )?;
+        typed.push(client.request(
+            "textDocument/inlineCompletion",
+            json!({"textDocument": {"uri": uri(doc)}, "position": {"line": line, "character": col},
+                "context": {"triggerKind": 2}}),
+        )?);
         at = (at + 1) % chars.len();
         if k + 1 == warm_up {
             report.rss_warm_mib = rss_mib(pid);
         }
         if k % 1000 == 0 {
             report.rss_samples_mib.push(rss_mib(pid));
-            if let Some(status) = child.try_wait()? {
-                bail!("the server died after {k} keystrokes: {status}");
-            }
+            client
+                .check_alive()
+                .with_context(|| format!("after {k} keystrokes"))?;
         }
         std::thread::sleep(Duration::from_micros(args.interval_us));
     }
     // Every request answered, then a clean exit.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pending(&answers) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    client.wait_all(typed.iter().copied(), 120);
     report.seconds = started.elapsed().as_secs_f64();
-    send(json!({"jsonrpc": "2.0", "id": STATUS_ID, "method": "amd/status"}))?;
-    wait_answered(&answers, STATUS_ID, &mut child)?;
     report.server_counters =
-        status.lock().unwrap_or_else(PoisonError::into_inner)["counters"].clone();
+        client.call("amd/status", Value::Null, 120)?["result"]["counters"].clone();
     report.rss_end_mib = rss_mib(pid);
     report.rss_peak_mib = report
         .rss_samples_mib
         .iter()
         .fold(report.rss_end_mib, |a, &b| a.max(b));
-    send(json!({"jsonrpc": "2.0", "id": -1, "method": "shutdown"}))?;
-    wait_answered(&answers, -1, &mut child)?;
-    send(json!({"jsonrpc": "2.0", "method": "exit"}))?;
-    let status = child.wait()?;
-    let _ = reader.join();
+    let answers = client.answers().clone();
+    let status = client.shutdown()?;
 
-    let answers = answers.lock().unwrap_or_else(PoisonError::into_inner);
     report.keystrokes = args.keystrokes;
     report.documents = doc;
-    let typed = |id: &i64| *id > 0 && *id != STATUS_ID;
-    report.requests = answers.keys().filter(|id| typed(id)).count();
-    for &(n, error, suggestion) in answers.iter().filter(|(id, _)| typed(id)).map(|(_, v)| v) {
-        match n {
-            0 => report.unanswered += 1,
-            1 => report.answered_once += 1,
-            _ => report.answered_twice += 1,
+    report.requests = typed.len();
+    for id in &typed {
+        match answers.get(id) {
+            None => report.unanswered += 1,
+            Some(a) => {
+                if a.count == 1 {
+                    report.answered_once += 1;
+                } else {
+                    report.answered_twice += 1;
+                }
+                report.errors += usize::from(a.is_error());
+                report.suggestions += usize::from(a.has_items());
+            }
         }
-        report.errors += usize::from(error);
-        report.suggestions += usize::from(suggestion);
     }
     report.rss_growth_pct = if report.rss_warm_mib > 0.0 {
         (report.rss_end_mib / report.rss_warm_mib - 1.0) * 100.0
@@ -233,93 +186,4 @@ fn print_report(r: &Report) -> std::io::Result<()> {
         .collect();
     writeln!(out, "RSS MiB every 1000 keystrokes: {}", samples.join(" "))?;
     writeln!(out, "server counters: {}", r.server_counters)
-}
-
-fn pending(answers: &Answers) -> usize {
-    let a = answers.lock().unwrap_or_else(PoisonError::into_inner);
-    a.values().filter(|(n, ..)| *n == 0).count()
-}
-
-fn wait_answered(answers: &Answers, id: i64, child: &mut Child) -> Result<()> {
-    answers
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(id)
-        .or_insert((0, false, false));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if answers.lock().unwrap_or_else(PoisonError::into_inner)[&id].0 > 0 {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("the server exited: {status}");
-        }
-        if Instant::now() > deadline {
-            bail!("request {id} was not answered in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Reads the server's messages: counts answers, replies to its requests (with null results,
-/// as a client that ignores them would).
-fn read_loop(
-    mut stdout: impl std::io::Read,
-    stdin: &Mutex<ChildStdin>,
-    answers: &Answers,
-    status: &Mutex<Value>,
-) {
-    let mut decoder = Decoder::trusted();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        while let Some(item) = decoder.next_item() {
-            let Decoded::Message(body) = item else {
-                continue;
-            };
-            let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
-                continue;
-            };
-            match (msg.get("id"), msg.get("method")) {
-                (Some(id), Some(_)) => {
-                    let reply =
-                        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": null}))
-                            .unwrap_or_default();
-                    let mut w = stdin.lock().unwrap_or_else(PoisonError::into_inner);
-                    let _ = write!(w, "Content-Length: {}\r\n\r\n", reply.len());
-                    let _ = w.write_all(&reply);
-                    let _ = w.flush();
-                }
-                (Some(id), None) => {
-                    let Some(id) = id.as_i64() else { continue };
-                    if id == STATUS_ID {
-                        *status.lock().unwrap_or_else(PoisonError::into_inner) =
-                            msg["result"].clone();
-                    }
-                    let mut a = answers.lock().unwrap_or_else(PoisonError::into_inner);
-                    let entry = a.entry(id).or_insert((0, false, false));
-                    entry.0 += 1;
-                    entry.1 |= msg.get("error").is_some();
-                    entry.2 |= msg["result"]["items"]
-                        .as_array()
-                        .is_some_and(|items| !items.is_empty());
-                }
-                _ => {}
-            }
-        }
-        match stdout.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => decoder.push(&buf[..n]),
-        }
-    }
-}
-
-/// Resident memory of `pid` in MiB (Linux; 0 elsewhere).
-pub(crate) fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }

@@ -9,10 +9,9 @@ mod plot;
 pub(crate) mod script;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,9 +21,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::script::{Action, KeyKind, Step, Style};
+use super::client::{rss_mib, Client};
 use crate::cli::ReplayBenchArgs;
 use crate::lsp::config::ReuseMode;
-use crate::lsp::transport::{Decoded, Decoder};
 
 /// Source files larger than this are left out of the corpus (they dominate a short replay).
 const MAX_FILE_BYTES: u64 = 120 << 10;
@@ -255,9 +254,6 @@ fn python_stdlib() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// Answers by request id: (arrival, whether it had items, whether it was an error, count).
-type Answers = Arc<Mutex<HashMap<i64, (Instant, bool, bool, usize, Value)>>>;
-
 fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<Run> {
     let mode = match variant {
         "full" => "full",
@@ -265,72 +261,13 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         "cold" => "cold",
         other => bail!("unknown variant {other} (full, prefix, cold)"),
     };
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--stdio", "--log-level", "warn", "--model"])
-        .arg(&args.model)
-        .env(ReuseMode::ENV, mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start amd-lsp --stdio")?;
-    let pid = child.id();
-    let stdin = Arc::new(Mutex::new(child.stdin.take().context("stdin")?));
-    let stdout = child.stdout.take().context("stdout")?;
-    let answers: Answers = Arc::default();
-    let reader = {
-        let (stdin, answers) = (Arc::clone(&stdin), Arc::clone(&answers));
-        std::thread::spawn(move || read_loop(stdout, &stdin, &answers))
-    };
-    let send = |msg: Value| -> Result<()> { write_frame(&stdin, &msg) };
-    let mut next_id = 0i64;
-    let mut request = |method: &str, params: Value| -> Result<i64> {
-        next_id += 1;
-        send(json!({"jsonrpc": "2.0", "id": next_id, "method": method, "params": params}))?;
-        Ok(next_id)
-    };
-    let wait = |id: i64, secs: u64| -> Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(a) = answers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&id)
-            {
-                return Ok(a.4.clone());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "request {id} unanswered after {secs} s"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
-
+    let mut client = Client::spawn(&args.model, &[(ReuseMode::ENV, mode)])?;
+    let pid = client.pid();
     let mut options = json!({"debounceMs": args.debounce_ms, "maxTokens": args.max_tokens});
     if args.threads > 0 {
         options["threads"] = json!(args.threads);
     }
-    let id = request(
-        "initialize",
-        json!({"processId": std::process::id(),
-            "capabilities": {"textDocument": {"inlineCompletion": {}}},
-            "initializationOptions": options}),
-    )?;
-    wait(id, 60)?;
-    send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}))?;
-    loop {
-        let id = request("amd/status", Value::Null)?;
-        let status = wait(id, 60)?;
-        match status["result"]["state"].as_str() {
-            Some("ready") => break,
-            Some("loading") => std::thread::sleep(Duration::from_millis(20)),
-            other => bail!(
-                "the model did not load: {other:?} {}",
-                status["result"]["error"]
-            ),
-        }
-    }
+    client.initialize(options, true)?;
 
     let mut run = Run {
         variant: variant.to_owned(),
@@ -352,18 +289,18 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         }
         match &step.action {
             Action::Close { doc } => {
-                send(
-                    json!({"jsonrpc": "2.0", "method": "textDocument/didClose", "params": {
-                    "textDocument": {"uri": uri(*doc, &names[*doc])}}}),
+                client.notify(
+                    "textDocument/didClose",
+                    json!({"textDocument": {"uri": uri(*doc, &names[*doc])}}),
                 )?;
             }
             Action::Open { doc, name, text } => {
                 names.push(name.clone());
                 versions.push(0);
-                send(
-                    json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
-                    "textDocument": {"uri": uri(*doc, name), "languageId": language(name),
-                        "version": 0, "text": text}}}),
+                client.notify(
+                    "textDocument/didOpen",
+                    json!({"textDocument": {"uri": uri(*doc, name), "languageId": language(name),
+                        "version": 0, "text": text}}),
                 )?;
             }
             Action::Key {
@@ -376,14 +313,14 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
             } => {
                 versions[*doc] += 1;
                 let u = uri(*doc, &names[*doc]);
-                send(
-                    json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
-                    "textDocument": {"uri": u, "version": versions[*doc]},
-                    "contentChanges": [{"range": {
-                        "start": {"line": start.0, "character": start.1},
-                        "end": {"line": end.0, "character": end.1}}, "text": text}]}}),
+                client.notify(
+                    "textDocument/didChange",
+                    json!({"textDocument": {"uri": u, "version": versions[*doc]},
+                        "contentChanges": [{"range": {
+                            "start": {"line": start.0, "character": start.1},
+                            "end": {"line": end.0, "character": end.1}}, "text": text}]}),
                 )?;
-                let id = request(
+                let id = client.request(
                     "textDocument/inlineCompletion",
                     json!({"textDocument": {"uri": u},
                         "position": {"line": cursor.0, "character": cursor.1},
@@ -394,47 +331,33 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
             }
         }
         if i % 50 == 0 {
-            rss_peak = rss_peak.max(super::soak::rss_mib(pid));
-            if let Some(status) = child.try_wait()? {
-                bail!("the server died: {status}");
-            }
+            rss_peak = rss_peak.max(rss_mib(pid));
+            client.check_alive()?;
         }
     }
     // Every request answered, then the server's own counters.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let a = answers.lock().unwrap_or_else(PoisonError::into_inner);
-        if sent.keys().all(|id| a.contains_key(id)) {
-            break;
-        }
-        drop(a);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    client.wait_all(sent.keys().copied(), 120);
     run.seconds = started.elapsed().as_secs_f64();
-    let id = request("amd/status", Value::Null)?;
-    let status = wait(id, 30)?["result"].clone();
-    run.rss_end_mib = super::soak::rss_mib(pid);
+    let status = client.call("amd/status", Value::Null, 30)?["result"].clone();
+    run.rss_end_mib = rss_mib(pid);
     run.rss_peak_mib = rss_peak.max(run.rss_end_mib);
-    let id = request("shutdown", Value::Null)?;
-    wait(id, 30)?;
-    send(json!({"jsonrpc": "2.0", "method": "exit"}))?;
-    let _ = child.wait();
-    let _ = reader.join();
+    let answers = client.answers().clone();
+    client.shutdown()?;
 
-    let a = answers.lock().unwrap_or_else(PoisonError::into_inner);
     let (mut all, mut model_only) = (Vec::new(), Vec::new());
     for (id, (at, kind)) in &sent {
         run.requests += 1;
-        let Some((arrived, items, error, count, _)) = a.get(id) else {
+        let Some(answer) = answers.get(id) else {
             run.unanswered += 1;
             continue;
         };
-        if *count > 1 {
+        let arrived = &answer.arrived;
+        if answer.count > 1 {
             run.errors += 1; // answered twice
         }
-        if *error {
+        if answer.is_error() {
             run.errors += 1;
-        } else if *items {
+        } else if answer.has_items() {
             run.suggestions += 1;
             let ms = arrived.duration_since(*at).as_secs_f64() * 1000.0;
             all.push(ms);
@@ -600,52 +523,4 @@ fn print_table(r: &Report<'_>) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn write_frame(stdin: &Mutex<ChildStdin>, msg: &Value) -> Result<()> {
-    let body = serde_json::to_vec(msg)?;
-    let mut w = stdin.lock().unwrap_or_else(PoisonError::into_inner);
-    write!(w, "Content-Length: {}\r\n\r\n", body.len())?;
-    w.write_all(&body)?;
-    w.flush()?;
-    Ok(())
-}
-
-/// Reads the server's messages: stamps answers as they arrive, answers its requests with null.
-fn read_loop(mut stdout: impl Read, stdin: &Mutex<ChildStdin>, answers: &Answers) {
-    let mut decoder = Decoder::trusted();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        while let Some(item) = decoder.next_item() {
-            let arrived = Instant::now();
-            let Decoded::Message(body) = item else {
-                continue;
-            };
-            let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
-                continue;
-            };
-            match (msg.get("id"), msg.get("method")) {
-                (Some(id), Some(_)) => {
-                    let _ =
-                        write_frame(stdin, &json!({"jsonrpc": "2.0", "id": id, "result": null}));
-                }
-                (Some(id), None) => {
-                    let Some(id) = id.as_i64() else { continue };
-                    let items = msg["result"]["items"]
-                        .as_array()
-                        .is_some_and(|items| !items.is_empty());
-                    let error = msg.get("error").is_some();
-                    let mut a = answers.lock().unwrap_or_else(PoisonError::into_inner);
-                    a.entry(id)
-                        .and_modify(|e| e.3 += 1)
-                        .or_insert((arrived, items, error, 1, msg));
-                }
-                _ => {}
-            }
-        }
-        match stdout.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => decoder.push(&buf[..n]),
-        }
-    }
 }
