@@ -73,6 +73,8 @@ pub struct EngineCounters {
     pub n_cancelled: AtomicU64,
     pub n_failed: AtomicU64,
     pub n_tokens_reused: AtomicU64,
+    /// Reused tokens taken back from the park at shifted positions.
+    pub n_tokens_shifted: AtomicU64,
     pub n_tokens_evaluated: AtomicU64,
     pub n_tokens_generated: AtomicU64,
     /// Prompt tokens that differed from the same document's previous prompt (the minimum).
@@ -80,6 +82,15 @@ pub struct EngineCounters {
     /// Process CPU time spent in jobs, and in jobs that ended cancelled, in microseconds.
     pub cpu_us: AtomicU64,
     pub cpu_us_cancelled: AtomicU64,
+    /// CPU time thrown away: what cancelled jobs spent generating (their prompt evaluation
+    /// stays in the cache for the next job; `n_tokens_evaluated` against `n_tokens_changed`
+    /// shows whether it was used), or all they spent without KV reuse, in microseconds.
+    pub cpu_us_superseded: AtomicU64,
+    /// Jobs whose document's KV cache was put back from memory.
+    pub n_restored: AtomicU64,
+    /// Documents whose KV caches are kept in memory now, and their bytes.
+    pub saved_documents: AtomicU64,
+    pub saved_bytes: AtomicU64,
 }
 
 /// The answer to a submitted job. Await it (or [`JobHandle::wait`] outside async code);
@@ -399,16 +410,39 @@ fn engine_thread(
                         &mut last_prompts,
                     ),
                 };
-                let cpu_us = process_cpu_us().saturating_sub(cpu_start);
+                let cpu_end = process_cpu_us();
+                let cpu_us = cpu_end.saturating_sub(cpu_start);
+                let decode_from = session
+                    .iter_mut()
+                    .chain(target_session.iter_mut())
+                    .filter_map(Session::take_decode_start)
+                    .min();
+                let cpu_decode_us = decode_from.map_or(0, |t| cpu_end.saturating_sub(t));
                 if let Ok(outcome) = result.as_mut() {
-                    outcome.stats_mut().cpu_ms = cpu_us as f64 / 1000.0;
+                    let stats = outcome.stats_mut();
+                    stats.cpu_ms = cpu_us as f64 / 1000.0;
+                    stats.cpu_decode_ms = cpu_decode_us as f64 / 1000.0;
                 }
                 counters.cpu_us.fetch_add(cpu_us, Ordering::Relaxed);
                 if matches!(result, Ok(Outcome::Cancelled(_))) {
                     counters
                         .cpu_us_cancelled
                         .fetch_add(cpu_us, Ordering::Relaxed);
+                    counters
+                        .cpu_us_superseded
+                        .fetch_add(cpu_decode_us, Ordering::Relaxed);
                 }
+                let (n_saved, saved_bytes) = session
+                    .iter()
+                    .chain(target_session.iter())
+                    .map(Session::saved_documents)
+                    .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+                counters
+                    .saved_documents
+                    .store(n_saved as u64, Ordering::Relaxed);
+                counters
+                    .saved_bytes
+                    .store(saved_bytes as u64, Ordering::Relaxed);
                 count(&counters, &result);
                 let _ = reply.send(result);
             }
@@ -427,6 +461,8 @@ fn new_session<'m>(
         model.new_context(params)?,
         config.prefill_chunk as usize,
         config.kv_reuse,
+        config.kv_shift,
+        config.kv_documents_bytes,
     ))
 }
 
@@ -514,7 +550,7 @@ impl LastPrompts {
 }
 
 /// CPU time of the whole process (every thread: llama.cpp's workers included), in µs.
-fn process_cpu_us() -> u64 {
+pub(crate) fn process_cpu_us() -> u64 {
     #[cfg(unix)]
     {
         let mut ts = libc::timespec {
@@ -537,6 +573,7 @@ fn run_job<'m>(
     last_prompts: &mut LastPrompts,
 ) -> Result<Outcome, EngineError> {
     let mut n_changed = None;
+    let mut restored = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
         let prompt_of = |model: &Model, prompt: &Prompt| {
             let info = model.info();
@@ -554,6 +591,7 @@ fn run_job<'m>(
         };
         let prompt = prompt_of(generator.model(), &req.prompt);
         n_changed = Some(last_prompts.changed(req.document, &prompt));
+        restored = generator.switch_document(req.document)?;
         match req.speculation.as_ref().map(|s| &s.drafter) {
             None => generator.run(req, &prompt, cancel),
             Some(Drafter::Lookup(lookup)) => {
@@ -587,6 +625,7 @@ fn run_job<'m>(
                     }
                     _ => draft_prompt,
                 };
+                main.switch_document(req.document)?;
                 let source = DraftSource::Model {
                     session: main,
                     prompt: draft_prompt,
@@ -605,6 +644,7 @@ fn run_job<'m>(
     });
     if let (Ok(outcome), Some(n)) = (result.as_mut(), n_changed) {
         outcome.stats_mut().n_changed = n;
+        outcome.stats_mut().restored = restored;
     }
     match &result {
         Err(EngineError::NoTarget | EngineError::BadRequest(_)) => {}
@@ -620,6 +660,8 @@ fn run_job<'m>(
             tracing::debug!(
                 n_prompt = s.n_prompt,
                 n_reused = s.n_reused,
+                n_shifted = s.n_shifted,
+                n_changed = s.n_changed,
                 n_evaluated = s.n_evaluated,
                 n_generated = s.n_generated,
                 n_drafted = s.n_drafted,
@@ -659,11 +701,17 @@ fn count(counters: &EngineCounters, result: &Result<Outcome, EngineError>) {
                 .n_tokens_evaluated
                 .fetch_add(s.n_evaluated as u64, Ordering::Relaxed);
             counters
+                .n_tokens_shifted
+                .fetch_add(s.n_shifted as u64, Ordering::Relaxed);
+            counters
                 .n_tokens_generated
                 .fetch_add(s.n_generated as u64, Ordering::Relaxed);
             counters
                 .n_tokens_changed
                 .fetch_add(s.n_changed as u64, Ordering::Relaxed);
+            if s.restored {
+                counters.n_restored.fetch_add(1, Ordering::Relaxed);
+            }
             match outcome {
                 Outcome::Completed(_) => counters.n_completed.fetch_add(1, Ordering::Relaxed),
                 Outcome::Cancelled(_) => counters.n_cancelled.fetch_add(1, Ordering::Relaxed),

@@ -11,6 +11,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gguf;
+mod kv_states;
 mod llama;
 mod prompt;
 pub mod reuse;
@@ -115,6 +116,15 @@ pub struct EngineConfig {
     pub prefill_chunk: u32,
     /// Reuse the KV cache across requests (off only for baselines and tests).
     pub kv_reuse: bool,
+    /// Keep cached tokens a prompt moved away from (an edit far above the cursor, a window
+    /// start that moved) and take them back at shifted positions when a later prompt continues
+    /// with them. Approximate (their keys were computed before the edit; the first
+    /// tokens after it are evaluated again); off leaves the longest common prefix, which is
+    /// exact.
+    pub kv_shift: bool,
+    /// Memory for the KV caches of documents other than the one being completed, so that
+    /// switching back is warm (least recently used dropped first; 0 = one cache only).
+    pub kv_documents_bytes: usize,
     /// Load only the vocabulary: tokenize and detokenize, no completions.
     pub vocab_only: bool,
     /// Element type of the KV cache. F16 halves its memory; F32 makes results independent of
@@ -157,6 +167,8 @@ impl EngineConfig {
             gpu_layers: default_gpu_layers(),
             prefill_chunk: 128,
             kv_reuse: true,
+            kv_shift: true,
+            kv_documents_bytes: 128 << 20,
             vocab_only: false,
             kv_type: KvType::F16,
             flash_attention: false,
@@ -333,6 +345,9 @@ pub struct JobStats {
     pub n_prompt: usize,
     /// Prompt tokens whose KV entries were kept from earlier jobs.
     pub n_reused: usize,
+    /// Of those, tokens taken back from the park at shifted positions (after an edit far
+    /// above the cursor, or a window start that moved).
+    pub n_shifted: usize,
     /// Prompt tokens evaluated by this job.
     pub n_evaluated: usize,
     pub n_generated: usize,
@@ -355,6 +370,10 @@ pub struct JobStats {
     pub n_changed: usize,
     /// CPU time the process spent on this job (all threads), in milliseconds.
     pub cpu_ms: f64,
+    /// The part of `cpu_ms` spent generating (after the prompt was in the cache).
+    pub cpu_decode_ms: f64,
+    /// The document's KV cache was put back from memory (it had been switched away from).
+    pub restored: bool,
 }
 
 impl JobStats {

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -215,7 +216,10 @@ impl Model {
             .with_n_ctx(NonZeroU32::new(params.n_ctx))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
-            .with_n_seq_max(1)
+            // Sequence 1 parks KV entries that a prompt moved away from (an edit far above
+            // the cursor), in the same cells (unified), until a later prompt takes them back.
+            .with_n_seq_max(2)
+            .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads_batch)
             .with_type_k(kv_type(params.kv_type))
@@ -266,6 +270,19 @@ pub(crate) struct Context<'m> {
     outputs: usize,
 }
 
+fn pos32(pos: usize) -> Result<u32, EngineError> {
+    u32::try_from(pos).map_err(|_| EngineError::Decode("position overflow".into()))
+}
+
+/// KV entries saved from a context (see [`Context::save`]); opaque outside this module.
+pub(crate) struct SavedKv(SeqState);
+
+impl SavedKv {
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.byte_len()
+    }
+}
+
 /// Which positions of a batch produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Logits {
@@ -296,6 +313,63 @@ impl Context<'_> {
     pub(crate) fn clear(&mut self) {
         self.ctx.clear_kv_cache();
         self.outputs = 0;
+    }
+
+    /// Moves sequence 0's entries at positions `from..` into sequence 1 (the park), where no
+    /// evaluation of sequence 0 sees them.
+    pub(crate) fn park(&mut self, from: usize) -> Result<(), EngineError> {
+        let from = pos32(from)?;
+        self.ctx
+            .kv_cache_seq_rm(1, None, None)
+            .and_then(|()| self.ctx.kv_cache_seq_cp(0, 1, Some(from), None))
+            .and_then(|()| self.ctx.kv_cache_seq_rm(0, Some(from), None))
+            .map_err(|e| EngineError::Decode(format!("parking KV cells from {from}: {e}")))
+    }
+
+    /// Empties the park.
+    pub(crate) fn drop_parked(&mut self) -> Result<(), EngineError> {
+        self.ctx
+            .kv_cache_seq_rm(1, None, None)
+            .map_err(|e| EngineError::Decode(format!("emptying the park: {e}")))
+    }
+
+    /// Takes the parked entries at positions `src..src + len` back into sequence 0 at
+    /// `dst..dst + len` (their keys rotated by the position shift, RoPE being relative) and
+    /// empties the park. Sequence 0 must end at `dst - 1`.
+    pub(crate) fn unpark(&mut self, src: usize, len: usize, dst: usize) -> Result<(), EngineError> {
+        let (s0, s1, d0, d1) = (
+            pos32(src)?,
+            pos32(src + len)?,
+            pos32(dst)?,
+            pos32(dst + len)?,
+        );
+        let delta = i32::try_from(dst as i64 - src as i64)
+            .map_err(|_| EngineError::Decode("position shift overflow".into()))?;
+        self.ctx
+            .kv_cache_seq_rm(1, None, Some(s0))
+            .and_then(|()| self.ctx.kv_cache_seq_rm(1, Some(s1), None))
+            .and_then(|()| self.ctx.kv_cache_seq_add(1, Some(s0), Some(s1), delta))
+            .and_then(|()| self.ctx.kv_cache_seq_cp(1, 0, Some(d0), Some(d1)))
+            .and_then(|()| self.ctx.kv_cache_seq_rm(1, None, None))
+            .map_err(|e| EngineError::Decode(format!("taking parked KV cells back: {e}")))
+    }
+
+    /// A copy of sequence 0's KV entries (positions and K/V data), to put back later with
+    /// [`Context::restore`].
+    pub(crate) fn save(&self) -> Result<SavedKv, EngineError> {
+        self.ctx
+            .state_seq_get(0, LlamaStateSeqFlags::empty())
+            .map(SavedKv)
+            .map_err(|e| EngineError::Internal(format!("saving the KV cache: {e}")))
+    }
+
+    /// Replaces sequence 0's KV entries with a saved copy. On `Err` the cache is empty.
+    pub(crate) fn restore(&mut self, saved: &SavedKv) -> Result<(), EngineError> {
+        self.clear();
+        self.ctx.state_seq_set(&saved.0, 0).map_err(|e| {
+            self.clear();
+            EngineError::Internal(format!("restoring a saved KV cache: {e}"))
+        })
     }
 
     /// Evaluates `tokens` at positions `start_pos..` in one llama.cpp call (at most `n_batch`

@@ -90,6 +90,61 @@ pub fn diff(old: &[TokenId], new: &[TokenId]) -> Diff {
     }
 }
 
+/// Where a prompt picks up tokens set aside earlier (parked), after evaluating a few first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Splice {
+    /// Tokens of the prompt's rest to evaluate before the reused run.
+    pub lead: usize,
+    /// Index in the parked tokens where the reused run starts.
+    pub from: usize,
+    /// Tokens reused.
+    pub len: usize,
+}
+
+/// Shortest run worth taking back from the park (a position shift costs one pass over the
+/// keys of the cache).
+pub const MIN_SPLICE: usize = 16;
+
+/// How far into `rest` (the prompt after its common prefix with the cache) a run found in
+/// `parked` may start: the tokens the user typed at the edit, and the re-tokenized boundary.
+pub const MAX_LEAD: usize = 48;
+
+/// Finds the run of `rest` (starting within [`MAX_LEAD`] tokens) that continues longest in
+/// `parked`, and leaves out its first `recompute` tokens: they are evaluated again, so that
+/// the code right after an edit sees the edit (the reused run's keys were computed without
+/// it). Runs shorter than [`MIN_SPLICE`] are not worth it. `limit` caps the reused run's end
+/// in `rest` (the prompt's last token must be evaluated for its logits).
+pub fn splice(
+    parked: &[TokenId],
+    rest: &[TokenId],
+    recompute: usize,
+    limit: usize,
+) -> Option<Splice> {
+    let rest = &rest[..limit.min(rest.len())];
+    if parked.len() < MIN_CHUNK || rest.len() < MIN_CHUNK {
+        return None;
+    }
+    for lead in 0..=MAX_LEAD.min(rest.len() - MIN_CHUNK) {
+        let key = &rest[lead..lead + MIN_CHUNK];
+        let best = parked
+            .windows(MIN_CHUNK)
+            .enumerate()
+            .filter(|(_, w)| *w == key)
+            .map(|(j, _)| (j, common_prefix(&parked[j..], &rest[lead..])))
+            .max_by_key(|&(j, len)| (len, std::cmp::Reverse(j)));
+        if let Some((from, len)) = best {
+            if len >= recompute + MIN_SPLICE {
+                return Some(Splice {
+                    lead: lead + recompute,
+                    from: from + recompute,
+                    len: len - recompute,
+                });
+            }
+        }
+    }
+    None
+}
+
 /// Length of the longest common prefix of two token sequences.
 pub fn common_prefix(a: &[TokenId], b: &[TokenId]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -184,6 +239,55 @@ mod tests {
             20,
             "the whole old prompt reused"
         );
+    }
+
+    #[test]
+    fn splice_finds_the_parked_run_after_an_edit() {
+        let parked: Vec<TokenId> = (100..200).collect();
+        // Two tokens typed at the edit, then the old text goes on from parked[0].
+        let mut rest = vec![7, 8];
+        rest.extend(100..200);
+        rest.push(5);
+        let n = rest.len();
+        assert_eq!(
+            splice(&parked, &rest, 0, n - 1),
+            Some(Splice {
+                lead: 2,
+                from: 0,
+                len: 100
+            })
+        );
+        // Recomputing 10 tokens after the edit: they move from the run to the lead.
+        assert_eq!(
+            splice(&parked, &rest, 10, n - 1),
+            Some(Splice {
+                lead: 12,
+                from: 10,
+                len: 90
+            })
+        );
+        // The window start moved: the prompt continues from parked[30].
+        let moved: Vec<TokenId> = (130..200).chain([1, 2]).collect();
+        assert_eq!(
+            splice(&parked, &moved, 0, moved.len() - 1),
+            Some(Splice {
+                lead: 0,
+                from: 30,
+                len: 70
+            })
+        );
+        // The limit keeps the prompt's last token out of the run.
+        assert_eq!(splice(&parked, &parked, 0, 99).map(|s| s.len), Some(99));
+        // Too short, too far, or nothing in common.
+        assert_eq!(
+            splice(&parked, &(100..110).collect::<Vec<_>>(), 0, 10),
+            None
+        );
+        let far: Vec<TokenId> = std::iter::repeat_n(1, MAX_LEAD + 1)
+            .chain(100..200)
+            .collect();
+        assert_eq!(splice(&parked, &far, 0, far.len()), None);
+        assert_eq!(splice(&parked, &[1, 2, 3, 4, 5], 0, 5), None);
     }
 
     #[test]

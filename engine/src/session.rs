@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use crate::engine::CancelToken;
 use crate::error::EngineError;
-use crate::llama::{Context, Logits, Model, Sampler};
+use crate::kv_states::SavedDocs;
+use crate::llama::{Context, Logits, Model, Sampler, SavedKv};
 use crate::spec::CostModel;
 use crate::text::Utf8Stream;
 use crate::{
@@ -20,9 +21,36 @@ pub(crate) struct Session<'m> {
     cached: Vec<TokenId>,
     prefill_chunk: usize,
     kv_reuse: bool,
+    /// Park tokens a prompt moves away from and take them back shifted.
+    kv_shift: bool,
     /// What speculation costs when this session's model generates (kept across jobs).
     costs: CostModel,
+    /// `Some(n)` when the context holds the logits of cached position `n - 1` (the last decode
+    /// asked for them and nothing was evaluated since): a prompt equal to the cache needs no
+    /// evaluation at all (a job after a prefill-only one).
+    logits_for: Option<usize>,
+    /// The document whose tokens the cache holds (`None`: unknown).
+    document: Option<u64>,
+    /// Other documents' caches.
+    saved: SavedDocs<SavedKv>,
+    /// Process CPU time (µs) when the running job started generating.
+    decode_cpu_from: Option<u64>,
+    /// Tokens a prompt moved away from, kept in KV sequence 1 at positions `start..` until a
+    /// later prompt takes them back (the cursor returns below an edit far above it, or the
+    /// window start moved).
+    parked: Option<Parked>,
 }
+
+struct Parked {
+    tokens: Vec<TokenId>,
+    start: usize,
+}
+
+/// A prompt that would drop at least this many cached tokens parks them instead.
+const PARK_MIN: usize = 64;
+
+/// Tokens evaluated again after an edit before parked ones are reused (see [`reuse::splice`]).
+pub(crate) const RECOMPUTE_AFTER_EDIT: usize = 16;
 
 impl<'m> Session<'m> {
     pub(crate) fn new(
@@ -30,6 +58,8 @@ impl<'m> Session<'m> {
         ctx: Context<'m>,
         prefill_chunk: usize,
         kv_reuse: bool,
+        kv_shift: bool,
+        kv_documents_bytes: usize,
     ) -> Session<'m> {
         let prefill_chunk = prefill_chunk.clamp(1, ctx.n_batch());
         Session {
@@ -38,14 +68,92 @@ impl<'m> Session<'m> {
             cached: Vec::new(),
             prefill_chunk,
             kv_reuse,
+            kv_shift: kv_reuse && kv_shift,
             costs: CostModel::default(),
+            logits_for: None,
+            document: None,
+            saved: SavedDocs::new(if kv_reuse { kv_documents_bytes } else { 0 }),
+            decode_cpu_from: None,
+            parked: None,
         }
+    }
+
+    /// Notes that the job's prompt is in the cache and generation starts: CPU spent from now
+    /// on is lost if the job is cancelled (what came before stays in the cache; without KV
+    /// reuse nothing does, and the mark is set when the job starts).
+    pub(crate) fn mark_decode_start(&mut self) {
+        self.decode_cpu_from
+            .get_or_insert_with(crate::engine::process_cpu_us);
+    }
+
+    /// When the last job started generating (process CPU µs); clears it.
+    pub(crate) fn take_decode_start(&mut self) -> Option<u64> {
+        self.decode_cpu_from.take()
     }
 
     /// Forgets the cache; used after a failed or panicked job so the next one starts clean.
     pub(crate) fn reset(&mut self) {
         self.ctx.clear();
         self.cached.clear();
+        self.logits_for = None;
+        self.parked = None;
+    }
+
+    /// Forgets the parked tokens.
+    fn drop_parked(&mut self) -> Result<(), EngineError> {
+        if self.parked.take().is_some() {
+            self.ctx.drop_parked()?;
+        }
+        Ok(())
+    }
+
+    /// Parked tokens, for tests and statistics.
+    pub(crate) fn n_parked(&self) -> usize {
+        self.parked.as_ref().map_or(0, |p| p.tokens.len())
+    }
+
+    /// Makes the cache `document`'s: the one it holds is saved (within the byte budget) and
+    /// the document's own saved cache, if any, is put back. Returns whether one was. Without a
+    /// document (or a budget) the cache stays as it is, for the longest common prefix to use.
+    pub(crate) fn switch_document(&mut self, document: Option<u64>) -> Result<bool, EngineError> {
+        if document.is_none() || document == self.document || !self.saved.enabled() {
+            self.document = document.or(self.document);
+            return Ok(false);
+        }
+        self.drop_parked()?;
+        if let Some(current) = self.document {
+            if !self.cached.is_empty() {
+                let saved = self.ctx.save()?;
+                let bytes = saved.bytes();
+                self.saved
+                    .put(current, saved, std::mem::take(&mut self.cached), bytes);
+            }
+        }
+        self.document = document;
+        self.logits_for = None;
+        let Some((saved, tokens)) = document.and_then(|d| self.saved.take(d)) else {
+            // Nothing kept: the cache still holds the previous document's tokens, which the
+            // prompt may share a prefix with (a license header); `cached` says what is there.
+            if self.cached.is_empty() {
+                self.reset();
+            }
+            return Ok(false);
+        };
+        match self.ctx.restore(&saved) {
+            Ok(()) => {
+                self.cached = tokens;
+                Ok(true)
+            }
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Documents whose caches are kept in memory, and their bytes.
+    pub(crate) fn saved_documents(&self) -> (usize, usize) {
+        (self.saved.len(), self.saved.bytes())
     }
 
     pub(crate) fn model(&self) -> &'m Model {
@@ -99,23 +207,76 @@ impl<'m> Session<'m> {
         mut on_progress: Option<&mut ProgressFn>,
     ) -> Result<bool, EngineError> {
         let started = Instant::now();
-        let plan = reuse::plan(&self.cached, prompt, self.kv_reuse);
-        self.truncate(plan.n_keep)?;
-        stats.n_reused += plan.n_keep;
+        let mut plan = reuse::plan(&self.cached, prompt, self.kv_reuse);
+        if self.kv_reuse && self.logits_for == Some(prompt.len()) && self.cached == prompt {
+            // A prefill-only job left exactly this prompt and its last logits behind.
+            plan.n_keep = prompt.len();
+        }
+        let n_keep = plan.n_keep;
+        if self.kv_shift && self.parked.is_none() && self.cached.len() >= n_keep + PARK_MIN {
+            // Set the rest aside rather than drop it: the prompt may come back to it.
+            self.logits_for = None;
+            self.ctx.park(n_keep)?;
+            self.parked = Some(Parked {
+                tokens: self.cached.split_off(n_keep),
+                start: n_keep,
+            });
+        } else {
+            self.truncate(n_keep)?;
+        }
+        stats.n_reused += n_keep;
 
-        let rest = &prompt[plan.n_keep..];
-        let n_chunks = rest.len().div_ceil(self.prefill_chunk);
-        for (i, chunk) in rest.chunks(self.prefill_chunk).enumerate() {
-            if cancel.is_cancelled() {
+        let mut at = n_keep;
+        let found = self.parked.as_ref().and_then(|p| {
+            let rest = &prompt[at..];
+            reuse::splice(
+                &p.tokens,
+                rest,
+                RECOMPUTE_AFTER_EDIT,
+                rest.len().saturating_sub(1),
+            )
+            .map(|s| (s, p.start + s.from))
+        });
+        if let Some((splice, src)) = found {
+            let lead = &prompt[at..at + splice.lead];
+            if !self.eval_chunks(lead, false, cancel, stats, &mut on_progress)? {
                 stats.prefill_ms += ms_since(started);
                 return Ok(false);
             }
-            let logits = if i + 1 == n_chunks {
+            at += splice.lead;
+            self.ctx.unpark(src, splice.len, at)?;
+            self.parked = None;
+            self.cached.extend_from_slice(&prompt[at..at + splice.len]);
+            at += splice.len;
+            stats.n_reused += splice.len;
+            stats.n_shifted += splice.len;
+        }
+        let done = self.eval_chunks(&prompt[at..], true, cancel, stats, &mut on_progress)?;
+        stats.prefill_ms += ms_since(started);
+        Ok(done)
+    }
+
+    /// Evaluates `tokens` in chunks, checking `cancel` between them; the last chunk's last
+    /// logits when `logits`. `false` when cancelled.
+    fn eval_chunks(
+        &mut self,
+        tokens: &[TokenId],
+        logits: bool,
+        cancel: &CancelToken,
+        stats: &mut JobStats,
+        on_progress: &mut Option<&mut ProgressFn>,
+    ) -> Result<bool, EngineError> {
+        let n_chunks = tokens.len().div_ceil(self.prefill_chunk);
+        for (i, chunk) in tokens.chunks(self.prefill_chunk).enumerate() {
+            if cancel.is_cancelled() {
+                return Ok(false);
+            }
+            let want = if logits && i + 1 == n_chunks {
                 Logits::Last
             } else {
                 Logits::None
             };
-            self.eval(chunk, logits)?;
+            self.eval(chunk, want)?;
             stats.n_evaluated += chunk.len();
             if let Some(f) = on_progress.as_mut() {
                 f(&Progress {
@@ -124,7 +285,6 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        stats.prefill_ms += ms_since(started);
         Ok(true)
     }
 
@@ -141,6 +301,10 @@ impl<'m> Session<'m> {
             n_prompt: prompt.len(),
             ..JobStats::default()
         };
+        if !self.kv_reuse {
+            // Nothing this job evaluates outlives it.
+            self.mark_decode_start();
+        }
         if !self.prefill(prompt, cancel, &mut stats, on_progress)? {
             return Ok(Err(Outcome::Cancelled(stats)));
         }
@@ -149,8 +313,16 @@ impl<'m> Session<'m> {
 
     /// Evaluates `tokens` at the next positions (one llama.cpp call).
     pub(crate) fn eval(&mut self, tokens: &[TokenId], logits: Logits) -> Result<(), EngineError> {
+        self.logits_for = None;
+        if self.cached.len() + tokens.len() + self.n_parked() > self.n_ctx() {
+            // The parked cells share the context's room; the prompt comes first.
+            self.drop_parked()?;
+        }
         self.ctx.decode(tokens, self.cached.len(), logits)?;
         self.cached.extend_from_slice(tokens);
+        if logits == Logits::Last && !tokens.is_empty() {
+            self.logits_for = Some(self.cached.len());
+        }
         Ok(())
     }
 
@@ -159,6 +331,7 @@ impl<'m> Session<'m> {
         if n == 0 {
             self.reset();
         } else if n < self.cached.len() {
+            self.logits_for = None;
             self.ctx.truncate(n)?;
             self.cached.truncate(n);
         }
@@ -191,6 +364,7 @@ impl<'m> Session<'m> {
         let n_ctx = self.n_ctx();
 
         let decode_started = Instant::now();
+        self.mark_decode_start();
         let sampling = req.sampling;
         let mut sampler = Sampler::new(&sampling);
         let mut out = Emitter::new(self.model, req);

@@ -56,6 +56,7 @@ pub(crate) fn run(
         Ok(stats) => stats,
         Err(cancelled) => return Ok(cancelled),
     };
+    target.mark_decode_start();
     let n_ctx = target.n_ctx();
     let mut draft_stream = match &mut source {
         DraftSource::Model { session, prompt } => match session.check_prompt(prompt) {

@@ -112,12 +112,19 @@ pub struct ReplayBenchArgs {
     /// The server's `debounceMs`.
     #[arg(long, default_value_t = 40)]
     pub debounce_ms: u64,
+    /// The server's `debounceMaxMs` (the adaptive debounce's ceiling; `--debounce-ms` or less
+    /// fixes the debounce).
+    #[arg(long, default_value_t = 250)]
+    pub debounce_max_ms: u64,
     /// The server's `maxTokens`.
     #[arg(long, default_value_t = 16)]
     pub max_tokens: u32,
     /// The server's `threads` (0: its default policy).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+    /// Any other server setting, as KEY=JSON (e.g. `--set windowMaxChars=2048`); repeatable.
+    #[arg(long = "set", value_name = "KEY=JSON", value_parser = parse_setting)]
+    pub settings: Vec<(String, serde_json::Value)>,
     /// Typing speed against a person's (2: twice as fast). For short harness checks.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
@@ -379,6 +386,15 @@ pub struct MakeModelArgs {
     pub vocab: PathBuf,
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// `KEY=JSON` (a bare word that is not JSON is taken as a string).
+fn parse_setting(arg: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not KEY=JSON"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::json!(value));
+    Ok((key.to_owned(), value))
 }
 
 #[cfg(test)]

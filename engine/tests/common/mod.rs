@@ -26,16 +26,21 @@ pub fn tiny_model() -> PathBuf {
 }
 
 pub fn tiny_engine(kv_reuse: bool) -> Engine {
+    tiny_engine_with(|c| c.kv_reuse = kv_reuse)
+}
+
+/// The tiny model's engine as the tests run it, with `change` applied to its configuration.
+pub fn tiny_engine_with(change: impl FnOnce(&mut EngineConfig)) -> Engine {
     let mut config = EngineConfig::new(tiny_model());
     config.n_ctx = 2048;
     config.n_threads = 1;
     config.n_threads_batch = 1;
-    config.kv_reuse = kv_reuse;
     // llama.cpp's CPU flash-attention kernel accumulates in F16, so with it the logits of the
     // same prompt split into different batches differ by ~1e-3 (measured: top-2 margins moved
     // by up to 3e-3 between prefill chunks of 16, 64 and 512). Without it they are identical,
     // which is what lets these tests demand token-identical reuse.
     config.flash_attention = false;
+    change(&mut config);
     Engine::start(config).expect("start engine on the tiny model")
 }
 

@@ -67,8 +67,10 @@ pub struct ServerConfig {
     pub gpu_layers: Option<u32>,
     /// Most tokens generated per suggestion.
     pub max_tokens: u32,
-    /// Quiet time after a keystroke before the model is asked, in milliseconds.
+    /// Quiet time after a keystroke before the model generates, in milliseconds.
     pub debounce_ms: u64,
+    /// The debounce adapts to the user's typing rhythm up to this; `<= debounceMs` fixes it.
+    pub debounce_max_ms: u64,
     pub multi_line: MultiLine,
     /// Candidates returned for an explicitly invoked inline completion.
     pub inline_candidates: u32,
@@ -81,6 +83,8 @@ pub struct ServerConfig {
     pub speculation: SpeculationMode,
     /// Most tokens drafted per verification (the draft length adapts up to it).
     pub draft_max: u32,
+    /// Memory for the KV caches of documents other than the one being completed (MiB).
+    pub document_cache_mb: u32,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
             gpu_layers: None,
             max_tokens: 64,
             debounce_ms: 40,
+            debounce_max_ms: 250,
             multi_line: MultiLine::Auto,
             inline_candidates: 3,
             completion_popup: CompletionPopup::Auto,
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             use_target: UseTarget::Auto,
             speculation: SpeculationMode::Auto,
             draft_max: 8,
+            document_cache_mb: 128,
         }
     }
 }
@@ -108,8 +114,9 @@ impl Default for ServerConfig {
 /// servers with `AMD_LSP_BENCH_REUSE` to measure the baselines side by side with the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReuseMode {
-    /// Everything this server does (today: the longest common prefix, with a prompt window
-    /// whose start stays put while typing).
+    /// Everything this server does: the longest common prefix with a prompt window whose
+    /// start stays put while typing, tokens taken back at shifted positions after a far edit,
+    /// the prompt evaluated during the debounce, and other documents' caches kept in memory.
     #[default]
     Full,
     /// The longest common prefix only, with a window that moves with every new line, as
@@ -178,6 +185,12 @@ impl ServerConfig {
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers.unwrap_or_else(default_gpu_layers);
         config.kv_reuse = ReuseMode::from_env() != ReuseMode::Cold;
+        config.kv_shift = ReuseMode::from_env() == ReuseMode::Full;
+        // The baselines (llama-server's one slot, or no reuse) keep one cache.
+        config.kv_documents_bytes = match ReuseMode::from_env() {
+            ReuseMode::Full => (self.document_cache_mb as usize) << 20,
+            ReuseMode::Prefix | ReuseMode::Cold => 0,
+        };
         config.target = self.target_model.as_ref().map(|path| TargetConfig {
             model_path: path.clone(),
             gpu_layers: config.gpu_layers,
@@ -193,12 +206,14 @@ impl ServerConfig {
             self.threads,
             self.context_size,
             self.gpu_layers,
+            self.document_cache_mb,
         ) != (
             &next.model,
             &next.target_model,
             next.threads,
             next.context_size,
             next.gpu_layers,
+            next.document_cache_mb,
         )
     }
 }

@@ -95,6 +95,12 @@ pub struct ServerState {
     overheads: Mutex<Latencies>,
     /// Time to answer a type-through cache hit.
     cache_hits: Mutex<Latencies>,
+    /// How long requests that reached the model waited for the debounce, and how long they
+    /// took from then on.
+    debounces: Mutex<Latencies>,
+    after_debounce: Mutex<Latencies>,
+    /// The user's typing rhythm (adaptive debounce).
+    pub rhythm: Mutex<super::completion::rhythm::Rhythm>,
     last_job: Mutex<Option<JobStats>>,
     pub shutting_down: AtomicBool,
 }
@@ -121,6 +127,9 @@ impl ServerState {
             latencies: Mutex::new(Latencies::default()),
             overheads: Mutex::new(Latencies::default()),
             cache_hits: Mutex::new(Latencies::default()),
+            debounces: Mutex::new(Latencies::default()),
+            after_debounce: Mutex::new(Latencies::default()),
+            rhythm: Mutex::default(),
             last_job: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
         }
@@ -211,6 +220,20 @@ impl ServerState {
 
     pub fn record_cache_hit(&self, ms: f64) {
         lock(&self.cache_hits).record(ms);
+    }
+
+    /// Records a model request's debounce wait and the time from its end to the answer.
+    pub fn record_debounce(&self, waited_ms: f64, after_ms: f64) {
+        lock(&self.debounces).record(waited_ms);
+        lock(&self.after_debounce).record(after_ms);
+    }
+
+    /// p50, p95 and p99 of the debounce waits and of the time after them.
+    pub fn debounce_quantiles(&self) -> [[Option<f64>; 3]; 2] {
+        [&self.debounces, &self.after_debounce].map(|m| {
+            let l = lock(m);
+            [l.quantile(0.5), l.quantile(0.95), l.quantile(0.99)]
+        })
     }
 
     /// p50 and p95 of: request latency, server overhead, type-through hits.

@@ -93,10 +93,18 @@ async fn a_burst_of_requests_gets_one_answer_each_and_only_the_last_a_suggestion
     let status = c.status().await;
     assert_eq!(status["counters"]["requests"], 20);
     assert_eq!(status["counters"]["superseded"], 19);
+    // Each request put its prompt into the cache at once (a prefill-only job); only the last
+    // one generated. The prompt was evaluated once in all: the later prefills found it cached,
+    // and the generating job found its logits there too.
     assert_eq!(
-        status["engine"]["jobs"], 1,
-        "superseded requests never reached the engine"
+        status["engine"]["jobs"], 21,
+        "20 prefills and one generation: {status}"
     );
+    assert_eq!(
+        status["engine"]["tokensEvaluated"], status["lastJob"]["nPrompt"],
+        "{status}"
+    );
+    assert_eq!(status["lastJob"]["nEvaluated"], 0, "{status}");
     c.shutdown().await;
 }
 
@@ -314,7 +322,8 @@ async fn invoked_completion_offers_several_distinct_candidates() {
         .collect();
     assert_eq!(texts.len(), items.len(), "candidates are distinct");
     assert!(texts.iter().all(|t| t.starts_with("x = load(")));
-    assert_eq!(c.status().await["engine"]["jobs"], 3);
+    // A prefill, then one generation per candidate.
+    assert_eq!(c.status().await["engine"]["jobs"], 4);
     // An automatic request gets one.
     c.change(URI, 2, [[6, 9], [6, 9]], "p").await;
     let response = c.inline(URI, 6, 10).await;

@@ -59,6 +59,10 @@ impl Client {
         for (k, v) in env {
             command.env(k, v);
         }
+        // The server's log, when a benchmark is being looked into (with AMD_LSP_LOG=debug).
+        if let Some(path) = std::env::var_os("AMD_LSP_BENCH_LOG") {
+            command.arg("--log-file").arg(path);
+        }
         let mut child = command.spawn().context("cannot start amd-lsp --stdio")?;
         let stdin = Arc::new(Mutex::new(child.stdin.take().context("stdin")?));
         let stdout = child.stdout.take().context("stdout")?;

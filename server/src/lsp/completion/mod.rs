@@ -8,6 +8,7 @@
 
 pub mod latest;
 pub mod postprocess;
+pub mod rhythm;
 pub mod typethrough;
 pub mod window;
 
@@ -71,6 +72,9 @@ pub async fn suggest(
 ) -> Result<Option<Suggestion>> {
     let started = Instant::now();
     ServerState::bump(&state.counters.n_requests);
+    if !params.invoked {
+        lock(&state.rhythm).key(started);
+    }
     let enc = state.encoding();
     let config = state.config();
 
@@ -141,15 +145,6 @@ pub async fn suggest(
     }
 
     let ticket = state.latest.begin(&params.uri);
-    let debounce_started = Instant::now();
-    tokio::select! {
-        () = ticket.superseded.cancelled() => {
-            ServerState::bump(&state.counters.n_superseded);
-            return Ok(None);
-        }
-        () = tokio::time::sleep(Duration::from_millis(config.debounce_ms)) => {}
-    }
-    let mut waited_ms = ms_since(debounce_started);
     let Some(engine) = state.engine() else {
         ServerState::bump(&state.counters.n_empty);
         return Ok(None);
@@ -209,6 +204,32 @@ pub async fn suggest(
             max_tokens: budget,
         }
     };
+    // The prompt goes into the KV cache now, while the debounce runs: that work is kept
+    // whatever comes next (the next keystroke's prompt shares it), and the job after the
+    // debounce then only generates. Dropped (superseded), it stops between chunks.
+    let _prefill = (ReuseMode::from_env() == ReuseMode::Full).then(|| {
+        engine.submit(CompletionRequest {
+            max_tokens: 0,
+            speculation: None,
+            ..request(prompt.clone(), model, Sampling::Greedy, &params.uri)
+        })
+    });
+    let wait_ms = if params.invoked {
+        config.debounce_ms
+    } else {
+        lock(&state.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms)
+    };
+    let debounce_started = Instant::now();
+    tokio::select! {
+        () = ticket.superseded.cancelled() => {
+            ServerState::bump(&state.counters.n_superseded);
+            return Ok(None);
+        }
+        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+    }
+    let debounce_ms = ms_since(debounce_started);
+    let after_debounce = Instant::now();
+    let mut waited_ms = debounce_ms;
     let around = Around {
         line_prefix: &at.line_prefix,
         line_suffix: &at.line_suffix,
@@ -227,19 +248,13 @@ pub async fn suggest(
             }
         };
         let job = engine.submit(CompletionRequest {
-            prompt: prompt.clone(),
             max_tokens: config.max_tokens,
-            sampling,
             stop: StopRules {
                 stop_strings: Vec::new(),
                 single_line: !multi_line,
             },
-            record_margins: false,
-            top_logprobs: 0,
-            model,
             speculation: speculation.clone(),
-            on_progress: None,
-            document: Some(document_key(&params.uri)),
+            ..request(prompt.clone(), model, sampling, &params.uri)
         });
         // Dropping `job` (superseded) cancels the engine's work.
         let job_started = Instant::now();
@@ -268,6 +283,7 @@ pub async fn suggest(
     }
     state.record_latency(ms_since(started));
     state.record_overhead(ms_since(started) - waited_ms);
+    state.record_debounce(debounce_ms, ms_since(after_debounce));
     if params.selected.is_none() {
         let shown = suggestion.texts.first().map(|t| Shown::new(&at, t.clone()));
         state.set_shown(&params.uri, shown);
@@ -293,6 +309,26 @@ fn word_start(rope: &Rope, line_start: usize, cursor: usize) -> usize {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .count();
     cursor - n_word
+}
+
+/// A greedy request for `prompt` with nothing extra; callers set what differs.
+fn request(prompt: Prompt, model: ModelRole, sampling: Sampling, uri: &Uri) -> CompletionRequest {
+    CompletionRequest {
+        prompt,
+        max_tokens: 0,
+        sampling,
+        stop: StopRules::default(),
+        record_margins: false,
+        top_logprobs: 0,
+        model,
+        speculation: None,
+        on_progress: None,
+        document: Some(document_key(uri)),
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The engine's opaque key for a document.

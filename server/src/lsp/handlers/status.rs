@@ -44,14 +44,22 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "cancelled": get(&ec.n_cancelled),
             "failed": get(&ec.n_failed),
             "tokensReused": get(&ec.n_tokens_reused),
+            "tokensShifted": get(&ec.n_tokens_shifted),
             "tokensEvaluated": get(&ec.n_tokens_evaluated),
             "tokensGenerated": get(&ec.n_tokens_generated),
             "tokensChanged": get(&ec.n_tokens_changed),
             "cpuMs": get(&ec.cpu_us) as f64 / 1000.0,
             "cpuMsCancelled": get(&ec.cpu_us_cancelled) as f64 / 1000.0,
+            "cpuMsSuperseded": get(&ec.cpu_us_superseded) as f64 / 1000.0,
+            "restored": get(&ec.n_restored),
+            "savedDocuments": get(&ec.saved_documents),
+            "savedMb": get(&ec.saved_bytes) as f64 / f64::from(1u32 << 20),
         })
     });
     let [(p50, p95), (overhead_p50, overhead_p95), (hit_p50, hit_p95)] = state.latency_quantiles();
+    let [debounce, after_debounce] = state
+        .debounce_quantiles()
+        .map(|[p50, p95, p99]| json!({ "p50": p50, "p95": p95, "p99": p99 }));
     let last_job = state.last_job().map(|s| {
         json!({
             "nPrompt": s.n_prompt,
@@ -60,6 +68,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "nGenerated": s.n_generated,
             "nChanged": s.n_changed,
             "cpuMs": s.cpu_ms,
+            "cpuDecodeMs": s.cpu_decode_ms,
+            "restored": s.restored,
             "prefillMs": s.prefill_ms,
             "decodeMs": s.decode_ms,
             "nDrafted": s.n_drafted,
@@ -93,6 +103,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         "latencyMs": { "p50": p50, "p95": p95 },
         "overheadMs": { "p50": overhead_p50, "p95": overhead_p95 },
         "cacheHitMs": { "p50": hit_p50, "p95": hit_p95 },
+        "debounceMs": debounce,
+        "afterDebounceMs": after_debounce,
         "lastJob": last_job,
     })
 }

@@ -1,0 +1,139 @@
+//! Reuse beyond the common prefix: tokens parked after a far edit and taken back at shifted
+//! positions (approximate: checked against cold runs), and other documents' caches saved and
+//! put back (exact: token-identical to cold).
+
+mod common;
+
+use amd_engine::{Completion, CompletionRequest, Engine, Outcome, Prompt};
+use common::{block_on, fixtures, tiny_engine, tiny_engine_with};
+
+fn run(engine: &Engine, prompt: &[i32], document: Option<u64>) -> Completion {
+    let mut req = CompletionRequest::greedy(Prompt::Tokens(prompt.to_vec()), 8);
+    req.record_margins = true;
+    req.document = document;
+    match block_on(engine.submit(req)).expect("job") {
+        Outcome::Completed(c) => c,
+        Outcome::Cancelled(_) => panic!("nothing cancelled this job"),
+    }
+}
+
+fn tokens(engine: &Engine, text: &str) -> Vec<i32> {
+    block_on(engine.tokenize(text.to_owned(), true)).expect("tokenize")
+}
+
+fn heapq() -> String {
+    let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
+    text.chars().take(3000).collect()
+}
+
+/// The user goes up the file, types a comment at the end of a line, and comes back to where
+/// they were: the way back evaluates the edit and a few tokens after it, not the whole rest.
+/// Over many such edits the suggestions agree with a cold evaluation of the same prompt.
+#[test]
+fn shifted_reuse_after_far_edits_stays_close_to_cold() {
+    let warm = tiny_engine(true);
+    let cold = tiny_engine(false);
+    let doc = heapq();
+    let line_ends: Vec<usize> = doc.match_indices('\n').map(|(i, _)| i).collect();
+    let (mut n_same, mut n_first_same, mut n_trials) = (0, 0, 0);
+    let mut worst_margin_differing = 0.0f32;
+    for (k, &at) in line_ends.iter().skip(5).step_by(4).take(12).enumerate() {
+        let edit = format!(" # edit {k}");
+        let edited = format!("{}{edit}{}", &doc[..at], &doc[at..]);
+        // Typing at the end of the file, then at the edit, then at the end again.
+        let before = tokens(&warm, &doc);
+        run(&warm, &before, Some(1));
+        let far = tokens(&warm, &edited[..at + edit.len()]);
+        run(&warm, &far, Some(1));
+        let back = tokens(&warm, &edited);
+        let got = run(&warm, &back, Some(1));
+        let want = run(&cold, &back, Some(1));
+        assert!(
+            got.stats.n_shifted + 2 * amd_engine::reuse::MAX_LEAD >= back.len() - far.len(),
+            "edit {k}: what follows the edit is reused shifted: {:?}",
+            got.stats
+        );
+        assert!(
+            got.stats.n_evaluated <= back.len() - far.len() + 2 * amd_engine::reuse::MAX_LEAD,
+            "edit {k}: the way back evaluates the edit and a window after it: {:?}",
+            got.stats
+        );
+        n_trials += 1;
+        n_same += usize::from(got.tokens == want.tokens);
+        n_first_same += usize::from(got.tokens.first() == want.tokens.first());
+        if got.tokens != want.tokens {
+            let i = amd_engine::reuse::common_prefix(&got.tokens, &want.tokens);
+            worst_margin_differing = worst_margin_differing.max(want.margins[i]);
+        }
+    }
+    eprintln!(
+        "{n_trials} far edits: {n_same} suggestions identical to cold, {n_first_same} first tokens \
+         identical; largest cold top-2 margin where they differ: {worst_margin_differing}"
+    );
+    assert_eq!(n_trials, 12);
+    assert!(
+        n_first_same * 10 >= n_trials * 9,
+        "{n_first_same}/{n_trials}"
+    );
+    assert!(n_same * 10 >= n_trials * 7, "{n_same}/{n_trials}");
+}
+
+/// The window start moved forward (the prompt lost its first lines): the rest is taken back
+/// shifted instead of evaluated again.
+#[test]
+fn a_moved_window_start_is_reused_shifted() {
+    let warm = tiny_engine(true);
+    let doc = heapq();
+    let first = tokens(&warm, &doc);
+    run(&warm, &first, Some(1));
+    let cut = doc[..]
+        .match_indices('\n')
+        .nth(10)
+        .map(|(i, _)| i + 1)
+        .expect("lines");
+    let moved = tokens(&warm, &format!("{}x = 1\n", &doc[cut..]));
+    let got = run(&warm, &moved, Some(1));
+    assert!(
+        got.stats.n_shifted + 16 + 32 >= moved.len(),
+        "reused shifted: {:?} of {}",
+        got.stats,
+        moved.len()
+    );
+    // Without shifting, only the BOS token would be kept.
+    let exact = tiny_engine_with(|c| c.kv_shift = false);
+    run(&exact, &first, Some(1));
+    let got = run(&exact, &moved, Some(1));
+    assert_eq!((got.stats.n_reused, got.stats.n_shifted), (1, 0));
+}
+
+/// Switching between documents puts each one's cache back: nothing is evaluated again, and
+/// the suggestions are token-identical to a cold run (the saved state is exact).
+#[test]
+fn switching_documents_restores_their_caches_exactly() {
+    let warm = tiny_engine(true);
+    let cold = tiny_engine(false);
+    let doc = heapq();
+    let a = tokens(&warm, &doc[..1500]);
+    let b = tokens(&warm, &doc[1500..]);
+    run(&warm, &a, Some(1));
+    run(&warm, &b, Some(2));
+    for round in 0..3 {
+        for (key, prompt) in [(1, &a), (2, &b)] {
+            let got = run(&warm, prompt, Some(key));
+            assert!(
+                got.stats.restored,
+                "round {round}, doc {key}: {:?}",
+                got.stats
+            );
+            assert!(got.stats.n_evaluated <= 1, "round {round}: {:?}", got.stats);
+            assert_eq!(got.tokens, run(&cold, prompt, None).tokens, "round {round}");
+        }
+    }
+    // Without a budget, a switch starts over.
+    let single = tiny_engine_with(|c| c.kv_documents_bytes = 0);
+    run(&single, &a, Some(1));
+    run(&single, &b, Some(2));
+    let got = run(&single, &a, Some(1));
+    assert!(!got.stats.restored);
+    assert!(got.stats.n_evaluated > a.len() / 2, "{:?}", got.stats);
+}
