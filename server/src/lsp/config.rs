@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub draft_max: u32,
     /// Memory for the KV caches of documents other than the one being completed (MiB).
     pub document_cache_mb: u32,
+    /// Once a suggestion is shown, compute the next one as if it were accepted.
+    pub precompute_next: bool,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             speculation: SpeculationMode::Auto,
             draft_max: 8,
             document_cache_mb: 128,
+            precompute_next: true,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Counters {
     pub n_superseded: AtomicU64,
     pub n_cancelled: AtomicU64,
     pub n_cache_hits: AtomicU64,
+    /// Next suggestions computed in the background, and requests they answered.
+    pub n_precomputed: AtomicU64,
+    pub n_precomputed_hits: AtomicU64,
     pub n_suggestions: AtomicU64,
     pub n_empty: AtomicU64,
     pub n_errors: AtomicU64,
@@ -88,6 +91,8 @@ pub struct ServerState {
     pub load_generation: AtomicU64,
     pub latest: LatestWins,
     shown: Mutex<HashMap<Uri, Shown>>,
+    /// The suggestion that follows the shown one, as if it were accepted.
+    next: Mutex<HashMap<Uri, Shown>>,
     windows: Mutex<HashMap<Uri, usize>>,
     pub counters: Counters,
     latencies: Mutex<Latencies>,
@@ -109,6 +114,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sets (`Some`) or removes (`None`) a document's entry.
+fn put<T>(map: &Mutex<HashMap<Uri, T>>, uri: &Uri, value: Option<T>) {
+    let mut map = lock(map);
+    match value {
+        Some(v) => map.insert(uri.clone(), v),
+        None => map.remove(uri),
+    };
+}
+
 impl ServerState {
     pub fn new(client: Client, cli_model: Option<PathBuf>) -> ServerState {
         ServerState {
@@ -122,6 +136,7 @@ impl ServerState {
             load_generation: AtomicU64::new(0),
             latest: LatestWins::default(),
             shown: Mutex::new(HashMap::new()),
+            next: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             latencies: Mutex::new(Latencies::default()),
@@ -188,11 +203,15 @@ impl ServerState {
     }
 
     pub fn set_shown(&self, uri: &Uri, shown: Option<Shown>) {
-        let mut map = lock(&self.shown);
-        match shown {
-            Some(s) => map.insert(uri.clone(), s),
-            None => map.remove(uri),
-        };
+        put(&self.shown, uri, shown);
+    }
+
+    pub fn next(&self, uri: &Uri) -> Option<Shown> {
+        lock(&self.next).get(uri).cloned()
+    }
+
+    pub fn set_next(&self, uri: &Uri, next: Option<Shown>) {
+        put(&self.next, uri, next);
     }
 
     pub fn window_start(&self, uri: &Uri) -> Option<usize> {
@@ -206,6 +225,7 @@ impl ServerState {
     /// Forgets everything kept for a closed document.
     pub fn forget(&self, uri: &Uri) {
         lock(&self.shown).remove(uri);
+        lock(&self.next).remove(uri);
         lock(&self.windows).remove(uri);
         self.latest.cancel(uri);
     }

@@ -10,6 +10,16 @@ const URI: &str = "file:///work/demo.py";
 const DOC: &str =
     "import os\n\ndef load(path):\n    with open(path) as f:\n        return f.read()\n\nx = load(";
 
+/// The text the single suggestion adds after the cursor at `x = load(`.
+fn suggested_after_line(response: &Value) -> String {
+    only_item(response).expect("a suggestion")["insertText"]
+        .as_str()
+        .expect("text")
+        .strip_prefix("x = load(")
+        .expect("starts with the line")
+        .to_owned()
+}
+
 /// The single inline item of a response, or `None` for an empty answer.
 fn only_item(response: &Value) -> Option<&Value> {
     if response.is_null() {
@@ -64,7 +74,7 @@ async fn a_burst_of_requests_gets_one_answer_each_and_only_the_last_a_suggestion
     let setup = ClientSetup {
         // Long enough that no request can finish its wait before the next one arrives, even on a
         // stalled CI machine; superseded requests answer at once, so only the last one waits.
-        options: json!({"debounceMs": 2000}),
+        options: json!({"debounceMs": 2000, "precomputeNext": false}),
         ..ClientSetup::default()
     };
     let (mut c, _) = TestClient::start(setup).await;
@@ -138,16 +148,15 @@ async fn cancel_request_is_answered_with_request_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_through_a_suggestion_is_served_without_the_engine() {
-    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    let setup = ClientSetup {
+        options: json!({"precomputeNext": false}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
     c.wait_model_ready().await;
     c.open(URI, DOC).await;
     let first = c.inline(URI, 6, 9).await;
-    let shown = only_item(&first).expect("a suggestion")["insertText"]
-        .as_str()
-        .expect("text")
-        .strip_prefix("x = load(")
-        .expect("starts with the line")
-        .to_owned();
+    let shown = suggested_after_line(&first);
     let typed: String = shown.chars().take(2).collect();
     let jobs_before = c.status().await["engine"]["jobs"].clone();
 
@@ -328,6 +337,42 @@ async fn invoked_completion_offers_several_distinct_candidates() {
     c.change(URI, 2, [[6, 9], [6, 9]], "p").await;
     let response = c.inline(URI, 6, 10).await;
     assert_eq!(response["items"].as_array().map(Vec::len), Some(1));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_suggestion_is_followed_by_the_precomputed_next_one() {
+    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let first = c.inline(URI, 6, 9).await;
+    let shown = suggested_after_line(&first);
+    assert!(!shown.contains('\n'), "{shown:?}");
+    // The next suggestion is computed in the background.
+    let mut status = c.status().await;
+    for _ in 0..400 {
+        if status["counters"]["precomputed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        status = c.status().await;
+    }
+    assert_eq!(status["counters"]["precomputed"], 1, "{status}");
+    let jobs_before = status["engine"]["jobs"].clone();
+
+    // Accept: the editor inserts the suggestion and asks again at the end of it.
+    c.change(URI, 2, [[6, 9], [6, 9]], &shown).await;
+    let col = 9 + shown.encode_utf16().count() as u32;
+    let second = c.inline(URI, 6, col).await;
+    let item = only_item(&second).expect("the precomputed suggestion");
+    let text = item["insertText"].as_str().expect("text");
+    assert!(
+        text.starts_with(&format!("x = load({shown}")) && text.len() > 9 + shown.len(),
+        "{text:?}"
+    );
+    let status = c.status().await;
+    assert_eq!(status["counters"]["precomputedHits"], 1, "{status}");
+    assert_eq!(status["engine"]["jobs"], jobs_before, "no engine call");
     c.shutdown().await;
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amd_engine::{
-    CompletionRequest, DraftLength, Drafter, ModelRole, Outcome, Prompt, Sampling, Speculation,
-    StopRules,
+    CompletionRequest, DraftLength, Drafter, Engine, ModelRole, Outcome, Prompt, Sampling,
+    Speculation, StopRules,
 };
 use anyhow::Result;
 use ropey::Rope;
@@ -25,8 +25,8 @@ use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 
 use self::postprocess::Around;
 use self::typethrough::Shown;
-use self::window::{surroundings, window_start, WindowPolicy};
-use super::config::{MultiLine, ReuseMode, SpeculationMode, UseTarget};
+use self::window::{surroundings, window_start, Surroundings, WindowPolicy};
+use super::config::{MultiLine, ReuseMode, ServerConfig, SpeculationMode, UseTarget};
 use super::state::ServerState;
 
 /// How many other open documents prompt lookup searches, and how many characters of each
@@ -129,15 +129,25 @@ pub async fn suggest(
     // The suggestion on screen answers a request that wants one; one that asks for several
     // candidates (an explicit invocation: the user wants alternatives) goes to the model.
     if params.selected.is_none() && params.n_candidates <= 1 {
-        if let Some(rest) = state
-            .shown(&params.uri)
+        let on_screen = state.shown(&params.uri);
+        let rest = on_screen
             .as_ref()
             .and_then(|s| s.remaining(&at))
-        {
+            .map(str::to_owned)
+            .or_else(|| {
+                // The shown suggestion was accepted and the next one is ready.
+                let next = state.next(&params.uri)?;
+                let rest = next.remaining(&at)?.to_owned();
+                state.set_shown(&params.uri, Some(next));
+                state.set_next(&params.uri, None);
+                ServerState::bump(&state.counters.n_precomputed_hits);
+                Some(rest)
+            });
+        if let Some(rest) = rest {
             ServerState::bump(&state.counters.n_cache_hits);
             // Still the newest request for this document: an older one in flight answers now.
             drop(state.latest.begin(&params.uri));
-            suggestion.texts.push(rest.to_owned());
+            suggestion.texts.push(rest);
             state.record_latency(ms_since(started));
             state.record_cache_hit(ms_since(started));
             return Ok(Some(suggestion));
@@ -150,60 +160,12 @@ pub async fn suggest(
         return Ok(None);
     };
 
-    let multi_line = match config.multi_line {
-        MultiLine::Always => true,
-        MultiLine::Never => false,
-        MultiLine::Auto => {
-            at.line_suffix.trim().is_empty()
-                && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
-        }
-    };
-    let use_target = engine.target_info().is_some()
-        && match config.use_target {
-            UseTarget::Auto => multi_line || params.invoked,
-            UseTarget::Always => true,
-            UseTarget::Never => false,
-        };
-    let (model, info) = match engine.target_info() {
-        Some(target) if use_target => (ModelRole::Target, target),
-        _ => (ModelRole::Main, engine.info()),
-    };
-    let speculation = match (config.speculation, model) {
-        (SpeculationMode::Off, _) | (SpeculationMode::Auto, ModelRole::Main) => None,
-        (SpeculationMode::Lookup, _) => {
-            let mut lookup = Speculation::lookup(state.docs.others(
-                &params.uri,
-                LOOKUP_CORPUS_DOCS,
-                LOOKUP_CORPUS_CHARS,
-            ));
-            lookup.k = DraftLength::Adaptive {
-                init: 4,
-                max: config.draft_max.max(1) as usize,
-            };
-            Some(lookup)
-        }
-        (SpeculationMode::Auto | SpeculationMode::Model, ModelRole::Target) => Some(Speculation {
-            drafter: Drafter::Model,
-            k: DraftLength::Adaptive {
-                init: if engine.info().device == "CPU" { 2 } else { 4 },
-                max: config.draft_max.max(1) as usize,
-            },
-        }),
-        (SpeculationMode::Model, ModelRole::Main) => None,
-    };
-    let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
-    let prompt = if info.fim.is_some() {
-        Prompt::Fim {
-            prefix: at.prefix.clone(),
-            suffix: at.suffix.clone(),
-            max_tokens: budget,
-        }
-    } else {
-        Prompt::Prefix {
-            text: at.prefix.clone(),
-            max_tokens: budget,
-        }
-    };
+    let Plan {
+        prompt,
+        model,
+        speculation,
+        multi_line,
+    } = plan(state, &config, &engine, &at, &params);
     // The prompt goes into the KV cache now, while the debounce runs: that work is kept
     // whatever comes next (the next keystroke's prompt shares it), and the job after the
     // debounce then only generates. Dropped (superseded), it stops between chunks.
@@ -287,6 +249,17 @@ pub async fn suggest(
     if params.selected.is_none() {
         let shown = suggestion.texts.first().map(|t| Shown::new(&at, t.clone()));
         state.set_shown(&params.uri, shown);
+        state.set_next(&params.uri, None);
+        match suggestion.texts.first() {
+            Some(text)
+                if config.precompute_next
+                    && params.n_candidates <= 1
+                    && ReuseMode::from_env() == ReuseMode::Full =>
+            {
+                precompute_next(state, &params, engine, rope, cursor, start, text);
+            }
+            _ => {}
+        }
     }
     if suggestion.texts.is_empty() {
         ServerState::bump(&state.counters.n_empty);
@@ -309,6 +282,146 @@ fn word_start(rope: &Rope, line_start: usize, cursor: usize) -> usize {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .count();
     cursor - n_word
+}
+
+/// Computes, in the background and once the user is idle, the suggestion that follows
+/// `accepted` once it is accepted (inserted at `cursor`), for the type-through path to serve. The next request for the
+/// document supersedes it (a keystroke means the user did something else, or accepted before
+/// it was ready: then the model is asked as usual, its prompt already mostly in the cache).
+fn precompute_next(
+    state: &Arc<ServerState>,
+    params: &SuggestParams,
+    engine: Arc<Engine>,
+    mut rope: Rope,
+    cursor: usize,
+    start: usize,
+    accepted: &str,
+) {
+    // Claimed now, before any later request can arrive for this document.
+    let ticket = state.latest.begin(&params.uri);
+    rope.insert(cursor, accepted);
+    let at = surroundings(&rope, cursor + accepted.chars().count(), start);
+    let config = state.config();
+    let Plan {
+        prompt,
+        model,
+        speculation,
+        multi_line,
+    } = plan(state, &config, &engine, &at, params);
+    let request = CompletionRequest {
+        max_tokens: config.max_tokens,
+        stop: StopRules {
+            stop_strings: Vec::new(),
+            single_line: !multi_line,
+        },
+        speculation,
+        ..request(prompt, model, Sampling::Greedy, &params.uri)
+    };
+    // Only once the user has been idle as long as the debounce: someone typing on after a
+    // suggestion appeared costs nothing, and nobody accepts faster than that.
+    let idle_ms = lock(&state.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms);
+    let (state, uri) = (Arc::clone(state), params.uri.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = ticket.superseded.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(idle_ms)) => {}
+        }
+        let job = engine.submit(request);
+        let outcome = tokio::select! {
+            () = ticket.superseded.cancelled() => return,
+            outcome = job => outcome,
+        };
+        let Ok(Outcome::Completed(c)) = outcome else {
+            return;
+        };
+        let around = Around {
+            line_prefix: &at.line_prefix,
+            line_suffix: &at.line_suffix,
+            next_lines: at.next_lines(),
+            multi_line,
+        };
+        if let Some(text) = postprocess::clean(&c.text, &around) {
+            state.set_next(&uri, Some(Shown::new(&at, text)));
+            ServerState::bump(&state.counters.n_precomputed);
+        }
+    });
+}
+
+/// What the engine is asked for a cursor.
+struct Plan {
+    prompt: Prompt,
+    model: ModelRole,
+    speculation: Option<Speculation>,
+    multi_line: bool,
+}
+
+fn plan(
+    state: &ServerState,
+    config: &ServerConfig,
+    engine: &Engine,
+    at: &Surroundings,
+    params: &SuggestParams,
+) -> Plan {
+    let multi_line = match config.multi_line {
+        MultiLine::Always => true,
+        MultiLine::Never => false,
+        MultiLine::Auto => {
+            at.line_suffix.trim().is_empty()
+                && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
+        }
+    };
+    let use_target = engine.target_info().is_some()
+        && match config.use_target {
+            UseTarget::Auto => multi_line || params.invoked,
+            UseTarget::Always => true,
+            UseTarget::Never => false,
+        };
+    let (model, info) = match engine.target_info() {
+        Some(target) if use_target => (ModelRole::Target, target),
+        _ => (ModelRole::Main, engine.info()),
+    };
+    let speculation = match (config.speculation, model) {
+        (SpeculationMode::Off, _) | (SpeculationMode::Auto, ModelRole::Main) => None,
+        (SpeculationMode::Lookup, _) => {
+            let mut lookup = Speculation::lookup(state.docs.others(
+                &params.uri,
+                LOOKUP_CORPUS_DOCS,
+                LOOKUP_CORPUS_CHARS,
+            ));
+            lookup.k = DraftLength::Adaptive {
+                init: 4,
+                max: config.draft_max.max(1) as usize,
+            };
+            Some(lookup)
+        }
+        (SpeculationMode::Auto | SpeculationMode::Model, ModelRole::Target) => Some(Speculation {
+            drafter: Drafter::Model,
+            k: DraftLength::Adaptive {
+                init: if engine.info().device == "CPU" { 2 } else { 4 },
+                max: config.draft_max.max(1) as usize,
+            },
+        }),
+        (SpeculationMode::Model, ModelRole::Main) => None,
+    };
+    let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
+    let prompt = if info.fim.is_some() {
+        Prompt::Fim {
+            prefix: at.prefix.clone(),
+            suffix: at.suffix.clone(),
+            max_tokens: budget,
+        }
+    } else {
+        Prompt::Prefix {
+            text: at.prefix.clone(),
+            max_tokens: budget,
+        }
+    };
+    Plan {
+        prompt,
+        model,
+        speculation,
+        multi_line,
+    }
 }
 
 /// A greedy request for `prompt` with nothing extra; callers set what differs.

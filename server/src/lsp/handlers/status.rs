@@ -95,6 +95,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "superseded": get(&c.n_superseded),
             "cancelled": get(&c.n_cancelled),
             "cacheHits": get(&c.n_cache_hits),
+            "precomputed": get(&c.n_precomputed),
+            "precomputedHits": get(&c.n_precomputed_hits),
             "suggestions": get(&c.n_suggestions),
             "empty": get(&c.n_empty),
             "errors": get(&c.n_errors),
