@@ -107,8 +107,8 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Parked tokens, for tests and statistics.
-    pub(crate) fn n_parked(&self) -> usize {
+    /// How many cells the parked tokens occupy (they share the context's room).
+    fn n_parked(&self) -> usize {
         self.parked.as_ref().map_or(0, |p| p.tokens.len())
     }
 
@@ -132,8 +132,9 @@ impl<'m> Session<'m> {
         self.document = document;
         self.logits_for = None;
         let Some((saved, tokens)) = document.and_then(|d| self.saved.take(d)) else {
-            // Nothing kept: the cache still holds the previous document's tokens, which the
-            // prompt may share a prefix with (a license header); `cached` says what is there.
+            // Nothing kept for this document. If the previous one's cache was not saved away
+            // (no key for it), it stays for the common prefix to use (a license header);
+            // otherwise `cached` is empty and the context is cleared to match.
             if self.cached.is_empty() {
                 self.reset();
             }
