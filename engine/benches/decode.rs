@@ -1,7 +1,8 @@
 //! Engine throughput against the same loop written directly on llama-cpp-2.
 //!
 //! `cargo bench -p amd-engine --bench decode -- [--reps N] [--types f16,q8_0] [--threads 1,2]
-//! [--chunks 64,512] [--fa on,off] [--gen N] [--busy]`
+//! [--chunks 64,512] [--fa on,off] [--keys q8_0,f16] [--parked 0,512] [--gen N] [--decode-ctx N]
+//! [--busy]`
 //!
 //! Makes the AMD-Llama-135m-shaped random model (F16 and Q8_0) under `target/bench-models/`
 //! on first use. Each measurement runs in a child process (llama.cpp's backend can be set up
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
-use amd_engine::{CompletionRequest, Engine, EngineConfig, Prompt};
+use amd_engine::{CompletionRequest, Engine, EngineConfig, KvType, Prompt};
 
 const N_PREFILL: usize = 512;
 
@@ -37,6 +38,12 @@ fn main() {
     let threads = list(opt("--threads", "1,2"));
     let chunks = list(opt("--chunks", "128"));
     let fas = list(opt("--fa", "on"));
+    // Element type of the KV cache's keys (values are F16).
+    let keys = list(opt("--keys", "q8_0"));
+    // Ours only: with N > 0, the engine parks the N-token prompt evaluated before the decode
+    // prompt (as after an edit far above the cursor) instead of dropping it, and decodes with
+    // those cells still in the cache.
+    let parked = list(opt("--parked", "0"));
     let n_gen = opt("--gen", "128");
     // Tokens in the context before decoding starts (decode slows as the context grows).
     let decode_ctx = opt("--decode-ctx", "16");
@@ -56,18 +63,30 @@ fn main() {
     for (t, path) in &models {
         for th in &threads {
             let p = path.display().to_string();
-            for fa in &fas {
+            for (fa, k) in fas.iter().flat_map(|fa| keys.iter().map(move |k| (fa, k))) {
                 let direct = vec![
                     "direct".into(),
                     p.clone(),
                     th.clone(),
                     "0".into(),
                     fa.clone(),
+                    k.clone(),
                 ];
-                variants.push((format!("{t} {th}t direct fa {fa}"), direct));
-                for c in &chunks {
-                    let ours = vec!["ours".into(), p.clone(), th.clone(), c.clone(), fa.clone()];
-                    variants.push((format!("{t} {th}t ours chunk {c} fa {fa}"), ours));
+                variants.push((format!("{t} {th}t direct fa {fa} keys {k}"), direct));
+                for (c, n) in chunks
+                    .iter()
+                    .flat_map(|c| parked.iter().map(move |n| (c, n)))
+                {
+                    let ours = vec![
+                        "ours".into(),
+                        p.clone(),
+                        th.clone(),
+                        format!("{c}:{n}"),
+                        fa.clone(),
+                        k.clone(),
+                    ];
+                    let name = format!("{t} {th}t ours chunk {c} fa {fa} keys {k} parked {n}");
+                    variants.push((name, ours));
                 }
             }
         }
@@ -178,27 +197,48 @@ fn prompt_tokens(n: usize, salt: u32) -> Vec<i32> {
 
 /// Prints "load_ms prefill_tok_s decode_tok_s" for one variant.
 fn child(args: &[String]) {
-    let (kind, model, threads, chunk, fa, n_gen) = (
+    let (kind, model, threads, chunk, fa) = (
         args[0].as_str(),
         PathBuf::from(&args[1]),
         args[2].parse::<u32>().expect("threads"),
-        args[3].parse::<u32>().expect("chunk"),
+        args[3]
+            .split(':')
+            .next()
+            .unwrap_or("0")
+            .parse::<u32>()
+            .expect("chunk"),
         args[4] == "on",
-        args[5].parse::<usize>().expect("gen"),
     );
-    let decode_ctx = args[6].parse::<usize>().expect("decode ctx");
+    let parked: usize = args[3]
+        .split(':')
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .expect("parked");
+    let keys = match args[5].as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        "q8_0" => KvType::Q8_0,
+        other => panic!("unknown key type {other}"),
+    };
+    let n_gen = args[6].parse::<usize>().expect("gen");
+    let decode_ctx = args[7].parse::<usize>().expect("decode ctx");
     let r = match kind {
-        "ours" => ours(&model, threads, chunk, fa, n_gen, decode_ctx),
-        _ => direct::run(&model, threads, fa, n_gen, decode_ctx),
+        "ours" => ours(&model, threads, chunk, fa, keys, parked, n_gen, decode_ctx),
+        _ => direct::run(&model, threads, fa, keys, n_gen, decode_ctx),
     };
     let _ = writeln!(std::io::stdout(), "{} {} {}", r[0], r[1], r[2]);
 }
 
+// One argument per measured dimension, as the child's command line gives them.
+#[allow(clippy::too_many_arguments)]
 fn ours(
     model: &Path,
     threads: u32,
     chunk: u32,
     fa: bool,
+    keys: KvType,
+    parked: usize,
     n_gen: usize,
     decode_ctx: usize,
 ) -> [f64; 3] {
@@ -209,6 +249,9 @@ fn ours(
     config.n_threads_batch = threads;
     config.prefill_chunk = chunk;
     config.flash_attention = fa;
+    config.kv_types.keys = keys;
+    // The three prompts are unrelated: parking would keep each one's cells beside the next.
+    config.kv_shift = parked > 0;
     let engine = Engine::start(config).expect("start");
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let run = |tokens: Vec<i32>, max_tokens: usize| {
@@ -223,6 +266,10 @@ fn ours(
     run(prompt_tokens(64, 1), 0); // warm-up
     let prefill = run(prompt_tokens(N_PREFILL, 2), 0);
     let prefill_tok_s = prefill.stats.n_evaluated as f64 / (prefill.stats.prefill_ms / 1e3);
+    if parked > 0 {
+        // Evaluated, then parked by the decode prompt, which shares only BOS with it.
+        run(prompt_tokens(parked, 4), 0);
+    }
     let decode = run(prompt_tokens(decode_ctx, 3), n_gen);
     let decode_tok_s = decode.stats.n_generated as f64 / (decode.stats.decode_ms / 1e3);
     [load_ms, prefill_tok_s, decode_tok_s]
@@ -234,7 +281,8 @@ mod direct {
     use std::path::Path;
     use std::time::Instant;
 
-    use llama_cpp_2::context::params::LlamaContextParams;
+    use amd_engine::KvType;
+    use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
     use llama_cpp_2::llama_backend::LlamaBackend;
     use llama_cpp_2::llama_batch::LlamaBatch;
     use llama_cpp_2::model::params::LlamaModelParams;
@@ -247,6 +295,7 @@ mod direct {
         path: &Path,
         threads: u32,
         fa: bool,
+        keys: KvType,
         n_gen: usize,
         decode_ctx: usize,
     ) -> [f64; 3] {
@@ -261,6 +310,11 @@ mod direct {
             .with_n_ubatch(512)
             .with_n_threads(threads as i32)
             .with_n_threads_batch(threads as i32)
+            .with_type_k(match keys {
+                KvType::F16 => KvCacheType::F16,
+                KvType::F32 => KvCacheType::F32,
+                KvType::Q8_0 => KvCacheType::Q8_0,
+            })
             .with_flash_attention_policy(if fa {
                 llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO
             } else {

@@ -22,7 +22,8 @@ use crate::speculative::{self, DraftSource};
 use crate::text::Utf8Stream;
 use crate::validate;
 use crate::{
-    CompletionRequest, Drafter, EngineConfig, ModelInfo, ModelRole, Outcome, Prompt, TokenId,
+    CompletionRequest, Drafter, EngineConfig, KvType, KvTypes, ModelInfo, ModelRole, Outcome,
+    Prompt, TokenId,
 };
 
 /// Largest context chosen automatically when the configuration says 0.
@@ -134,6 +135,7 @@ pub struct Engine {
     tx: Option<mpsc::Sender<Msg>>,
     info: ModelInfo,
     target_info: Option<ModelInfo>,
+    kv_types: KvTypes,
     counters: Arc<EngineCounters>,
     thread: Option<JoinHandle<()>>,
 }
@@ -150,6 +152,9 @@ impl Engine {
     /// Validates the model file, starts the engine thread and waits until the model is loaded.
     pub fn start(mut config: EngineConfig) -> Result<Engine, LoadError> {
         let main = validate::check_model_file(&config.model_path, config.vocab_only)?;
+        if config.kv_types.values == KvType::Q8_0 && !config.flash_attention {
+            return Err(LoadError::QuantizedValues);
+        }
         let target = match &config.target {
             Some(t) if !config.vocab_only => {
                 Some(validate::check_model_file(&t.model_path, false)?)
@@ -165,10 +170,22 @@ impl Engine {
                     .unwrap_or(AUTO_N_CTX_MAX)
                     .clamp(256, AUTO_N_CTX_MAX);
             }
+            let shapes = std::iter::once(&main)
+                .chain(target.as_ref())
+                .map(|c| &c.shape);
+            let types = validate::effective_kv_types(config.kv_types, shapes);
+            if types != config.kv_types {
+                tracing::info!(
+                    requested = ?config.kv_types,
+                    using = ?types,
+                    "quantized keys need a head size that is a multiple of 64 in llama.cpp"
+                );
+                config.kv_types = types;
+            }
             // Both caches (the target's too) must fit.
             let needed = std::iter::once(&main)
                 .chain(target.as_ref())
-                .map(|c| validate::kv_cache_bytes(&c.shape, config.n_ctx, config.kv_type))
+                .map(|c| validate::kv_cache_bytes(&c.shape, config.n_ctx, config.kv_types))
                 .sum();
             validate::check_context_fits(needed, config.n_ctx, validate::available_memory())?;
         }
@@ -176,6 +193,7 @@ impl Engine {
         let (ready_tx, ready_rx) = mpsc::channel();
         let counters = Arc::new(EngineCounters::default());
         let thread_counters = Arc::clone(&counters);
+        let kv_types = config.kv_types;
         let thread = std::thread::Builder::new()
             .name("amd-engine".into())
             .spawn(move || engine_thread(config, rx, ready_tx, thread_counters))
@@ -197,6 +215,7 @@ impl Engine {
             tx: Some(tx),
             info,
             target_info,
+            kv_types,
             counters,
             thread: Some(thread),
         })
@@ -204,6 +223,12 @@ impl Engine {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The KV cache's element types in use (the configured ones, or F16 keys where
+    /// llama.cpp cannot shift quantized keys of a model; `validate::effective_kv_types`).
+    pub fn kv_types(&self) -> KvTypes {
+        self.kv_types
     }
 
     /// The target model, when one is configured.
@@ -319,7 +344,7 @@ fn engine_thread(
     // Set by `Engine::start` from the validated headers when the configuration said 0.
     let n_ctx = config.n_ctx;
     let ctx_params = ContextParams {
-        kv_type: config.kv_type,
+        kv_types: config.kv_types,
         flash_attention: config.flash_attention,
         n_ctx,
         n_batch: 512,

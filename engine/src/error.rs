@@ -30,6 +30,8 @@ pub enum LoadError {
     Quantize(String),
     #[error("the engine thread could not be started: {0}")]
     Thread(String),
+    #[error("a KV cache with quantized values needs flash attention (llama.cpp quantizes values only there)")]
+    QuantizedValues,
     #[error("{draft} cannot draft for {target}: {reason}")]
     Incompatible {
         draft: PathBuf,

@@ -35,6 +35,11 @@ impl<S> SavedDocs<S> {
         self.budget > 0
     }
 
+    /// Whether something of `bytes` could be kept (it is not larger than the whole budget).
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        bytes <= self.budget
+    }
+
     /// Keeps `saved` for `key` (replacing an older copy), dropping the least recently used
     /// entries until it fits. Something larger than the whole budget is not kept.
     pub(crate) fn put(&mut self, key: u64, saved: S, tokens: Vec<TokenId>, bytes: usize) {
@@ -98,6 +103,7 @@ mod tests {
         docs.put(4, "d", vec![], 10);
         docs.put(5, "e", vec![], 101);
         assert_eq!((docs.len(), docs.bytes()), (1, 10));
+        assert!(docs.fits(100) && !docs.fits(101));
         assert!(!SavedDocs::<()>::new(0).enabled());
     }
 }

@@ -127,9 +127,8 @@ pub struct EngineConfig {
     pub kv_documents_bytes: usize,
     /// Load only the vocabulary: tokenize and detokenize, no completions.
     pub vocab_only: bool,
-    /// Element type of the KV cache. F16 halves its memory; F32 makes results independent of
-    /// how a prompt was split into batches up to float summation order (tests use it).
-    pub kv_type: KvType,
+    /// Element types of the KV cache's keys and values (default: Q8_0 keys, F16 values).
+    pub kv_types: KvTypes,
     /// Flash attention (llama.cpp decides per backend when on). Off by default: on CPU it
     /// speeds up prompt evaluation by ~20% but slows decoding at realistic contexts (Q8_0,
     /// 1 thread, 800-token context: 49 vs 70 tok/s; docs/benchmarks.md), and its F16
@@ -148,13 +147,42 @@ pub struct TargetConfig {
     pub gpu_layers: u32,
 }
 
-/// Element type of the KV cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Element type of the KV cache's keys or values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvType {
-    #[default]
     F16,
     F32,
     Q8_0,
+}
+
+/// Element types of the KV cache.
+///
+/// The default, Q8_0 keys and F16 values, decodes fastest on CPU at the context lengths
+/// completions use: without flash attention, each decode step takes one short dot product
+/// per cached position and head against the keys, and Q8_0 keys halve what it reads
+/// (docs/benchmarks.md, "KV cache types"). Values stay F16, since llama.cpp quantizes values
+/// only with flash attention, which decodes slower on CPU. F32 for both makes results
+/// independent of how a prompt was split into batches up to float summation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvTypes {
+    pub keys: KvType,
+    pub values: KvType,
+}
+
+impl KvTypes {
+    /// The same type for keys and values.
+    pub const fn both(t: KvType) -> KvTypes {
+        KvTypes { keys: t, values: t }
+    }
+}
+
+impl Default for KvTypes {
+    fn default() -> KvTypes {
+        KvTypes {
+            keys: KvType::Q8_0,
+            values: KvType::F16,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -170,7 +198,7 @@ impl EngineConfig {
             kv_shift: true,
             kv_documents_bytes: 128 << 20,
             vocab_only: false,
-            kv_type: KvType::F16,
+            kv_types: KvTypes::default(),
             flash_attention: false,
             target: None,
         }

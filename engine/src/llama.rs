@@ -22,7 +22,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
 use crate::error::{EngineError, LoadError};
-use crate::{FimTokens, KvType, ModelInfo, Sampling, TokenId};
+use crate::{FimTokens, KvType, KvTypes, ModelInfo, Sampling, TokenId};
 
 /// llama.cpp's "no token" value.
 const TOKEN_NULL: i32 = -1;
@@ -222,8 +222,8 @@ impl Model {
             .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads_batch)
-            .with_type_k(kv_type(params.kv_type))
-            .with_type_v(kv_type(params.kv_type))
+            .with_type_k(kv_type(params.kv_types.keys))
+            .with_type_v(kv_type(params.kv_types.values))
             .with_flash_attention_policy(if params.flash_attention {
                 llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO
             } else {
@@ -253,7 +253,7 @@ fn kv_type(t: KvType) -> KvCacheType {
 /// Context settings, chosen by the engine's configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct ContextParams {
-    pub(crate) kv_type: KvType,
+    pub(crate) kv_types: KvTypes,
     pub(crate) flash_attention: bool,
     pub(crate) n_ctx: u32,
     pub(crate) n_batch: u32,
@@ -352,6 +352,12 @@ impl Context<'_> {
             .and_then(|()| self.ctx.kv_cache_seq_cp(1, 0, Some(d0), Some(d1)))
             .and_then(|()| self.ctx.kv_cache_seq_rm(1, None, None))
             .map_err(|e| EngineError::Decode(format!("taking parked KV cells back: {e}")))
+    }
+
+    /// Bytes [`Context::save`] would copy (llama.cpp sizes it without copying).
+    pub(crate) fn saved_bytes(&self) -> usize {
+        self.ctx
+            .state_seq_get_size_ext(0, LlamaStateSeqFlags::empty())
     }
 
     /// A copy of sequence 0's KV entries (positions and K/V data), to put back later with

@@ -122,7 +122,8 @@ impl<'m> Session<'m> {
         }
         self.drop_parked()?;
         if let Some(current) = self.document {
-            if !self.cached.is_empty() {
+            // A cache larger than the whole budget is not copied out only to be dropped.
+            if !self.cached.is_empty() && self.saved.fits(self.ctx.saved_bytes()) {
                 let saved = self.ctx.save()?;
                 let bytes = saved.bytes();
                 self.saved

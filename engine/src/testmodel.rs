@@ -37,13 +37,34 @@ pub fn cached_tiny_model(dir: &Path, codellama: bool) -> Result<PathBuf, TestMod
     } else {
         ("tiny-llama-f32-seed1", LlamaShape::tiny(), 1)
     };
+    cached(dir, name, &shape, seed)
+}
+
+/// A tiny test model with 64-wide heads (2 layers, hidden 128, 2 heads; F32, seed 3), the
+/// head size at which llama.cpp stores quantized keys the way the default KV cache does for
+/// AMD-Llama-135m (rotated, and shiftable).
+pub fn cached_tiny_model_head64(dir: &Path) -> Result<PathBuf, TestModelError> {
+    cached(
+        dir,
+        "tiny-llama-head64-seed3",
+        &LlamaShape::tiny_head64(),
+        3,
+    )
+}
+
+fn cached(
+    dir: &Path,
+    name: &str,
+    shape: &LlamaShape,
+    seed: u64,
+) -> Result<PathBuf, TestModelError> {
     let path = dir.join(format!("{name}-v{GENERATOR_VERSION}.gguf"));
     if !path.exists() {
         std::fs::create_dir_all(dir).map_err(|source| TestModelError::Write {
             path: dir.to_path_buf(),
             source,
         })?;
-        write_random_llama(&fixture_vocab(), &shape, WeightType::F32, seed, &path)?;
+        write_random_llama(&fixture_vocab(), shape, WeightType::F32, seed, &path)?;
     }
     Ok(path)
 }
@@ -119,6 +140,17 @@ impl LlamaShape {
             n_ff: 128,
             n_ctx_train: 2048,
             codellama_vocab: false,
+        }
+    }
+
+    /// [`LlamaShape::tiny`] with 64-wide heads (hidden 128, 2 heads, FFN 256).
+    pub fn tiny_head64() -> LlamaShape {
+        LlamaShape {
+            n_embd: 128,
+            n_head: 2,
+            n_head_kv: 2,
+            n_ff: 256,
+            ..LlamaShape::tiny()
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::LoadError;
 use crate::gguf::{self, GgufHeader};
 use crate::testmodel::LlamaShape;
-use crate::KvType;
+use crate::{KvType, KvTypes};
 
 /// Bounds far above any model this product runs, far below what would exhaust memory while
 /// llama.cpp sets up its arrays.
@@ -144,17 +144,45 @@ fn in_range(what: &str, v: u64, max: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The KV cache types to use for models of these shapes: `requested`, with F16 keys instead
+/// of quantized ones when a model's head size is not a multiple of 64. llama.cpp rotates
+/// quantized keys (a Hadamard transform) only for such head sizes, and shifting keys
+/// (`seq_add`) that were quantized without it dereferences the missing rotation (read in
+/// llama-kv-cache.cpp, `build_rope_shift`; a test model with 16-wide heads crashed there).
+pub fn effective_kv_types<'a>(
+    requested: KvTypes,
+    shapes: impl IntoIterator<Item = &'a LlamaShape>,
+) -> KvTypes {
+    let rotated = shapes.into_iter().all(|s| {
+        let head = s.n_embd / s.n_head.max(1);
+        head > 0 && head % 64 == 0
+    });
+    // llama.cpp's switch that turns the rotation off leaves the shift crashing as well.
+    let disabled = std::env::var("LLAMA_ATTN_ROT_DISABLE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .is_some_and(|v| v != 0);
+    match requested.keys {
+        KvType::Q8_0 if !rotated || disabled => KvTypes {
+            keys: KvType::F16,
+            ..requested
+        },
+        _ => requested,
+    }
+}
+
 /// Bytes of KV cache for `n_ctx` positions of a model of this shape.
-pub fn kv_cache_bytes(shape: &LlamaShape, n_ctx: u32, kv_type: KvType) -> u64 {
+pub fn kv_cache_bytes(shape: &LlamaShape, n_ctx: u32, types: KvTypes) -> u64 {
     let n_embd_kv =
         u64::from(shape.n_embd) / u64::from(shape.n_head.max(1)) * u64::from(shape.n_head_kv);
-    // Keys and values, per layer, per position; Q8_0 stores 34 bytes per 32 values.
-    let elements = 2 * u64::from(shape.n_layer) * u64::from(n_ctx) * n_embd_kv;
-    match kv_type {
+    // Keys or values, per layer, per position; Q8_0 stores 34 bytes per 32 values.
+    let elements = u64::from(shape.n_layer) * u64::from(n_ctx) * n_embd_kv;
+    let bytes = |t: KvType| match t {
         KvType::F32 => elements * 4,
         KvType::F16 => elements * 2,
         KvType::Q8_0 => elements / 32 * 34,
-    }
+    };
+    bytes(types.keys) + bytes(types.values)
 }
 
 /// Refuses a context whose KV cache (`needed` bytes, [`kv_cache_bytes`] of every model)
@@ -293,12 +321,32 @@ mod tests {
     }
 
     #[test]
+    fn quantized_keys_only_where_llama_cpp_can_shift_them() {
+        let q8 = KvTypes::default();
+        assert_eq!(q8.keys, KvType::Q8_0);
+        assert_eq!(effective_kv_types(q8, [&amd135m()]), q8);
+        let tiny = LlamaShape::tiny();
+        let f16_keys = effective_kv_types(q8, [&amd135m(), &tiny]);
+        assert_eq!((f16_keys.keys, f16_keys.values), (KvType::F16, KvType::F16));
+        let f32 = KvTypes::both(KvType::F32);
+        assert_eq!(effective_kv_types(f32, [&tiny]), f32);
+    }
+
+    #[test]
     fn kv_cache_size_and_the_memory_check() {
-        // AMD-Llama-135m: 2 × 12 layers × 768 × 2 bytes = 36 KiB per position, 72 MiB at 2048.
-        assert_eq!(kv_cache_bytes(&amd135m(), 2048, KvType::F16), 72 << 20);
+        // AMD-Llama-135m: 2 × 12 layers × 768 × 2 bytes = 36 KiB per position, 72 MiB at 2048 (F16).
+        assert_eq!(
+            kv_cache_bytes(&amd135m(), 2048, KvTypes::both(KvType::F16)),
+            72 << 20
+        );
+        assert_eq!(
+            kv_cache_bytes(&amd135m(), 2048, KvTypes::default()),
+            // Q8_0 keys: 34 bytes per 32 values.
+            (36 << 20) + (36 << 20) / 32 * 17
+        );
         let fits = |n_ctx, available| {
             check_context_fits(
-                kv_cache_bytes(&amd135m(), n_ctx, KvType::F16),
+                kv_cache_bytes(&amd135m(), n_ctx, KvTypes::both(KvType::F16)),
                 n_ctx,
                 available,
             )

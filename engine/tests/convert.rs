@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amd_engine::convert::{convert, ConvertError, OutType};
-use amd_engine::{CompletionRequest, Engine, EngineConfig, KvType, Prompt};
+use amd_engine::{CompletionRequest, Engine, EngineConfig, KvType, KvTypes, Prompt};
 use common::{block_on, fixtures};
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ fn worst_logprob_difference(engine: &Engine, check_greedy: bool) -> f32 {
 
 fn load(path: &Path) -> Engine {
     let mut config = EngineConfig::new(path);
-    config.kv_type = KvType::F32;
+    config.kv_types = KvTypes::both(KvType::F32);
     config.n_threads = 1;
     config.n_threads_batch = 1;
     Engine::start(config).expect("load converted model")

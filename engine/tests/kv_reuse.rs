@@ -4,7 +4,7 @@ mod common;
 
 use amd_engine::reuse::common_prefix;
 use amd_engine::{CompletionRequest, Engine, Outcome, Prompt, StopReason};
-use common::{block_on, fixtures, tiny_engine, tiny_engine_with};
+use common::{block_on, engine_with, fixtures, tiny_model, tiny_model_head64};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -94,6 +94,16 @@ fn run(engine: &Engine, prompt: Vec<i32>, record_margins: bool) -> amd_engine::C
 
 #[test]
 fn reuse_is_token_identical_to_cold_over_200_edits() {
+    reuse_is_token_identical_to_cold(&tiny_model());
+}
+
+/// The same with the default KV cache's Q8_0 keys (the tiny model's 16-wide heads keep F16).
+#[test]
+fn reuse_with_q8_0_keys_is_token_identical_to_cold_over_200_edits() {
+    reuse_is_token_identical_to_cold(&tiny_model_head64());
+}
+
+fn reuse_is_token_identical_to_cold(model: &std::path::Path) {
     let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
     let split = floor_boundary(&text, 3000);
     let mut ed = Editor {
@@ -105,8 +115,8 @@ fn reuse_is_token_identical_to_cold_over_200_edits() {
     };
     // The longest common prefix alone: exact, token for token (shifted reuse is checked
     // against cold runs in `shifted_reuse_after_far_edits_stays_close_to_cold`).
-    let warm = tiny_engine_with(|c| c.kv_shift = false);
-    let cold = tiny_engine(false);
+    let warm = engine_with(model, |c| c.kv_shift = false);
+    let cold = engine_with(model, |c| c.kv_reuse = false);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut kv_mirror: Vec<i32> = Vec::new();
     let (mut n_steps, mut n_near_ties, mut n_prompt_total, mut n_reused_total) = (0, 0, 0, 0);

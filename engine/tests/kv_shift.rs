@@ -5,7 +5,25 @@
 mod common;
 
 use amd_engine::{Completion, CompletionRequest, Engine, Outcome, Prompt};
-use common::{block_on, fixtures, tiny_engine, tiny_engine_with};
+use std::path::Path;
+
+use common::{block_on, engine_with, fixtures, tiny_model, tiny_model_head64};
+
+/// Two tests of one check: on the tiny model (16-wide heads, so F16 keys) and on the tiny model
+/// with 64-wide heads, where the default KV cache stores its keys as Q8_0.
+macro_rules! on_both_kv_layouts {
+    ($f16:ident, $q8:ident, $check:ident) => {
+        #[test]
+        fn $f16() {
+            $check(&tiny_model());
+        }
+
+        #[test]
+        fn $q8() {
+            $check(&tiny_model_head64());
+        }
+    };
+}
 
 fn run(engine: &Engine, prompt: &[i32], document: Option<u64>) -> Completion {
     let mut req = CompletionRequest::greedy(Prompt::Tokens(prompt.to_vec()), 8);
@@ -26,13 +44,18 @@ fn heapq() -> String {
     text.chars().take(3000).collect()
 }
 
+on_both_kv_layouts!(
+    shifted_reuse_after_far_edits_stays_close_to_cold,
+    shifted_reuse_after_far_edits_stays_close_to_cold_with_q8_0_keys,
+    shifted_reuse_after_far_edits_stays_close_to_cold_on
+);
+
 /// The user goes up the file, types a comment at the end of a line, and comes back to where
 /// they were: the way back evaluates the edit and a few tokens after it, not the whole rest.
 /// Over many such edits the suggestions agree with a cold evaluation of the same prompt.
-#[test]
-fn shifted_reuse_after_far_edits_stays_close_to_cold() {
-    let warm = tiny_engine(true);
-    let cold = tiny_engine(false);
+fn shifted_reuse_after_far_edits_stays_close_to_cold_on(model: &Path) {
+    let warm = engine_with(model, |_| {});
+    let cold = engine_with(model, |c| c.kv_reuse = false);
     let doc = heapq();
     let line_ends: Vec<usize> = doc.match_indices('\n').map(|(i, _)| i).collect();
     let (mut n_same, mut n_first_same, mut n_trials) = (0, 0, 0);
@@ -78,11 +101,16 @@ fn shifted_reuse_after_far_edits_stays_close_to_cold() {
     assert!(n_same * 10 >= n_trials * 7, "{n_same}/{n_trials}");
 }
 
+on_both_kv_layouts!(
+    a_moved_window_start_is_reused_shifted,
+    a_moved_window_start_is_reused_shifted_with_q8_0_keys,
+    a_moved_window_start_is_reused_shifted_on
+);
+
 /// The window start moved forward (the prompt lost its first lines): the rest is taken back
 /// shifted instead of evaluated again.
-#[test]
-fn a_moved_window_start_is_reused_shifted() {
-    let warm = tiny_engine(true);
+fn a_moved_window_start_is_reused_shifted_on(model: &Path) {
+    let warm = engine_with(model, |_| {});
     let doc = heapq();
     let first = tokens(&warm, &doc);
     run(&warm, &first, Some(1));
@@ -100,18 +128,26 @@ fn a_moved_window_start_is_reused_shifted() {
         moved.len()
     );
     // Without shifting, only the BOS token would be kept.
-    let exact = tiny_engine_with(|c| c.kv_shift = false);
+    let exact = engine_with(model, |c| c.kv_shift = false);
     run(&exact, &first, Some(1));
     let got = run(&exact, &moved, Some(1));
     assert_eq!((got.stats.n_reused, got.stats.n_shifted), (1, 0));
 }
 
+on_both_kv_layouts!(
+    switching_documents_restores_their_caches_exactly,
+    switching_documents_restores_their_caches_exactly_with_q8_0_keys,
+    switching_documents_restores_their_caches_exactly_on
+);
+
 /// Switching between documents puts each one's cache back: nothing is evaluated again, and
 /// the suggestions are token-identical to a cold run (the saved state is exact).
-#[test]
-fn switching_documents_restores_their_caches_exactly() {
-    let warm = tiny_engine(true);
-    let cold = tiny_engine(false);
+fn switching_documents_restores_their_caches_exactly_on(model: &Path) {
+    let warm = engine_with(model, |_| {});
+    let keys = warm.kv_types().keys;
+    let head64 = warm.info().n_embd == 128;
+    assert_eq!(keys == amd_engine::KvType::Q8_0, head64, "{keys:?}");
+    let cold = engine_with(model, |c| c.kv_reuse = false);
     let doc = heapq();
     let a = tokens(&warm, &doc[..1500]);
     let b = tokens(&warm, &doc[1500..]);
@@ -130,7 +166,7 @@ fn switching_documents_restores_their_caches_exactly() {
         }
     }
     // Without a budget, a switch starts over.
-    let single = tiny_engine_with(|c| c.kv_documents_bytes = 0);
+    let single = engine_with(model, |c| c.kv_documents_bytes = 0);
     run(&single, &a, Some(1));
     run(&single, &b, Some(2));
     let got = run(&single, &a, Some(1));

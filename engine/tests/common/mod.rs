@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amd_engine::testmodel::cached_tiny_model;
+use amd_engine::testmodel::{cached_tiny_model, cached_tiny_model_head64};
 use amd_engine::{Engine, EngineConfig};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,13 +25,24 @@ pub fn tiny_model() -> PathBuf {
     cached_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), false).expect("write tiny test model")
 }
 
+/// The tiny model with 64-wide heads, at which the default KV cache stores its keys as Q8_0
+/// (the tiny model's 16-wide heads get F16 keys; see `validate::effective_kv_types`).
+pub fn tiny_model_head64() -> PathBuf {
+    cached_tiny_model_head64(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("write tiny test model")
+}
+
 pub fn tiny_engine(kv_reuse: bool) -> Engine {
     tiny_engine_with(|c| c.kv_reuse = kv_reuse)
 }
 
 /// The tiny model's engine as the tests run it, with `change` applied to its configuration.
 pub fn tiny_engine_with(change: impl FnOnce(&mut EngineConfig)) -> Engine {
-    let mut config = EngineConfig::new(tiny_model());
+    engine_with(&tiny_model(), change)
+}
+
+/// An engine on `model` set up as the tests run it, with `change` applied.
+pub fn engine_with(model: &Path, change: impl FnOnce(&mut EngineConfig)) -> Engine {
+    let mut config = EngineConfig::new(model);
     config.n_ctx = 2048;
     config.n_threads = 1;
     config.n_threads_batch = 1;
@@ -41,7 +52,7 @@ pub fn tiny_engine_with(change: impl FnOnce(&mut EngineConfig)) -> Engine {
     // which is what lets these tests demand token-identical reuse.
     config.flash_attention = false;
     change(&mut config);
-    Engine::start(config).expect("start engine on the tiny model")
+    Engine::start(config).expect("start engine on a tiny model")
 }
 
 /// Runs a future to completion on a current-thread runtime, failing after [`TIMEOUT`].

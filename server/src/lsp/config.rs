@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use amd_engine::{default_gpu_layers, EngineConfig, TargetConfig};
+use amd_engine::{default_gpu_layers, EngineConfig, KvType, TargetConfig};
 use serde::{Deserialize, Serialize};
 
 /// When to ask for more than one line.
@@ -54,6 +54,27 @@ pub enum SpeculationMode {
     Off,
 }
 
+/// Element type of the KV cache's keys (`cacheTypeK`, llama.cpp's `--cache-type-k`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheTypeK {
+    /// Fastest decoding on CPU at completion-length contexts, half the memory of F16.
+    #[default]
+    Q8_0,
+    F16,
+    F32,
+}
+
+impl From<CacheTypeK> for KvType {
+    fn from(t: CacheTypeK) -> KvType {
+        match t {
+            CacheTypeK::Q8_0 => KvType::Q8_0,
+            CacheTypeK::F16 => KvType::F16,
+            CacheTypeK::F32 => KvType::F32,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -87,6 +108,8 @@ pub struct ServerConfig {
     pub document_cache_mb: u32,
     /// Once a suggestion is shown, compute the next one as if it were accepted.
     pub precompute_next: bool,
+    /// Element type of the KV cache's keys (values stay F16).
+    pub cache_type_k: CacheTypeK,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +132,7 @@ impl Default for ServerConfig {
             draft_max: 8,
             document_cache_mb: 128,
             precompute_next: true,
+            cache_type_k: CacheTypeK::Q8_0,
         }
     }
 }
@@ -187,6 +211,7 @@ impl ServerConfig {
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers.unwrap_or_else(default_gpu_layers);
+        config.kv_types.keys = self.cache_type_k.into();
         config.kv_reuse = ReuseMode::from_env() != ReuseMode::Cold;
         config.kv_shift = ReuseMode::from_env() == ReuseMode::Full;
         // The baselines (llama-server's one slot, or no reuse) keep one cache.
@@ -210,6 +235,7 @@ impl ServerConfig {
             self.context_size,
             self.gpu_layers,
             self.document_cache_mb,
+            self.cache_type_k,
         ) != (
             &next.model,
             &next.target_model,
@@ -217,6 +243,7 @@ impl ServerConfig {
             next.context_size,
             next.gpu_layers,
             next.document_cache_mb,
+            next.cache_type_k,
         )
     }
 }
@@ -226,6 +253,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn cache_type_k_reaches_the_engine_and_reloads_the_model() {
+        let model = Path::new("m.gguf");
+        let default = ServerConfig::default();
+        assert_eq!(default.engine_config(model).kv_types.keys, KvType::Q8_0);
+        let f16 = ServerConfig::from_json(&json!({"cacheTypeK": "f16"})).expect("f16");
+        assert_eq!(f16.engine_config(model).kv_types.keys, KvType::F16);
+        assert_eq!(f16.engine_config(model).kv_types.values, KvType::F16);
+        assert!(default.needs_reload(&f16));
+        assert!(ServerConfig::from_json(&json!({"cacheTypeK": "q4_0"})).is_err());
+    }
 
     #[test]
     fn reads_flat_and_nested_settings() {
