@@ -109,6 +109,13 @@ pub const MIN_SPLICE: usize = 16;
 /// `parked` may start: the tokens the user typed at the edit, and the re-tokenized boundary.
 pub const MAX_LEAD: usize = 48;
 
+/// llama.cpp calls (prompt chunks and decode steps) after which parked tokens no prompt took
+/// back are dropped. They stay in the attention span of every call: 512 parked cells made a
+/// decode step after a 200-token prompt ~4.3 ms slower (~8 µs per cell) on the development
+/// machine, while evaluating a token again costs ~5 ms (prefill at ~200 tok/s), so after some
+/// 600 calls keeping them has cost more than evaluating them again would (docs/benchmarks.md).
+pub const PARK_MAX_CALLS: usize = 512;
+
 /// Finds the run of `rest` (starting within [`MAX_LEAD`] tokens) that continues longest in
 /// `parked`, and leaves out its first `recompute` tokens: they are evaluated again, so that
 /// the code right after an edit sees the edit (the reused run's keys were computed without

@@ -44,6 +44,9 @@ pub(crate) struct Session<'m> {
 struct Parked {
     tokens: Vec<TokenId>,
     start: usize,
+    /// llama.cpp calls made since they were parked (each paid for them; see
+    /// [`reuse::PARK_MAX_CALLS`]).
+    calls: usize,
 }
 
 /// A prompt that would drop at least this many cached tokens parks them instead.
@@ -209,6 +212,14 @@ impl<'m> Session<'m> {
         mut on_progress: Option<&mut ProgressFn>,
     ) -> Result<bool, EngineError> {
         let started = Instant::now();
+        if self
+            .parked
+            .as_ref()
+            .is_some_and(|p| p.calls > reuse::PARK_MAX_CALLS)
+        {
+            // Kept this long, they have cost more than evaluating them again would.
+            self.drop_parked()?;
+        }
         let mut plan = reuse::plan(&self.cached, prompt, self.kv_reuse);
         if self.kv_reuse && self.logits_for == Some(prompt.len()) && self.cached == prompt {
             // A prefill-only job left exactly this prompt and its last logits behind.
@@ -222,6 +233,7 @@ impl<'m> Session<'m> {
             self.parked = Some(Parked {
                 tokens: self.cached.split_off(n_keep),
                 start: n_keep,
+                calls: 0,
             });
         } else {
             self.truncate(n_keep)?;
@@ -321,6 +333,9 @@ impl<'m> Session<'m> {
             self.drop_parked()?;
         }
         self.ctx.decode(tokens, self.cached.len(), logits)?;
+        if let Some(p) = self.parked.as_mut() {
+            p.calls += 1;
+        }
         self.cached.extend_from_slice(tokens);
         if logits == Logits::Last && !tokens.is_empty() {
             self.logits_for = Some(self.cached.len());

@@ -173,3 +173,31 @@ fn switching_documents_restores_their_caches_exactly_on(model: &Path) {
     assert!(!got.stats.restored);
     assert!(got.stats.n_evaluated > a.len() / 2, "{:?}", got.stats);
 }
+
+/// The user stays far above the old cursor for a long time: past `PARK_MAX_CALLS` llama.cpp
+/// calls the parked tokens are dropped (every call paid for them), so going back evaluates the
+/// rest again instead of shifting it.
+#[test]
+fn parked_tokens_are_dropped_after_long_enough_away() {
+    let warm = engine_with(&tiny_model(), |_| {});
+    let doc = heapq();
+    let at = doc
+        .match_indices('\n')
+        .nth(3)
+        .map(|(i, _)| i)
+        .expect("lines");
+    run(&warm, &tokens(&warm, &doc), Some(1));
+    // Typing at the end of an early line, one character per job, until the calls made while
+    // the rest is parked (a lower bound from each job's stats) pass the limit.
+    let (mut typed, mut calls) = (String::new(), 0);
+    while calls <= amd_engine::reuse::PARK_MAX_CALLS {
+        typed.push(if typed.len() % 8 == 7 { ' ' } else { 'x' });
+        let far = tokens(&warm, &format!("{}{typed}", &doc[..at]));
+        let got = run(&warm, &far, Some(1));
+        calls += usize::from(got.stats.n_evaluated > 0) + got.stats.n_generated.saturating_sub(1);
+    }
+    let back = tokens(&warm, &format!("{}{typed}{}", &doc[..at], &doc[at..]));
+    let got = run(&warm, &back, Some(1));
+    assert_eq!(got.stats.n_shifted, 0, "{:?}", got.stats);
+    assert!(got.stats.n_evaluated > back.len() / 2, "{:?}", got.stats);
+}
