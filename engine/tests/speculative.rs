@@ -12,7 +12,7 @@ use amd_engine::{
     spec, Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, EngineError,
     LoadError, Lookup, ModelRole, Prompt, Sampling, Speculation, TargetConfig,
 };
-use common::{block_on, tiny_model, vocab_gguf};
+use common::{block_on, tiny_model, tiny_model_head64, vocab_gguf};
 
 const PROMPTS: [&str; 3] = [
     "import heapq\n\ndef merge(a, b):\n    ",
@@ -46,7 +46,11 @@ fn stacked_target(extra: u32, scale: f32, codellama: bool) -> PathBuf {
 }
 
 fn pair_engine(target: PathBuf) -> Result<Engine, LoadError> {
-    let mut config = EngineConfig::new(tiny_model());
+    pair_engine_on(&tiny_model(), target)
+}
+
+fn pair_engine_on(draft: &Path, target: PathBuf) -> Result<Engine, LoadError> {
+    let mut config = EngineConfig::new(draft);
     config.n_ctx = 1024;
     config.n_threads = 1;
     config.n_threads_batch = 1;
@@ -172,6 +176,39 @@ fn greedy_model_drafting_is_token_identical() {
             assert!(alpha > 0.5, "{name}: α = {alpha}");
         }
     }
+}
+
+/// The same with the default KV cache's Q8_0 keys: a draft with 64-wide heads (at 16-wide heads
+/// keys stay F16) and a target stacked on it. Verification evaluates batches while plain
+/// decoding evaluates one token at a time, so this checks that Q8_0 keys (and llama.cpp's
+/// rotation of them) give the same numbers either way.
+#[test]
+fn greedy_model_drafting_with_q8_0_keys_is_token_identical() {
+    let draft = tiny_model_head64();
+    let target = tmp().join(format!(
+        "stacked-head64-target-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !target.exists() {
+        write_stacked_target(&draft, &vocab_gguf(), 1, 0.02, false, 3, &target)
+            .expect("write stacked target");
+    }
+    let engine = pair_engine_on(&draft, target).expect("engine");
+    assert_eq!(engine.kv_types().keys, amd_engine::KvType::Q8_0);
+    let (mut drafted, mut accepted) = (0, 0);
+    for text in PROMPTS {
+        for k in lengths() {
+            let spec = Speculation {
+                drafter: Drafter::Model,
+                k,
+            };
+            let c = assert_exact(&engine, &Prompt::Text(text.into()), ModelRole::Target, spec);
+            drafted += c.stats.n_drafted;
+            accepted += c.stats.n_accepted;
+        }
+    }
+    assert!(drafted > 50, "{drafted} drafted");
+    assert!(accepted * 2 > drafted, "α = {accepted}/{drafted}");
 }
 
 /// Acceptance is controlled by how much the extra layers write into the residual stream.
