@@ -258,12 +258,15 @@ impl<'m> Session<'m> {
                 return Ok(false);
             }
             at += splice.lead;
-            self.ctx.unpark(src, splice.len, at)?;
-            self.parked = None;
-            self.cached.extend_from_slice(&prompt[at..at + splice.len]);
-            at += splice.len;
-            stats.n_reused += splice.len;
-            stats.n_shifted += splice.len;
+            // Evaluating the lead may have needed the parked cells' room (`eval` drops them
+            // then): the rest is evaluated instead.
+            if self.parked.take().is_some() {
+                self.ctx.unpark(src, splice.len, at)?;
+                self.cached.extend_from_slice(&prompt[at..at + splice.len]);
+                at += splice.len;
+                stats.n_reused += splice.len;
+                stats.n_shifted += splice.len;
+            }
         }
         let done = self.eval_chunks(&prompt[at..], true, cancel, stats, &mut on_progress)?;
         stats.prefill_ms += ms_since(started);

@@ -201,3 +201,41 @@ fn parked_tokens_are_dropped_after_long_enough_away() {
     assert_eq!(got.stats.n_shifted, 0, "{:?}", got.stats);
     assert!(got.stats.n_evaluated > back.len() / 2, "{:?}", got.stats);
 }
+
+/// Near the end of the context, the parked tokens give way to the prompt (they share its
+/// room) even while a later prompt is being spliced onto them: the way back is then evaluated
+/// in full, and its suggestion is still the cold one.
+#[test]
+fn parked_tokens_give_way_to_the_prompt_near_the_context_limit() {
+    let small = |c: &mut amd_engine::EngineConfig| c.n_ctx = 256;
+    let warm = engine_with(&tiny_model(), small);
+    let cold = engine_with(&tiny_model(), |c| {
+        small(c);
+        c.kv_reuse = false;
+    });
+    let all = tokens(&warm, &heapq());
+    // A prompt that with its generated tokens nearly fills the context (232 + 7 of 256), so
+    // that taking the parked rest back, after the 16 tokens past the edit, would not fit.
+    let first = all[..232].to_vec();
+    run(&warm, &first, Some(1));
+    // An edit far above: everything after token 50 is parked.
+    let edit = tokens(&warm, "x = 1")[1..].to_vec();
+    let far: Vec<i32> = first[..50].iter().chain(&edit).copied().collect();
+    run(&warm, &far, Some(1));
+    // Back below the edit: what follows it continues the parked tokens.
+    let back: Vec<i32> = far.iter().chain(&first[50..]).copied().collect();
+    assert_eq!(back.len(), 236);
+    let got = run(&warm, &back, Some(1));
+    assert_eq!(
+        got.tokens,
+        run(&cold, &back, None).tokens,
+        "{:?}",
+        got.stats
+    );
+    assert_eq!(got.stats.n_shifted, 0, "{:?}", got.stats);
+    // The cache is consistent afterwards: one more token typed reuses all of it.
+    let mut more = back.clone();
+    more.push(all[232]);
+    let next = run(&warm, &more, Some(1));
+    assert_eq!(next.tokens, run(&cold, &more, None).tokens);
+}
