@@ -105,7 +105,7 @@ pub struct ServerState {
     debounces: Mutex<Latencies>,
     after_debounce: Mutex<Latencies>,
     /// The user's typing rhythm (adaptive debounce).
-    pub rhythm: Mutex<super::completion::rhythm::Rhythm>,
+    rhythm: Mutex<super::completion::rhythm::Rhythm>,
     last_job: Mutex<Option<JobStats>>,
     pub shutting_down: AtomicBool,
 }
@@ -240,6 +240,17 @@ impl ServerState {
 
     pub fn record_cache_hit(&self, ms: f64) {
         lock(&self.cache_hits).record(ms);
+    }
+
+    /// Notes a keystroke (an automatic request) at `at`, for the adaptive debounce.
+    pub fn record_key(&self, at: std::time::Instant) {
+        lock(&self.rhythm).key(at);
+    }
+
+    /// How long to wait for a pause after an automatic request: `config.debounce_ms` raised to
+    /// the user's typing rhythm, at most `config.debounce_max_ms`.
+    pub fn debounce_wait_ms(&self, config: &ServerConfig) -> u64 {
+        lock(&self.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms)
     }
 
     /// Records a model request's debounce wait and the time from its end to the answer.

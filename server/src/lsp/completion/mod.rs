@@ -73,7 +73,7 @@ pub async fn suggest(
     let started = Instant::now();
     ServerState::bump(&state.counters.n_requests);
     if !params.invoked {
-        lock(&state.rhythm).key(started);
+        state.record_key(started);
     }
     let enc = state.encoding();
     let config = state.config();
@@ -179,7 +179,7 @@ pub async fn suggest(
     let wait_ms = if params.invoked {
         config.debounce_ms
     } else {
-        lock(&state.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms)
+        state.debounce_wait_ms(&config)
     };
     let debounce_started = Instant::now();
     tokio::select! {
@@ -319,7 +319,7 @@ fn precompute_next(
     };
     // Only once the user has been idle as long as the debounce: someone typing on after a
     // suggestion appeared costs nothing, and nobody accepts faster than that.
-    let idle_ms = lock(&state.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms);
+    let idle_ms = state.debounce_wait_ms(&config);
     let (state, uri) = (Arc::clone(state), params.uri.clone());
     tokio::spawn(async move {
         tokio::select! {
@@ -424,7 +424,8 @@ fn plan(
     }
 }
 
-/// A greedy request for `prompt` with nothing extra; callers set what differs.
+/// A request for `prompt` with nothing extra (no tokens, no stop rules, no speculation);
+/// callers set what differs.
 fn request(prompt: Prompt, model: ModelRole, sampling: Sampling, uri: &Uri) -> CompletionRequest {
     CompletionRequest {
         prompt,
@@ -438,10 +439,6 @@ fn request(prompt: Prompt, model: ModelRole, sampling: Sampling, uri: &Uri) -> C
         on_progress: None,
         document: Some(document_key(uri)),
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The engine's opaque key for a document.
