@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p amd-engine --bench decode -- [--reps N] [--types f16,q8_0] [--threads 1,2]
 //! [--chunks 64,512] [--fa on,off] [--keys q8_0,f16] [--parked 0,512] [--gen N] [--decode-ctx N]
-//! [--busy]`
+//! [--busy]`; `--threads auto` lets the engine choose by the load (set `GOMP_SPINCOUNT=20000`
+//! as `amd-lsp` does; its direct counterpart runs on all cores).
 //!
 //! Makes the AMD-Llama-135m-shaped random model (F16 and Q8_0) under `target/bench-models/`
 //! on first use. Each measurement runs in a child process (llama.cpp's backend can be set up
@@ -200,7 +201,12 @@ fn child(args: &[String]) {
     let (kind, model, threads, chunk, fa) = (
         args[0].as_str(),
         PathBuf::from(&args[1]),
-        args[2].parse::<u32>().expect("threads"),
+        // `auto`: ours leaves both counts to the engine (all cores while other processes
+        // leave them free, one otherwise); direct runs on all cores.
+        match args[2].as_str() {
+            "auto" => 0,
+            n => n.parse::<u32>().expect("threads"),
+        },
         args[3]
             .split(':')
             .next()
@@ -300,6 +306,11 @@ mod direct {
         decode_ctx: usize,
     ) -> [f64; 3] {
         send_logs_to_tracing(LogOptions::default().with_logs_enabled(false));
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        } else {
+            threads
+        };
         let started = Instant::now();
         let backend = LlamaBackend::init().expect("backend");
         let model =

@@ -92,6 +92,10 @@ pub struct EngineCounters {
     /// Documents whose KV caches are kept in memory now, and their bytes.
     pub saved_documents: AtomicU64,
     pub saved_bytes: AtomicU64,
+    /// llama.cpp calls run with all their threads, and with one because other processes were
+    /// using the cores (only with the default thread settings, see `cpu.rs`).
+    pub n_calls_all_threads: AtomicU64,
+    pub n_calls_one_thread: AtomicU64,
 }
 
 /// The answer to a submitted job. Await it (or [`JobHandle::wait`] outside async code);
@@ -297,11 +301,20 @@ fn n_cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
-/// Decode threads when the configuration says 0: one fewer than the cores. A single-token
-/// step is too small to share well, and a spare core keeps decoding steady when another
-/// process is busy (measured in docs/benchmarks.md).
+/// Decode threads when the configuration says 0 and the thread count cannot follow the load:
+/// one fewer than the cores, so that a busy neighbour does not stall decoding (measured in
+/// docs/benchmarks.md).
 fn default_decode_threads() -> u32 {
     n_cores().saturating_sub(1).max(1)
+}
+
+/// Threads for every call when the count follows the load (`cpu.rs`): all cores on a machine
+/// of two, one fewer on larger ones (the editor and the rest of the desktop keep one).
+fn adaptive_threads() -> u32 {
+    match n_cores() {
+        n @ 0..=2 => n.max(1),
+        n => n - 1,
+    }
 }
 
 type Ready = Result<(ModelInfo, Option<ModelInfo>), LoadError>;
@@ -343,17 +356,26 @@ fn engine_thread(
     };
     // Set by `Engine::start` from the validated headers when the configuration said 0.
     let n_ctx = config.n_ctx;
+    // With both counts left to us, llama.cpp runs on all `adaptive_threads` only while other
+    // processes leave those cores free, and on one thread otherwise.
+    let adaptive = config.n_threads == 0
+        && config.n_threads_batch == 0
+        && crate::cpu::install(n_cores(), adaptive_threads(), Arc::clone(&counters));
     let ctx_params = ContextParams {
         kv_types: config.kv_types,
         flash_attention: config.flash_attention,
         n_ctx,
         n_batch: 512,
-        n_threads: if config.n_threads == 0 {
+        n_threads: if adaptive {
+            adaptive_threads()
+        } else if config.n_threads == 0 {
             default_decode_threads()
         } else {
             config.n_threads
         },
-        n_threads_batch: if config.n_threads_batch == 0 {
+        n_threads_batch: if adaptive {
+            adaptive_threads()
+        } else if config.n_threads_batch == 0 {
             n_cores()
         } else {
             config.n_threads_batch

@@ -6,6 +6,7 @@
 //! common prefix, so a keystroke costs only the tokens that changed.
 
 pub mod convert;
+mod cpu;
 mod engine;
 mod error;
 #[doc(hidden)]

@@ -39,6 +39,44 @@ fn backend() -> Result<&'static LlamaBackend, LoadError> {
         .map_err(|e| LoadError::Backend(e.clone()))
 }
 
+/// OpenMP's `omp_set_max_active_levels`, looked up at run time: llama.cpp's CPU backend runs
+/// its graphs in OpenMP parallel regions when built with OpenMP (the default), and a build
+/// without it has no such symbol.
+type SetMaxActiveLevels = unsafe extern "C" fn(libc::c_int);
+
+fn omp_set_max_active_levels() -> Option<SetMaxActiveLevels> {
+    static FUNC: OnceLock<Option<SetMaxActiveLevels>> = OnceLock::new();
+    *FUNC.get_or_init(|| {
+        #[cfg(unix)]
+        // SAFETY: dlsym with a NUL-terminated name; a non-null result is the address of the
+        // OpenMP runtime's `void omp_set_max_active_levels(int)`, which is what we cast it to.
+        unsafe {
+            let f = libc::dlsym(libc::RTLD_DEFAULT, c"omp_set_max_active_levels".as_ptr());
+            if !f.is_null() {
+                return Some(std::mem::transmute::<*mut libc::c_void, SetMaxActiveLevels>(f));
+            }
+        }
+        None
+    })
+}
+
+/// Whether [`limit_threads`] can take effect (llama.cpp was built with OpenMP).
+pub(crate) fn can_limit_threads() -> bool {
+    omp_set_max_active_levels().is_some()
+}
+
+/// Runs llama.cpp's next graphs on one thread (`true`) or on the threads its context was
+/// given (`false`). With no active parallel levels allowed, OpenMP runs a parallel region on
+/// its calling thread alone, and ggml's CPU backend takes the thread count OpenMP gives it
+/// (`omp_get_num_threads`) instead of the one it planned for. Process-wide; called only from
+/// the engine thread.
+pub(crate) fn limit_threads(one: bool) {
+    if let Some(set) = omp_set_max_active_levels() {
+        // SAFETY: a plain setter of an OpenMP runtime variable.
+        unsafe { set(if one { 0 } else { 1 }) }
+    }
+}
+
 /// A device llama.cpp can run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
@@ -387,6 +425,7 @@ impl Context<'_> {
         logits: Logits,
     ) -> Result<(), EngineError> {
         debug_assert!(tokens.len() <= self.n_batch);
+        crate::cpu::before_call();
         self.batch.clear();
         self.outputs = 0;
         for (i, &t) in tokens.iter().enumerate() {

@@ -128,6 +128,10 @@ pub struct ReplayBenchArgs {
     /// Typing speed against a person's (2: twice as fast). For short harness checks.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// Milliseconds the person looks at a newly opened file before typing in it (0: types at
+    /// once, as in the scripts of the recorded figures).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub look_ms: u64,
     /// Write the report as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

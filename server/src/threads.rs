@@ -1,16 +1,23 @@
 //! OpenMP's wait policy, which must be in the environment before the process starts.
 //!
-//! llama.cpp's OpenMP workers spin while they wait. When another process keeps a core busy
-//! (a build, a browser), spinning workers lose their time slices and prompt evaluation slows
-//! down (measured: 2-thread prefill 251 tok/s spinning vs 359 passive with one core busy,
-//! docs/benchmarks.md). libgomp reads `OMP_WAIT_POLICY` once, when it is loaded, so setting
-//! it from `main` is too late: we re-execute ourselves once with it set.
+//! llama.cpp's OpenMP workers wait for each other at every operation of a graph. Sleeping
+//! between operations (`OMP_WAIT_POLICY=passive`) makes two decode threads slower than one;
+//! spinning makes them 1.4× faster on an idle machine but stalls them when another process
+//! takes a core, which the engine avoids by running on one thread while the cores are busy
+//! (`amd_engine`'s thread policy; measured in docs/benchmarks.md). So workers spin, briefly:
+//! `GOMP_SPINCOUNT=20000` (about 0.1 ms) before they sleep, so that they burn little once a
+//! suggestion is done. libgomp reads its variables once, when it is loaded, so setting them
+//! from `main` is too late: we re-execute ourselves once with it set.
 
-/// Re-executes the current binary with `OMP_WAIT_POLICY=passive` unless the variable is
-/// already set (a user's explicit choice is kept). Returns only if nothing was done or the
-/// re-exec failed.
-pub fn ensure_passive_openmp() {
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+/// The spin count given to libgomp when the user set no OpenMP wait variable.
+pub const SPIN_COUNT: &str = "20000";
+
+/// Re-executes the current binary with `GOMP_SPINCOUNT` set unless `OMP_WAIT_POLICY` or
+/// `GOMP_SPINCOUNT` already is (a user's explicit choice is kept). Returns only if nothing was
+/// done or the re-exec failed.
+pub fn ensure_openmp_wait_policy() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some()
+    {
         return;
     }
     #[cfg(unix)]
@@ -21,7 +28,7 @@ pub fn ensure_passive_openmp() {
         };
         let err = std::process::Command::new(exe)
             .args(std::env::args_os().skip(1))
-            .env("OMP_WAIT_POLICY", "passive")
+            .env("GOMP_SPINCOUNT", SPIN_COUNT)
             .exec();
         // exec only returns on failure; carry on with the default policy.
         let _ = err;

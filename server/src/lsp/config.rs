@@ -108,6 +108,9 @@ pub struct ServerConfig {
     pub document_cache_mb: u32,
     /// Once a suggestion is shown, compute the next one as if it were accepted.
     pub precompute_next: bool,
+    /// Evaluate a newly opened document that fits the prompt window while the user is idle,
+    /// so that the first keystroke in it, wherever it is, finds its prompt in the KV cache.
+    pub prefill_on_open: bool,
     /// Element type of the KV cache's keys (values stay F16).
     pub cache_type_k: CacheTypeK,
 }
@@ -132,6 +135,7 @@ impl Default for ServerConfig {
             draft_max: 8,
             document_cache_mb: 128,
             precompute_next: true,
+            prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
         }
     }

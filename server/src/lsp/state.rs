@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use amd_engine::{Engine, JobStats};
+use tokio_util::sync::CancellationToken;
 use tower_lsp_server::gen_lsp_types::Uri;
 use tower_lsp_server::Client;
 
@@ -44,6 +45,8 @@ pub struct Counters {
     /// Next suggestions computed in the background, and requests they answered.
     pub n_precomputed: AtomicU64,
     pub n_precomputed_hits: AtomicU64,
+    /// Documents evaluated when opened (`prefillOnOpen`), to the end.
+    pub n_open_prefills: AtomicU64,
     pub n_suggestions: AtomicU64,
     pub n_empty: AtomicU64,
     pub n_errors: AtomicU64,
@@ -107,6 +110,9 @@ pub struct ServerState {
     /// The user's typing rhythm (adaptive debounce).
     rhythm: Mutex<super::completion::rhythm::Rhythm>,
     last_job: Mutex<Option<JobStats>>,
+    /// Background work that gives way to the user (`prefillOnOpen`): cancelled by the next
+    /// completion request of any document.
+    idle_work: Mutex<CancellationToken>,
     pub shutting_down: AtomicBool,
 }
 
@@ -146,6 +152,7 @@ impl ServerState {
             after_debounce: Mutex::new(Latencies::default()),
             rhythm: Mutex::default(),
             last_job: Mutex::new(None),
+            idle_work: Mutex::new(CancellationToken::new()),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -220,6 +227,19 @@ impl ServerState {
 
     pub fn set_window_start(&self, uri: &Uri, start: usize) {
         lock(&self.windows).insert(uri.clone(), start);
+    }
+
+    /// Starts background work that gives way to the user; newer background work cancels it,
+    /// and so does [`ServerState::interrupt_idle_work`].
+    pub fn begin_idle_work(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        std::mem::replace(&mut *lock(&self.idle_work), token.clone()).cancel();
+        token
+    }
+
+    /// A completion request arrived: background work stops (its engine job is dropped).
+    pub fn interrupt_idle_work(&self) {
+        lock(&self.idle_work).cancel();
     }
 
     /// Forgets everything kept for a closed document.

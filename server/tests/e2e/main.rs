@@ -349,14 +349,7 @@ async fn accepting_a_suggestion_is_followed_by_the_precomputed_next_one() {
     let shown = suggested_after_line(&first);
     assert!(!shown.contains('\n'), "{shown:?}");
     // The next suggestion is computed in the background.
-    let mut status = c.status().await;
-    for _ in 0..400 {
-        if status["counters"]["precomputed"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        status = c.status().await;
-    }
+    let status = c.status_once("precomputed", 1).await;
     assert_eq!(status["counters"]["precomputed"], 1, "{status}");
     let jobs_before = status["engine"]["jobs"].clone();
 
@@ -510,4 +503,53 @@ async fn a_target_model_serves_multi_line_completions_with_speculation() {
     let job = c.status().await["lastJob"].clone();
     assert_eq!(job["nDrafted"], 0, "the main model alone: {job}");
     c.shutdown().await;
+}
+
+/// A document that fits the prompt window (`windowMaxChars`, 4096 by default).
+const SMALL_DOC: &str = "import json\nimport os\n\n\nclass Store:\n    \"\"\"Keeps records in a JSON file.\"\"\"\n\n    def __init__(self, path):\n        self.path = path\n        self.records = {}\n\n    def load(self):\n        if os.path.exists(self.path):\n            with open(self.path) as f:\n                self.records = json.load(f)\n        return self.records\n\n    def save(self):\n        with open(self.path, \"w\") as f:\n            json.dump(self.records, f, indent=2)\n\n    def put(self, key, value):\n        self.records[key] = value\n        self.save()\n\n    def get(self, key, default=None):\n        return self.records.get(key, default)\n\n\ndef main():\n    store = Store(\"data.json\")\n    store.load()\n    store.put(\"answer\", 42)\n    print(store.get(\"answer\"))\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_document_is_evaluated_when_opened_so_the_first_keystroke_anywhere_is_warm() {
+    let mut runs = Vec::new();
+    for prefill in [true, false] {
+        let setup = ClientSetup {
+            options: json!({"debounceMs": 0, "prefillOnOpen": prefill}),
+            ..ClientSetup::default()
+        };
+        let (mut c, _) = TestClient::start(setup).await;
+        c.wait_model_ready().await;
+        c.open(URI, SMALL_DOC).await;
+        let status = if prefill {
+            let status = c.status_once("openPrefills", 1).await;
+            assert_eq!(status["counters"]["openPrefills"], 1, "{status}");
+            status
+        } else {
+            // Past the delay a prefill would wait for: nothing was asked of the engine.
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            let status = c.status().await;
+            assert_eq!(status["engine"]["jobs"], 0, "{status}");
+            status
+        };
+        let before = status["engine"]["tokensEvaluated"].as_u64().expect("count");
+        // The first keystroke lands in the middle of the file: `self.records[key] = value`.
+        c.change(URI, 2, [[22, 33], [22, 33]], "\n        ").await;
+        let response = c.inline(URI, 23, 8).await;
+        let status = c.status().await;
+        let evaluated = status["engine"]["tokensEvaluated"].as_u64().expect("count") - before;
+        runs.push((evaluated, status["lastJob"]["nPrompt"].clone(), response));
+        c.shutdown().await;
+    }
+    let (warm, n_prompt, warm_answer) = &runs[0];
+    let (cold, _, cold_answer) = &runs[1];
+    let n_prompt = n_prompt.as_u64().expect("prompt tokens");
+    assert!(
+        n_prompt > 150,
+        "the prompt holds the file up to the cursor: {n_prompt}"
+    );
+    assert_eq!(*cold, n_prompt, "without it, the whole prompt is evaluated");
+    assert!(
+        *warm <= 4,
+        "opened warm, only the tokens at the edit are evaluated: {warm} of {n_prompt}"
+    );
+    assert_eq!(warm_answer, cold_answer, "the same suggestion either way");
 }

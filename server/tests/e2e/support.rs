@@ -112,10 +112,17 @@ impl TestClient {
         if setup.inline {
             caps["textDocument"]["inlineCompletion"] = json!({"dynamicRegistration": false});
         }
+        // Evaluating a document when it is opened adds an engine job whenever a test is slow
+        // to send its first request; tests that count jobs would depend on timing. Tests of it
+        // turn it on.
+        let mut options = setup.options;
+        if let Some(o) = options.as_object_mut() {
+            o.entry("prefillOnOpen").or_insert(json!(false));
+        }
         let init = client
             .request(
                 "initialize",
-                json!({"processId": null, "capabilities": caps, "initializationOptions": setup.options}),
+                json!({"processId": null, "capabilities": caps, "initializationOptions": options}),
             )
             .await;
         client.notify("initialized", json!({})).await;
@@ -233,6 +240,20 @@ impl TestClient {
 
     pub(crate) async fn status(&mut self) -> Value {
         self.request("amd/status", Value::Null).await
+    }
+
+    /// The status once the server counter `name` reached `value` (background work), or after
+    /// 10 s, whichever is first; callers assert on it.
+    pub(crate) async fn status_once(&mut self, name: &str, value: u64) -> Value {
+        let mut status = self.status().await;
+        for _ in 0..400 {
+            if status["counters"][name] == value {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            status = self.status().await;
+        }
+        status
     }
 
     /// `shutdown` then `exit`; the server task must end.

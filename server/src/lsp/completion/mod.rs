@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amd_engine::{
-    CompletionRequest, DraftLength, Drafter, Engine, ModelRole, Outcome, Prompt, Sampling,
-    Speculation, StopRules,
+    CompletionRequest, DraftLength, Drafter, Engine, ModelInfo, ModelRole, Outcome, Prompt,
+    Sampling, Speculation, StopRules,
 };
 use anyhow::Result;
 use ropey::Rope;
@@ -72,6 +72,7 @@ pub async fn suggest(
 ) -> Result<Option<Suggestion>> {
     let started = Instant::now();
     ServerState::bump(&state.counters.n_requests);
+    state.interrupt_idle_work();
     if !params.invoked {
         state.record_key(started);
     }
@@ -347,6 +348,59 @@ fn precompute_next(
     });
 }
 
+/// How long a newly opened document waits before it is evaluated: a file opened to peek at
+/// (a definition, a search result) is often closed or left again within this.
+const OPEN_PREFILL_DELAY: Duration = Duration::from_millis(300);
+
+/// Evaluates a newly opened document into the KV cache while the user is idle (`prefillOnOpen`),
+/// when the whole document fits the prompt window (`windowMaxChars`): its window then starts
+/// at the top for any cursor, so the first request anywhere in it reuses the cache up to its
+/// cursor instead of evaluating everything before it. A larger document's first window
+/// depends on a cursor the server does not know yet, so it is left alone. The next completion
+/// request of any document, or the next document opened, cancels this one; what was
+/// evaluated before that stays in the cache.
+pub fn prefill_on_open(state: &Arc<ServerState>, uri: &Uri) {
+    let config = state.config();
+    if !config.prefill_on_open || ReuseMode::from_env() != ReuseMode::Full {
+        return;
+    }
+    let (Some(engine), Some(doc)) = (state.engine(), state.docs.snapshot(uri)) else {
+        return;
+    };
+    let n_chars = doc.rope.len_chars();
+    if n_chars == 0 || n_chars > config.window_max_chars.max(64) {
+        return;
+    }
+    // What a request with the cursor at the end would ask for, without generating.
+    let at = surroundings(&doc.rope, n_chars, 0);
+    let (model, info) = match engine.target_info() {
+        Some(target) if config.use_target == UseTarget::Always => (ModelRole::Target, target),
+        _ => (ModelRole::Main, engine.info()),
+    };
+    let prompt = prompt_for(&at, info, &config);
+    let token = state.begin_idle_work();
+    let (state, uri) = (Arc::clone(state), uri.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(OPEN_PREFILL_DELAY) => {}
+        }
+        if state.docs.snapshot(&uri).is_none_or(|d| d.rope != doc.rope) {
+            return;
+        }
+        state.set_window_start(&uri, 0);
+        let job = engine.submit(request(prompt, model, Sampling::Greedy, &uri));
+        tokio::select! {
+            () = token.cancelled() => {}
+            outcome = job => {
+                if let Ok(Outcome::Completed(_)) = outcome {
+                    ServerState::bump(&state.counters.n_open_prefills);
+                }
+            }
+        }
+    });
+}
+
 /// What the engine is asked for a cursor.
 struct Plan {
     prompt: Prompt,
@@ -403,8 +457,19 @@ fn plan(
         }),
         (SpeculationMode::Model, ModelRole::Main) => None,
     };
+    let prompt = prompt_for(at, info, config);
+    Plan {
+        prompt,
+        model,
+        speculation,
+        multi_line,
+    }
+}
+
+/// The prompt for a cursor's surroundings, in the model's format (FIM when it has the tokens).
+fn prompt_for(at: &Surroundings, info: &ModelInfo, config: &ServerConfig) -> Prompt {
     let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
-    let prompt = if info.fim.is_some() {
+    if info.fim.is_some() {
         Prompt::Fim {
             prefix: at.prefix.clone(),
             suffix: at.suffix.clone(),
@@ -415,12 +480,6 @@ fn plan(
             text: at.prefix.clone(),
             max_tokens: budget,
         }
-    };
-    Plan {
-        prompt,
-        model,
-        speculation,
-        multi_line,
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "cpuMsCancelled": get(&ec.cpu_us_cancelled) as f64 / 1000.0,
             "cpuMsSuperseded": get(&ec.cpu_us_superseded) as f64 / 1000.0,
             "restored": get(&ec.n_restored),
+            "callsAllThreads": get(&ec.n_calls_all_threads),
+            "callsOneThread": get(&ec.n_calls_one_thread),
             "savedDocuments": get(&ec.saved_documents),
             "savedMb": get(&ec.saved_bytes) as f64 / f64::from(1u32 << 20),
         })
@@ -97,6 +99,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "cacheHits": get(&c.n_cache_hits),
             "precomputed": get(&c.n_precomputed),
             "precomputedHits": get(&c.n_precomputed_hits),
+            "openPrefills": get(&c.n_open_prefills),
             "suggestions": get(&c.n_suggestions),
             "empty": get(&c.n_empty),
             "errors": get(&c.n_errors),

@@ -5,14 +5,18 @@ use tower_lsp_server::gen_lsp_types::{
     DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
 };
 
+use std::sync::Arc;
+
+use crate::lsp::completion::prefill_on_open;
 use crate::lsp::documents::ChangeRejected;
 use crate::lsp::state::ServerState;
 
-pub(crate) fn handle_did_open(state: &ServerState, params: DidOpenTextDocumentParams) {
+pub(crate) fn handle_did_open(state: &Arc<ServerState>, params: DidOpenTextDocumentParams) {
     let doc = params.text_document;
     tracing::debug!(uri = %doc.uri, version = doc.version, n_bytes = doc.text.len(), "didOpen");
     state.forget(&doc.uri);
-    state.docs.open(doc.uri, &doc.text, doc.version);
+    state.docs.open(doc.uri.clone(), &doc.text, doc.version);
+    prefill_on_open(state, &doc.uri);
 }
 
 pub(crate) fn handle_did_change(state: &ServerState, params: DidChangeTextDocumentParams) {

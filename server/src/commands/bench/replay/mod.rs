@@ -65,6 +65,12 @@ pub(crate) struct Run {
     pub cancelled_cpu_share: f64,
     /// Jobs whose document's KV cache came back from memory (a switch back to it).
     pub restored: u64,
+    /// From the first keystroke in a newly opened document to its first suggestion (the
+    /// documents that got one).
+    pub first_in_opened_ms: Quantiles,
+    /// llama.cpp calls run on one thread because other processes used the cores, in all
+    /// calls (0 with a fixed `threads` setting).
+    pub one_thread_share: f64,
     pub type_through_hits: u64,
     pub type_through_rate: f64,
     pub type_through_ms: Quantiles,
@@ -114,6 +120,7 @@ struct Report<'a> {
     threads: u32,
     settings: serde_json::Map<String, Value>,
     speed: f64,
+    look_ms: u64,
     /// Medians over the rounds, per variant.
     variants: Vec<Run>,
     /// Each baseline's figure divided by this server's (`full`).
@@ -125,6 +132,7 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
     let files = corpus(&args.dirs, args.files, args.seed)?;
     let style = Style {
         keystrokes: args.keystrokes,
+        look_ms: args.look_ms,
         ..Style::default()
     };
     let steps = script::plan(&files, args.seed, &style);
@@ -153,14 +161,19 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
                 .with_context(|| format!("variant {variant}, round {}", round + 1))?;
             eprintln!(
                 "replay: round {} {variant}: p50 {:.0} ms, p95 {:.0} ms (after debounce {:.0}, {:.0}), \
-                 evaluated/changed {:.2}, superseded CPU {:.1}%",
+                 evaluated/changed {:.2}, superseded CPU {:.1}%, CPU {:.1} s, \
+                 one-thread calls {:.0}%, first suggestion in an opened file p50 {:.0} ms ({})",
                 round + 1,
                 run.latency_ms.p50,
                 run.latency_ms.p95,
                 run.after_debounce_ms.p50,
                 run.after_debounce_ms.p95,
                 run.evaluated_per_changed,
-                run.superseded_cpu_share * 100.0
+                run.superseded_cpu_share * 100.0,
+                run.cpu_ms / 1000.0,
+                run.one_thread_share * 100.0,
+                run.first_in_opened_ms.p50,
+                run.first_in_opened_ms.n
             );
             runs.push(run);
         }
@@ -183,6 +196,7 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
         threads: args.threads,
         settings: args.settings.iter().cloned().collect(),
         speed: args.speed,
+        look_ms: args.look_ms,
         variants,
         ratios,
         runs,
@@ -298,6 +312,9 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     let mut names: Vec<String> = Vec::new();
     let mut versions: Vec<i64> = Vec::new();
     let mut sent: HashMap<i64, (Instant, KeyKind)> = HashMap::new();
+    // Per document: when its first keystroke was sent, and which requests were its.
+    let mut first_key: Vec<Option<Instant>> = Vec::new();
+    let mut doc_of: HashMap<i64, usize> = HashMap::new();
     let mut rss_peak = 0.0f64;
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
@@ -318,6 +335,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
             Action::Open { doc, name, text } => {
                 names.push(name.clone());
                 versions.push(0);
+                first_key.push(None);
                 client.notify(
                     "textDocument/didOpen",
                     json!({"textDocument": {"uri": uri(*doc, name), "languageId": language(name),
@@ -347,7 +365,10 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                         "position": {"line": cursor.0, "character": cursor.1},
                         "context": {"triggerKind": 2}}),
                 )?;
-                sent.insert(id, (Instant::now(), *kind));
+                let now = Instant::now();
+                sent.insert(id, (now, *kind));
+                doc_of.insert(id, *doc);
+                first_key[*doc].get_or_insert(now);
                 run.keystrokes += 1;
             }
         }
@@ -365,6 +386,19 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     let answers = client.answers().clone();
     client.shutdown()?;
 
+    let mut first_in_opened = Vec::new();
+    for (d, t0) in first_key.iter().enumerate() {
+        let first = doc_of
+            .iter()
+            .filter(|&(_, &doc)| doc == d)
+            .filter_map(|(id, _)| answers.get(id).filter(|a| a.has_items()))
+            .map(|a| a.arrived)
+            .min();
+        if let (Some(t0), Some(first)) = (t0, first) {
+            first_in_opened.push(first.duration_since(*t0).as_secs_f64() * 1000.0);
+        }
+    }
+    run.first_in_opened_ms = Quantiles::of(&first_in_opened);
     let mut all = Vec::new();
     for (id, (at, kind)) in &sent {
         run.requests += 1;
@@ -406,6 +440,8 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     run.cpu_ms_cancelled = num(&engine["cpuMsCancelled"]);
     run.cancelled_cpu_share = ratio(run.cpu_ms_cancelled, run.cpu_ms);
     run.restored = engine["restored"].as_u64().unwrap_or(0);
+    let one_thread = num(&engine["callsOneThread"]);
+    run.one_thread_share = ratio(one_thread, one_thread + num(&engine["callsAllThreads"]));
     let server_quantiles = |v: &Value| Quantiles {
         p50: num(&v["p50"]),
         p95: num(&v["p95"]),
@@ -488,6 +524,8 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         cpu_ms_cancelled: med(&|r| r.cpu_ms_cancelled),
         cancelled_cpu_share: med(&|r| r.cancelled_cpu_share),
         restored: med(&|r| r.restored as f64) as u64,
+        one_thread_share: med(&|r| r.one_thread_share),
+        first_in_opened_ms: q(&|r| r.first_in_opened_ms),
         type_through_hits: med(&|r| r.type_through_hits as f64) as u64,
         type_through_rate: med(&|r| r.type_through_rate),
         type_through_ms: q(&|r| r.type_through_ms),

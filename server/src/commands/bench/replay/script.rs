@@ -65,6 +65,9 @@ pub(crate) struct Style {
     pub switch: f64,
     /// Opening another file, per line typed.
     pub open: f64,
+    /// Milliseconds spent looking at a newly opened file before typing in it (0: none; the
+    /// default keeps the scripts of earlier measurements).
+    pub look_ms: u64,
 }
 
 impl Default for Style {
@@ -79,6 +82,7 @@ impl Default for Style {
             far_edit: 0.05,
             switch: 0.15,
             open: 0.1,
+            look_ms: 0,
         }
     }
 }
@@ -154,6 +158,7 @@ pub(crate) fn plan(files: &[(String, String)], seed: u64, style: &Style) -> Vec<
     };
 
     let mut current = open(&mut rng, &mut docs, &mut steps, at_ms, usable[next_file]);
+    at_ms += style.look_ms;
     next_file = (next_file + 1) % usable.len();
     while keys < style.keystrokes {
         if docs[current].pending.is_empty() {
@@ -176,6 +181,7 @@ pub(crate) fn plan(files: &[(String, String)], seed: u64, style: &Style) -> Vec<
                         });
                     }
                     let d = open(&mut rng, &mut docs, &mut steps, at_ms, usable[next_file]);
+                    at_ms += style.look_ms;
                     next_file = (next_file + 1) % usable.len();
                     d
                 }

@@ -1,0 +1,320 @@
+//! How many threads llama.cpp may use right now, decided from what the rest of the machine does.
+//!
+//! Two decode threads whose OpenMP workers spin between operations are 1.4× faster than one on
+//! an idle 2-core machine, and six times slower when another process keeps a core busy: a
+//! spinning worker that loses its core stalls every barrier of the graph (docs/benchmarks.md).
+//! So with the default thread settings the engine thread looks, before a llama.cpp call and at
+//! most every [`RECHECK`], at how much CPU other processes used on our cores since its last
+//! look (the kernel's per-CPU counters less our own CPU time), and runs the call with all its
+//! threads only when they would have their cores to themselves; otherwise on one thread.
+//!
+//! Linux only (it reads `/proc`); elsewhere, or when the OpenMP runtime cannot be switched,
+//! llama.cpp keeps the thread counts it was given.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::EngineCounters;
+
+/// How often the load is looked at while llama.cpp calls follow one another.
+pub(crate) const RECHECK: Duration = Duration::from_millis(100);
+
+/// Cores' worth of CPU that other processes may use on the cores we would take while we still
+/// run all threads (an editor redrawing as the user types uses a little).
+pub(crate) const SLACK: f64 = 0.3;
+
+/// Whether a call may use all `threads` of `n_cpus` cores while other processes used `others`
+/// cores on average over the last look.
+pub(crate) fn all_threads_fit(n_cpus: u32, threads: u32, others: f64) -> bool {
+    others <= f64::from(n_cpus.saturating_sub(threads)) + SLACK
+}
+
+/// CPU time counters at one moment, in clock ticks (`USER_HZ`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sample {
+    /// Busy time (everything but idle and iowait, steal included) of the cores we may run on.
+    pub(crate) busy: u64,
+    /// This process's user and system time, all its threads.
+    pub(crate) ours: u64,
+}
+
+/// Cores' worth of CPU that other processes (and the hypervisor, through steal time) used
+/// between two samples `secs` apart. Ticks are `USER_HZ` (100 per second on Linux).
+pub(crate) fn others_cores(before: Sample, after: Sample, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    let busy = after.busy.saturating_sub(before.busy);
+    let ours = after.ours.saturating_sub(before.ours);
+    busy.saturating_sub(ours) as f64 / (TICKS_PER_SEC * secs)
+}
+
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The busy ticks of the listed CPUs in `/proc/stat` text (`cpuN user nice system idle iowait
+/// irq softirq steal …`); `None` when no listed CPU is found.
+pub(crate) fn parse_proc_stat(text: &str, cpus: &[usize]) -> Option<u64> {
+    let mut total = 0u64;
+    let mut found = false;
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(name) = fields.next() else { continue };
+        let Some(n) = name
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cpus.is_empty() && !cpus.contains(&n) {
+            continue;
+        }
+        let v: Vec<u64> = fields.take(8).map_while(|f| f.parse().ok()).collect();
+        if v.len() < 8 {
+            continue;
+        }
+        // user nice system [idle iowait] irq softirq steal
+        total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        found = true;
+    }
+    found.then_some(total)
+}
+
+/// User plus system ticks from `/proc/self/stat` text. The command name (field 2) is in
+/// parentheses and may hold spaces or parentheses, so fields are counted after the last `)`.
+pub(crate) fn parse_self_stat(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After the name: state (3) … utime (14), stime (15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The cores this thread may run on (empty: unknown, count them all).
+fn allowed_cpus() -> Vec<usize> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `set` is a plain bit set the kernel fills in; its size is passed along.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            return (0..libc::CPU_SETSIZE as usize)
+                .filter(|&i| libc::CPU_ISSET(i, &set))
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+fn read_sample(cpus: &[usize]) -> Option<Sample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(Sample {
+        busy: parse_proc_stat(&stat, cpus)?,
+        ours: parse_self_stat(&own)?,
+    })
+}
+
+/// The engine thread's thread policy: installed by [`install`] when the configuration left
+/// the thread counts to the engine.
+struct Policy {
+    cpus: Vec<usize>,
+    n_cpus: u32,
+    threads: u32,
+    last: Option<(Instant, Sample)>,
+    all_threads: bool,
+    counters: Arc<EngineCounters>,
+}
+
+thread_local! {
+    static POLICY: RefCell<Option<Policy>> = const { RefCell::new(None) };
+}
+
+/// Makes the calling thread (the engine thread) choose, before each llama.cpp call, between
+/// `threads` threads and one. Returns false, and installs nothing, where that cannot be done:
+/// not Linux, `/proc` unreadable, or an OpenMP runtime that cannot be switched.
+pub(crate) fn install(n_cpus: u32, threads: u32, counters: Arc<EngineCounters>) -> bool {
+    if threads < 2 || !crate::llama::can_limit_threads() {
+        return false;
+    }
+    let cpus = allowed_cpus();
+    let Some(first) = read_sample(&cpus) else {
+        return false;
+    };
+    POLICY.with_borrow_mut(|p| {
+        *p = Some(Policy {
+            cpus,
+            n_cpus,
+            threads,
+            last: Some((Instant::now(), first)),
+            all_threads: true,
+            counters,
+        })
+    });
+    crate::llama::limit_threads(false);
+    true
+}
+
+/// Called by the engine thread before every llama.cpp call that computes a graph.
+pub(crate) fn before_call() {
+    POLICY.with_borrow_mut(|p| {
+        let Some(p) = p.as_mut() else { return };
+        let now = Instant::now();
+        let due = p
+            .last
+            .is_none_or(|(at, _)| now.duration_since(at) >= RECHECK);
+        if due {
+            if let Some(sample) = read_sample(&p.cpus) {
+                if let Some((at, before)) = p.last {
+                    let others = others_cores(before, sample, now.duration_since(at).as_secs_f64());
+                    let fit = all_threads_fit(p.n_cpus, p.threads, others);
+                    if fit != p.all_threads {
+                        tracing::debug!(
+                            others = format!("{others:.2}"),
+                            threads = if fit { p.threads } else { 1 },
+                            "other processes' load changed: llama.cpp threads switched"
+                        );
+                        crate::llama::limit_threads(!fit);
+                        p.all_threads = fit;
+                    }
+                }
+                p.last = Some((now, sample));
+            }
+        }
+        let counter = if p.all_threads {
+            &p.counters.n_calls_all_threads
+        } else {
+            &p.counters.n_calls_one_thread
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  7541873 601 635142 4729379 35136 0 3867 21949 0 0
+cpu0 3770000 300 317000 2364000 17000 0 1900 11000 0 0
+cpu1 3771873 301 318142 2365379 18136 0 1967 10949 0 0
+intr 123 4 5
+ctxt 99
+";
+
+    #[test]
+    fn busy_ticks_count_user_system_irq_and_steal_of_the_allowed_cpus() {
+        let cpu0 = 3_770_000 + 300 + 317_000 + 1_900 + 11_000;
+        let cpu1 = 3_771_873 + 301 + 318_142 + 1_967 + 10_949;
+        assert_eq!(parse_proc_stat(STAT, &[0]), Some(cpu0));
+        assert_eq!(parse_proc_stat(STAT, &[1]), Some(cpu1));
+        assert_eq!(parse_proc_stat(STAT, &[0, 1]), Some(cpu0 + cpu1));
+        // Unknown affinity: every core (the aggregate `cpu` line is not counted twice).
+        assert_eq!(parse_proc_stat(STAT, &[]), Some(cpu0 + cpu1));
+        assert_eq!(parse_proc_stat(STAT, &[7]), None);
+        assert_eq!(parse_proc_stat("cpu0 1 2 3\n", &[0]), None);
+    }
+
+    #[test]
+    fn own_time_is_read_after_the_command_name_whatever_it_holds() {
+        let stat = "4242 (amd (lsp) x) S 1 4242 4242 0 -1 4194304 2000 0 0 0 157 31 0 0 20 0 9 0";
+        assert_eq!(parse_self_stat(stat), Some(157 + 31));
+        assert_eq!(parse_self_stat("4242 (amd-lsp) S 1 2"), None);
+        assert_eq!(parse_self_stat("no name here"), None);
+    }
+
+    #[test]
+    fn others_load_is_the_busy_time_we_did_not_spend() {
+        let a = Sample {
+            busy: 1000,
+            ours: 400,
+        };
+        // 0.5 s: 2 cores' worth would be 100 ticks; we used 45, the cores were busy 95.
+        let b = Sample {
+            busy: 1095,
+            ours: 445,
+        };
+        assert!((others_cores(a, b, 0.5) - 1.0).abs() < 1e-9);
+        // Our ticks can run ahead of the cores' (different sampling): never negative.
+        let c = Sample {
+            busy: 1010,
+            ours: 460,
+        };
+        assert_eq!(others_cores(a, c, 0.5), 0.0);
+        assert_eq!(others_cores(a, b, 0.0), 0.0);
+    }
+
+    #[test]
+    fn all_threads_run_only_while_their_cores_are_free() {
+        // 2 cores, 2 threads: a busy neighbour (measured 0.67–1.0 cores) means one thread.
+        assert!(all_threads_fit(2, 2, 0.0));
+        assert!(all_threads_fit(2, 2, 0.25));
+        assert!(!all_threads_fit(2, 2, 0.67));
+        assert!(!all_threads_fit(2, 2, 1.0));
+        // 8 cores, 7 threads: one core's worth of others still fits.
+        assert!(all_threads_fit(8, 7, 1.2));
+        assert!(!all_threads_fit(8, 7, 1.5));
+    }
+
+    /// ggml's CPU backend plans a graph for the context's threads and runs it on the threads
+    /// OpenMP gives it: one, while [`crate::llama::limit_threads`] holds. Logits must not
+    /// depend on which (each output row is one thread's dot product either way).
+    #[test]
+    fn one_thread_computes_exactly_what_all_threads_compute() {
+        use crate::llama::{ContextParams, Logits, Model, ModelParams};
+        if !crate::llama::can_limit_threads() {
+            return;
+        }
+        let dir = std::env::temp_dir().join("amd-engine-unit-models");
+        let path = crate::testmodel::cached_tiny_model_head64(&dir).expect("write test model");
+        let model = Model::load(
+            &path,
+            &ModelParams {
+                gpu_layers: 0,
+                vocab_only: false,
+            },
+        )
+        .expect("load");
+        let params = ContextParams {
+            kv_types: crate::KvTypes::default(),
+            flash_attention: false,
+            n_ctx: 256,
+            n_batch: 64,
+            n_threads: 2,
+            n_threads_batch: 2,
+        };
+        let prompt: Vec<i32> = (0..40).map(|i| 100 + i * 37).collect();
+        let run = |one: bool| {
+            let mut ctx = model.new_context(&params).expect("context");
+            crate::llama::limit_threads(one);
+            let mut out = Vec::new();
+            ctx.decode(&prompt, 0, Logits::All).expect("prefill");
+            for i in 0..prompt.len() {
+                out.extend_from_slice(ctx.logits_at(i).expect("logits"));
+            }
+            for step in 0..8 {
+                let t = [500 + step * 11];
+                ctx.decode(&t, prompt.len() + step as usize, Logits::Last)
+                    .expect("step");
+                out.extend_from_slice(ctx.logits().expect("logits"));
+            }
+            crate::llama::limit_threads(false);
+            out
+        };
+        let all = run(false);
+        let one = run(true);
+        assert_eq!(all.len(), one.len());
+        assert!(all
+            .iter()
+            .zip(&one)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn this_process_can_be_sampled_here() {
+        if cfg!(target_os = "linux") {
+            let s = read_sample(&allowed_cpus()).expect("/proc is readable on Linux");
+            assert!(s.busy > 0);
+        }
+    }
+}
