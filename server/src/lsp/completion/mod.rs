@@ -385,7 +385,7 @@ pub fn prefill_on_open(state: &Arc<ServerState>, uri: &Uri) {
             () = token.cancelled() => return,
             () = tokio::time::sleep(OPEN_PREFILL_DELAY) => {}
         }
-        if state.docs.snapshot(&uri).is_none_or(|d| d.rope != doc.rope) {
+        if token.is_cancelled() || state.docs.snapshot(&uri).is_none_or(|d| d.rope != doc.rope) {
             return;
         }
         state.set_window_start(&uri, 0);
