@@ -284,9 +284,18 @@ ctxt 99
             n_threads_batch: 2,
         };
         let prompt: Vec<i32> = (0..40).map(|i| 100 + i * 37).collect();
+        // The switch reaches the OpenMP runtime.
+        // SAFETY: looks up OpenMP's `int omp_get_max_active_levels(void)` and calls it.
+        let levels = unsafe {
+            let f = libc::dlsym(libc::RTLD_DEFAULT, c"omp_get_max_active_levels".as_ptr());
+            assert!(!f.is_null());
+            std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> libc::c_int>(f)
+        };
         let run = |one: bool| {
             let mut ctx = model.new_context(&params).expect("context");
             crate::llama::limit_threads(one);
+            // SAFETY: a plain getter.
+            assert_eq!(unsafe { levels() }, if one { 0 } else { 1 });
             let mut out = Vec::new();
             ctx.decode(&prompt, 0, Logits::All).expect("prefill");
             for i in 0..prompt.len() {
