@@ -317,6 +317,17 @@ ctxt 99
             .iter()
             .zip(&one)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+        // The switch is the calling thread's (OpenMP's max-active-levels-var belongs to a
+        // thread's data environment): another thread's setting leaves ours alone, so engines
+        // (and tests) side by side do not change each other's threads.
+        crate::llama::limit_threads(true);
+        std::thread::spawn(|| crate::llama::limit_threads(false))
+            .join()
+            .expect("thread");
+        // SAFETY: a plain getter.
+        assert_eq!(unsafe { levels() }, 0);
+        crate::llama::limit_threads(false);
     }
 
     #[test]

@@ -361,11 +361,6 @@ fn engine_thread(
     let adaptive = config.n_threads == 0
         && config.n_threads_batch == 0
         && crate::cpu::install(n_cores(), adaptive_threads(), Arc::clone(&counters));
-    if !adaptive {
-        // The OpenMP switch is process-wide: an engine that followed the load before a
-        // reload with fixed counts may have left it at one thread.
-        crate::llama::limit_threads(false);
-    }
     let ctx_params = ContextParams {
         kv_types: config.kv_types,
         flash_attention: config.flash_attention,

@@ -68,8 +68,9 @@ pub(crate) fn can_limit_threads() -> bool {
 /// Runs llama.cpp's next graphs on one thread (`true`) or on the threads its context was
 /// given (`false`). With no active parallel levels allowed, OpenMP runs a parallel region on
 /// its calling thread alone, and ggml's CPU backend takes the thread count OpenMP gives it
-/// (`omp_get_num_threads`) instead of the one it planned for. Process-wide; called only from
-/// the engine thread.
+/// (`omp_get_num_threads`) instead of the one it planned for. The setting is the calling
+/// thread's (OpenMP's max-active-levels-var belongs to its data environment): the engine
+/// thread sets it for its own llama.cpp calls.
 pub(crate) fn limit_threads(one: bool) {
     if let Some(set) = omp_set_max_active_levels() {
         // SAFETY: a plain setter of an OpenMP runtime variable.
