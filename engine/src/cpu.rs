@@ -122,9 +122,37 @@ struct Policy {
     cpus: Vec<usize>,
     n_cpus: u32,
     threads: u32,
-    last: Option<(Instant, Sample)>,
+    /// The last look at the counters.
+    last: (Instant, Sample),
     all_threads: bool,
     counters: Arc<EngineCounters>,
+}
+
+impl Policy {
+    /// Looks at the load again if [`RECHECK`] has passed, and switches the threads if the
+    /// answer changed.
+    fn look(&mut self) {
+        let now = Instant::now();
+        let (at, before) = self.last;
+        if now.duration_since(at) < RECHECK {
+            return;
+        }
+        let Some(sample) = read_sample(&self.cpus) else {
+            return;
+        };
+        self.last = (now, sample);
+        let others = others_cores(before, sample, now.duration_since(at).as_secs_f64());
+        let fit = all_threads_fit(self.n_cpus, self.threads, others);
+        if fit != self.all_threads {
+            tracing::debug!(
+                others = format!("{others:.2}"),
+                threads = if fit { self.threads } else { 1 },
+                "other processes' load changed: llama.cpp threads switched"
+            );
+            crate::llama::limit_threads(!fit);
+            self.all_threads = fit;
+        }
+    }
 }
 
 thread_local! {
@@ -147,7 +175,7 @@ pub(crate) fn install(n_cpus: u32, threads: u32, counters: Arc<EngineCounters>) 
             cpus,
             n_cpus,
             threads,
-            last: Some((Instant::now(), first)),
+            last: (Instant::now(), first),
             all_threads: true,
             counters,
         })
@@ -160,28 +188,7 @@ pub(crate) fn install(n_cpus: u32, threads: u32, counters: Arc<EngineCounters>) 
 pub(crate) fn before_call() {
     POLICY.with_borrow_mut(|p| {
         let Some(p) = p.as_mut() else { return };
-        let now = Instant::now();
-        let due = p
-            .last
-            .is_none_or(|(at, _)| now.duration_since(at) >= RECHECK);
-        if due {
-            if let Some(sample) = read_sample(&p.cpus) {
-                if let Some((at, before)) = p.last {
-                    let others = others_cores(before, sample, now.duration_since(at).as_secs_f64());
-                    let fit = all_threads_fit(p.n_cpus, p.threads, others);
-                    if fit != p.all_threads {
-                        tracing::debug!(
-                            others = format!("{others:.2}"),
-                            threads = if fit { p.threads } else { 1 },
-                            "other processes' load changed: llama.cpp threads switched"
-                        );
-                        crate::llama::limit_threads(!fit);
-                        p.all_threads = fit;
-                    }
-                }
-                p.last = Some((now, sample));
-            }
-        }
+        p.look();
         let counter = if p.all_threads {
             &p.counters.n_calls_all_threads
         } else {
