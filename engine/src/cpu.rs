@@ -107,11 +107,79 @@ fn allowed_cpus() -> Vec<usize> {
     Vec::new()
 }
 
-fn read_sample(cpus: &[usize]) -> Option<Sample> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+/// Where the load is read: the allowed cores' counters, or, under a CPU quota (a container
+/// started with `--cpus=2` on a large host, where the affinity still lists every host core),
+/// the quota's own cgroup: its usage counts what the quota counts, and our share of it is
+/// measured against the quota's cores, not the host's.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    Cpus(Vec<usize>),
+    Cgroup(std::path::PathBuf),
+}
+
+/// The cgroup (v2) directory of this process from `/proc/self/cgroup` text (`0::/path`).
+pub(crate) fn parse_self_cgroup(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// Cores a cgroup's `cpu.max` (`QUOTA PERIOD`, or `max PERIOD` without a quota) allows.
+pub(crate) fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut fields = text.split_ascii_whitespace();
+    let quota: f64 = fields.next()?.parse().ok()?;
+    let period: f64 = fields.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// A cgroup's CPU time from its `cpu.stat` (`usage_usec N`), in ticks.
+pub(crate) fn parse_cpu_stat(text: &str) -> Option<u64> {
+    let usec: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(usec / (1_000_000 / TICKS_PER_SEC as u64))
+}
+
+/// The innermost cgroup above this process that sets a CPU quota, and its cores.
+fn quota_cgroup() -> Option<(std::path::PathBuf, f64)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut dir = std::path::Path::new("/sys/fs/cgroup")
+        .join(parse_self_cgroup(&own)?.trim_start_matches('/'));
+    loop {
+        if let Some(cores) = std::fs::read_to_string(dir.join("cpu.max"))
+            .ok()
+            .and_then(|t| parse_cpu_max(&t))
+        {
+            return dir.join("cpu.stat").is_file().then_some((dir, cores));
+        }
+        if dir == std::path::Path::new("/sys/fs/cgroup") || !dir.pop() {
+            return None;
+        }
+    }
+}
+
+/// Where to read the load, and the cores it is counted against (`n_cpus` unless a quota is
+/// smaller).
+fn source(n_cpus: u32) -> (Source, u32) {
+    match quota_cgroup() {
+        Some((dir, cores)) if cores < allowed_cpus().len().max(1) as f64 => {
+            (Source::Cgroup(dir), n_cpus.min(cores.ceil() as u32).max(1))
+        }
+        _ => (Source::Cpus(allowed_cpus()), n_cpus),
+    }
+}
+
+fn read_sample(source: &Source) -> Option<Sample> {
     let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let busy = match source {
+        Source::Cpus(cpus) => parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?, cpus)?,
+        Source::Cgroup(dir) => {
+            parse_cpu_stat(&std::fs::read_to_string(dir.join("cpu.stat")).ok()?)?
+        }
+    };
     Some(Sample {
-        busy: parse_proc_stat(&stat, cpus)?,
+        busy,
         ours: parse_self_stat(&own)?,
     })
 }
@@ -119,7 +187,7 @@ fn read_sample(cpus: &[usize]) -> Option<Sample> {
 /// The engine thread's thread policy: installed by [`install`] when the configuration left
 /// the thread counts to the engine.
 struct Policy {
-    cpus: Vec<usize>,
+    source: Source,
     n_cpus: u32,
     threads: u32,
     /// The last look at the counters.
@@ -137,7 +205,7 @@ impl Policy {
         if now.duration_since(at) < RECHECK {
             return;
         }
-        let Some(sample) = read_sample(&self.cpus) else {
+        let Some(sample) = read_sample(&self.source) else {
             return;
         };
         self.last = (now, sample);
@@ -166,13 +234,13 @@ pub(crate) fn install(n_cpus: u32, threads: u32, counters: Arc<EngineCounters>) 
     if threads < 2 || !crate::llama::can_limit_threads() {
         return false;
     }
-    let cpus = allowed_cpus();
-    let Some(first) = read_sample(&cpus) else {
+    let (source, n_cpus) = source(n_cpus);
+    let Some(first) = read_sample(&source) else {
         return false;
     };
     POLICY.with_borrow_mut(|p| {
         *p = Some(Policy {
-            cpus,
+            source,
             n_cpus,
             threads,
             last: (Instant::now(), first),
@@ -337,10 +405,54 @@ ctxt 99
         crate::llama::limit_threads(false);
     }
 
+    /// Recorded from a container started with `docker run --cpus=2` on a 64-core host.
+    const SELF_CGROUP: &str = "0::/\n";
+    const CPU_MAX: &str = "200000 100000\n";
+    const CPU_STAT: &str =
+        "usage_usec 73201554\nuser_usec 61022000\nsystem_usec 12179554\nnr_periods 100\n";
+
+    #[test]
+    fn a_cpu_quota_is_read_from_the_cgroup() {
+        assert_eq!(parse_self_cgroup(SELF_CGROUP), Some("/"));
+        assert_eq!(
+            parse_self_cgroup("12:cpu,cpuacct:/old\n0::/user.slice/app.scope\n"),
+            Some("/user.slice/app.scope")
+        );
+        assert_eq!(parse_self_cgroup("12:cpu:/v1-only\n"), None);
+        assert_eq!(parse_cpu_max(CPU_MAX), Some(2.0));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(1.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_stat(CPU_STAT), Some(7320));
+        assert_eq!(parse_cpu_stat("user_usec 5\n"), None);
+    }
+
+    #[test]
+    fn under_a_quota_only_the_containers_other_work_counts() {
+        // 1 s of a 2-core quota: the cgroup used 1.95 cores, 1.9 of them ours: others 0.05,
+        // although the 64-core host around it was busy (its /proc/stat is not read).
+        let before = Sample {
+            busy: 7320,
+            ours: 500,
+        };
+        let after = Sample {
+            busy: 7320 + 195,
+            ours: 500 + 190,
+        };
+        let others = others_cores(before, after, 1.0);
+        assert!((others - 0.05).abs() < 1e-9, "{others}");
+        assert!(all_threads_fit(2, 2, others));
+        // Another process in the container taking a core: one thread.
+        let busy = Sample {
+            busy: 7320 + 200,
+            ours: 500 + 100,
+        };
+        assert!(!all_threads_fit(2, 2, others_cores(before, busy, 1.0)));
+    }
+
     #[test]
     fn this_process_can_be_sampled_here() {
         if cfg!(target_os = "linux") {
-            let s = read_sample(&allowed_cpus()).expect("/proc is readable on Linux");
+            let s = read_sample(&Source::Cpus(allowed_cpus())).expect("/proc is readable on Linux");
             assert!(s.busy > 0);
         }
     }

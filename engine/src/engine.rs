@@ -289,10 +289,22 @@ impl Engine {
 }
 
 impl Drop for Engine {
+    /// Stops the engine thread. The thread finishes the llama.cpp call it is in (a prefill
+    /// chunk of a 7B target on a CPU takes seconds): on an async runtime's worker the join
+    /// moves to a thread of its own, so no worker waits for it.
     fn drop(&mut self) {
         self.tx.take();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let joiner = std::thread::Builder::new()
+                    .name("amd-engine-join".into())
+                    .spawn(move || drop(thread.join()));
+                if joiner.is_err() {
+                    tracing::warn!("could not start a thread to join the engine; left running");
+                }
+            } else {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -622,25 +634,39 @@ fn run_job<'m>(
     let mut n_changed = None;
     let mut restored = false;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let prompt_of = |model: &Model, prompt: &Prompt| {
+        let marked = |model: &Model, prompt: &Prompt| {
             let info = model.info();
             let tokenize = |text: &str| model.tokenize(text, false);
+            let tokenize_continuation = |text: &str| model.tokenize_continuation(text);
             let prompt_model = PromptModel {
                 bos: info.bos.filter(|_| info.add_bos),
                 fim: info.fim,
                 tokenize: &tokenize,
+                tokenize_continuation: &tokenize_continuation,
             };
-            prompt::build(&prompt_model, prompt)
+            prompt::build_marked(&prompt_model, prompt)
         };
+        let prompt_of = |model: &Model, prompt: &Prompt| marked(model, prompt).tokens;
         let generator: &mut Session<'m> = match req.model {
             ModelRole::Main => &mut *main,
             ModelRole::Target => target.as_deref_mut().ok_or(EngineError::NoTarget)?,
         };
-        let prompt = prompt_of(generator.model(), &req.prompt);
+        let mut built = marked(generator.model(), &req.prompt);
+        let healed = if req.heal && req.speculation.is_none() {
+            let model = generator.model();
+            prompt::heal(&mut built, &|t| {
+                let mut out = Vec::new();
+                model.piece(t, &mut out);
+                out
+            })
+        } else {
+            None
+        };
+        let prompt = built.tokens;
         n_changed = Some(last_prompts.changed(req.document, &prompt));
         restored = generator.switch_document(req.document)?;
         match req.speculation.as_ref().map(|s| &s.drafter) {
-            None => generator.run(req, &prompt, cancel),
+            None => generator.run(req, &prompt, healed, cancel),
             Some(Drafter::Lookup(lookup)) => {
                 let corpus = lookup
                     .corpus
@@ -694,7 +720,9 @@ fn run_job<'m>(
         outcome.stats_mut().restored = restored;
     }
     match &result {
-        Err(EngineError::NoTarget | EngineError::BadRequest(_)) => {}
+        Err(e) if e.is_bad_request() => {
+            tracing::debug!(error = %e, "request refused; KV caches kept");
+        }
         Err(e) => {
             tracing::warn!(error = %e, "job failed; KV cache reset");
             main.reset();

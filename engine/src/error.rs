@@ -60,3 +60,18 @@ pub enum EngineError {
     #[error("internal engine error: {0}")]
     Internal(String),
 }
+
+impl EngineError {
+    /// The request itself was wrong (found before the KV cache was touched): the caches
+    /// stay, and a server answers it empty rather than as a failure.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            EngineError::PromptTooLong { .. }
+                | EngineError::EmptyPrompt
+                | EngineError::BadToken { .. }
+                | EngineError::NoTarget
+                | EngineError::BadRequest(_)
+        )
+    }
+}

@@ -19,6 +19,12 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 const MAX_STRING_BYTES: u64 = 64 << 20;
 const MAX_ARRAY_ITEMS: u64 = 64 << 20;
+/// Memory the decoded metadata may take in all (a 150k-token BPE vocabulary with its merges
+/// takes ~40 MiB): a hostile header of many one-byte items cannot make the reader allocate
+/// ~32 bytes per byte of file.
+const MAX_METADATA_BYTES: u64 = 256 << 20;
+/// Items reserved up front for an array; it grows as items are actually read.
+const ARRAY_RESERVE: u64 = 4096;
 const MAX_KV: u64 = 1 << 16;
 const MAX_TENSORS: u64 = 1 << 20;
 const MAX_DIMS: u32 = 4;
@@ -295,6 +301,7 @@ pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
         inner: BufReader::new(file),
         path,
         file_len,
+        decoded_bytes: 0,
     };
     let header = r.header()?;
     Ok(header)
@@ -307,6 +314,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
         inner: io::Cursor::new(bytes),
         path,
         file_len: bytes.len() as u64,
+        decoded_bytes: 0,
     };
     r.header()
 }
@@ -315,6 +323,8 @@ struct HeaderReader<'p, R> {
     inner: R,
     path: &'p Path,
     file_len: u64,
+    /// Memory the metadata decoded so far takes (see [`MAX_METADATA_BYTES`]).
+    decoded_bytes: u64,
 }
 
 impl<R: Read + Seek> HeaderReader<'_, R> {
@@ -353,6 +363,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         if len > MAX_STRING_BYTES || len > self.file_len {
             return Err(self.malformed(format!("string of {len} bytes")));
         }
+        self.account(len)?;
         let mut buf = vec![0u8; len as usize];
         self.inner
             .read_exact(&mut buf)
@@ -360,7 +371,20 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
         String::from_utf8(buf).map_err(|_| self.malformed("string is not UTF-8"))
     }
 
+    /// Counts `n` bytes of decoded metadata against [`MAX_METADATA_BYTES`].
+    fn account(&mut self, n: u64) -> Result<(), GgufError> {
+        self.decoded_bytes = self.decoded_bytes.saturating_add(n);
+        if self.decoded_bytes > MAX_METADATA_BYTES {
+            return Err(self.malformed(format!(
+                "metadata would take more than {} MiB of memory",
+                MAX_METADATA_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+
     fn value(&mut self, ty: ValueType, depth: u8) -> Result<Value, GgufError> {
+        self.account(std::mem::size_of::<Value>() as u64)?;
         Ok(match ty {
             ValueType::U8 => Value::U8(u8::from_le_bytes(self.bytes()?)),
             ValueType::I8 => Value::I8(i8::from_le_bytes(self.bytes()?)),
@@ -389,7 +413,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
                 if n > MAX_ARRAY_ITEMS || n > self.file_len {
                     return Err(self.malformed(format!("array of {n} items")));
                 }
-                let mut items = Vec::with_capacity(n as usize);
+                let mut items = Vec::with_capacity(n.min(ARRAY_RESERVE) as usize);
                 for _ in 0..n {
                     items.push(self.value(elem, depth + 1)?);
                 }
@@ -630,6 +654,36 @@ fn encode_value(buf: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header with one metadata array of `n` one-byte bools.
+    fn bool_array_header(n: u64) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes()); // tensors
+        b.extend(1u64.to_le_bytes()); // metadata entries
+        b.extend(4u64.to_le_bytes());
+        b.extend(b"many");
+        b.extend(9u32.to_le_bytes()); // array
+        b.extend(7u32.to_le_bytes()); // of bools
+        b.extend(n.to_le_bytes());
+        b.resize(b.len() + n as usize, 0);
+        b
+    }
+
+    #[test]
+    fn a_header_cannot_make_the_reader_allocate_many_times_its_size() {
+        // 16 M one-byte items would decode to ~512 MiB of values: refused part-way, and the
+        // array never reserved room for all of them up front.
+        let err = parse_header(&bool_array_header(16 << 20)).expect_err("over the budget");
+        assert!(err.to_string().contains("MiB of memory"), "{err}");
+        // A lying count in a small file ends at the file's end, not in an allocation.
+        let mut short = bool_array_header(8);
+        let n_at = short.len() - 8 - 8;
+        short[n_at..n_at + 8].copy_from_slice(&(1u64 << 24).to_le_bytes());
+        let err = parse_header(&short).expect_err("count beyond the file");
+        assert!(err.to_string().contains("array of"), "{err}");
+        assert!(parse_header(&bool_array_header(1000)).is_ok());
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("amd-gguf-test-{}", std::process::id()));

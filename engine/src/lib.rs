@@ -29,7 +29,7 @@ use std::path::PathBuf;
 pub use engine::{CancelToken, Engine, EngineCounters, JobHandle};
 pub use error::{EngineError, LoadError};
 pub use llama::{quantize, QuantType};
-pub use prompt::Prompt;
+pub use prompt::{Prompt, RepoFile};
 pub use text::StopRules;
 
 /// A token id in the model's vocabulary.
@@ -98,6 +98,10 @@ pub struct FimTokens {
     pub suf: TokenId,
     pub mid: TokenId,
     pub eot: Option<TokenId>,
+    /// Repository-level tokens, where the model has them (Qwen2.5-Coder: `<|repo_name|>`,
+    /// `<|file_sep|>`): other files of the project go before the current one.
+    pub repo_name: Option<TokenId>,
+    pub file_sep: Option<TokenId>,
 }
 
 /// How the engine is set up. `0` means "choose" for the numeric fields.
@@ -252,6 +256,12 @@ pub struct CompletionRequest {
     /// engine counts the prompt tokens that differ from that document's previous prompt
     /// ([`JobStats::n_changed`]): the least any cache could evaluate.
     pub document: Option<u64>,
+    /// Token healing at the cursor: the prompt's last token of user text is taken back and
+    /// the first generated token(s) must reproduce its text, so the model chooses how the text
+    /// before the cursor continues (a BPE model writes `    return` as one space token and
+    /// ` return`; a prompt cut after the fourth space otherwise makes it start with a space).
+    /// The completion holds only what follows the cursor. Not applied with speculation.
+    pub heal: bool,
 }
 
 /// The models an engine can hold: the main (small, fast) model, and optionally a larger
@@ -342,6 +352,7 @@ impl CompletionRequest {
             speculation: None,
             on_progress: None,
             document: None,
+            heal: false,
         }
     }
 }

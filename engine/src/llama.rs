@@ -19,7 +19,6 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
 use crate::error::{EngineError, LoadError};
 use crate::{FimTokens, KvType, KvTypes, ModelInfo, Sampling, TokenId};
@@ -32,11 +31,71 @@ fn backend() -> Result<&'static LlamaBackend, LoadError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            send_logs_to_tracing(LogOptions::default().with_logs_enabled(true));
+            // SAFETY: `log_to_tracing` matches ggml's log callback type and uses no user data.
+            unsafe {
+                llama_cpp_sys_2::llama_log_set(Some(log_to_tracing), std::ptr::null_mut());
+                llama_cpp_sys_2::ggml_log_set(Some(log_to_tracing), std::ptr::null_mut());
+            }
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| LoadError::Backend(e.clone()))
+}
+
+thread_local! {
+    /// llama.cpp's error messages on this thread since [`take_llama_errors`] last took them
+    /// (a model that fails to load says why only in its log), and whether the last message
+    /// was an error (a continuation belongs to it).
+    static LLAMA_ERRORS: std::cell::RefCell<(String, bool)> =
+        const { std::cell::RefCell::new((String::new(), false)) };
+}
+
+/// The most of llama.cpp's error text kept for one failure.
+const LLAMA_ERRORS_MAX: usize = 1024;
+
+/// llama.cpp's and ggml's log callback: every message to `tracing` (target `llama.cpp`), and
+/// error messages also kept for the error value of the call that failed.
+unsafe extern "C" fn log_to_tracing(
+    level: llama_cpp_sys_2::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _user_data: *mut std::ffi::c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: ggml passes a NUL-terminated message that lives for the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+    let is_error = match level {
+        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => true,
+        llama_cpp_sys_2::GGML_LOG_LEVEL_CONT => LLAMA_ERRORS.with(|e| e.borrow().1),
+        _ => false,
+    };
+    LLAMA_ERRORS.with(|e| {
+        let mut e = e.borrow_mut();
+        e.1 = is_error;
+        if is_error && e.0.len() < LLAMA_ERRORS_MAX {
+            e.0.push_str(&text);
+        }
+    });
+    let text = text.trim_end();
+    if text.is_empty() {
+        return;
+    }
+    match level {
+        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => tracing::error!(target: "llama.cpp", "{text}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{text}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_INFO => tracing::debug!(target: "llama.cpp", "{text}"),
+        _ => tracing::trace!(target: "llama.cpp", "{text}"),
+    }
+}
+
+/// llama.cpp's error messages on this thread since the last call, on one line.
+fn take_llama_errors() -> String {
+    LLAMA_ERRORS.with(|e| {
+        let mut e = e.borrow_mut();
+        let text = std::mem::take(&mut e.0);
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    })
 }
 
 /// OpenMP's `omp_set_max_active_levels`, looked up at run time: llama.cpp's CPU backend runs
@@ -141,6 +200,11 @@ pub(crate) struct ModelParams {
 pub(crate) struct Model {
     inner: LlamaModel,
     info: ModelInfo,
+    /// What tokenizing "\n" gives: one token for tokenizers that add nothing in front of a
+    /// text, two (a space and the newline) for SentencePiece ones that add a space.
+    newline: Vec<TokenId>,
+    /// Every token's text, for token healing (made on first use).
+    pieces: OnceLock<Vec<Vec<u8>>>,
 }
 
 impl Model {
@@ -151,10 +215,16 @@ impl Model {
         let model_params = LlamaModelParams::default()
             .with_n_gpu_layers(params.gpu_layers)
             .with_vocab_only(params.vocab_only);
+        take_llama_errors();
         let inner = LlamaModel::load_from_file(backend, path, &model_params).map_err(|e| {
+            let said = take_llama_errors();
             LoadError::Llama {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                message: if said.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}: {said}")
+                },
             }
         })?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -170,6 +240,8 @@ impl Model {
                 suf,
                 mid,
                 eot: token(vocab.eot()),
+                repo_name: token(vocab.fim_rep()),
+                file_sep: token(vocab.fim_sep()),
             }),
             _ => None,
         };
@@ -196,7 +268,14 @@ impl Model {
                 placement(params.gpu_layers)
             },
         };
-        Ok(Model { inner, info })
+        let mut model = Model {
+            inner,
+            info,
+            newline: Vec::new(),
+            pieces: OnceLock::new(),
+        };
+        model.newline = model.tokenize("\n", false);
+        Ok(model)
     }
 
     pub(crate) fn set_n_ctx(&mut self, n_ctx: u32) {
@@ -220,6 +299,36 @@ impl Model {
         let raw = vocab.tokenize(text.as_bytes(), false, false);
         tokens.extend(raw.into_iter().map(|t| t.0));
         tokens
+    }
+
+    /// Tokenizes text that continues other text, without the space a SentencePiece tokenizer
+    /// puts in front of every separately tokenized text: "\n" is put in front instead (a
+    /// byte token that merges with nothing) and its tokens taken off again, the way
+    /// CodeLlama's reference tokenizes infilling suffixes.
+    pub(crate) fn tokenize_continuation(&self, text: &str) -> Vec<TokenId> {
+        if self.newline.len() < 2 {
+            return self.tokenize(text, false);
+        }
+        let mut tokens = self.tokenize(&format!("\n{text}"), false);
+        if tokens.starts_with(&self.newline) {
+            tokens.drain(..self.newline.len());
+            tokens
+        } else {
+            self.tokenize(text, false)
+        }
+    }
+
+    /// Every token's text (control tokens: empty), by id.
+    pub(crate) fn pieces(&self) -> &[Vec<u8>] {
+        self.pieces.get_or_init(|| {
+            (0..self.info.n_vocab as TokenId)
+                .map(|t| {
+                    let mut out = Vec::new();
+                    self.piece(t, &mut out);
+                    out
+                })
+                .collect()
+        })
     }
 
     /// The bytes a token stands for in generated text; control tokens give nothing.

@@ -20,7 +20,20 @@ pub enum Prompt {
         prefix: String,
         suffix: String,
         max_tokens: usize,
+        /// Where the code comes from. Models with repository tokens (Qwen2.5-Coder) are
+        /// prompted the way they were trained on repositories:
+        /// `<|repo_name|>{repo}\n<|file_sep|>{path}\n<|fim_prefix|>…`.
+        file: Option<RepoFile>,
     },
+}
+
+/// A file's place in its project, for prompts of models with repository tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoFile {
+    /// The project's name (its folder's name).
+    pub repo: String,
+    /// The file's path relative to the project's root, `/`-separated.
+    pub path: String,
 }
 
 /// What prompt building needs to know about the model.
@@ -29,28 +42,62 @@ pub(crate) struct PromptModel<'a> {
     pub(crate) fim: Option<FimTokens>,
     /// Tokenizes user text: no BOS, no special-token parsing.
     pub(crate) tokenize: &'a dyn Fn(&str) -> Vec<TokenId>,
+    /// Tokenizes user text that continues other text: as `tokenize`, without the space a
+    /// SentencePiece tokenizer puts in front of each separately tokenized text (CodeLlama's
+    /// reference infilling format has none before the suffix).
+    pub(crate) tokenize_continuation: &'a dyn Fn(&str) -> Vec<TokenId>,
+}
+
+/// A prompt in tokens, and where the text before the cursor ends in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Built {
+    pub(crate) tokens: Vec<TokenId>,
+    /// `tokens[..prefix_end]` ends with the last token of the code before the cursor, and
+    /// `tokens[prefix_start..prefix_end]` is that code (for [`Prompt::Prefix`] and
+    /// [`Prompt::Fim`]; the range is empty for the others).
+    pub(crate) prefix_start: usize,
+    pub(crate) prefix_end: usize,
 }
 
 /// Turns a prompt into the token ids to evaluate.
+#[cfg(test)]
 pub(crate) fn build(model: &PromptModel<'_>, prompt: &Prompt) -> Vec<TokenId> {
+    build_marked(model, prompt).tokens
+}
+
+/// [`build`], also saying where the code before the cursor is.
+pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
     let bos: Vec<TokenId> = model.bos.into_iter().collect();
+    let plain = |tokens: Vec<TokenId>| Built {
+        prefix_start: tokens.len(),
+        prefix_end: tokens.len(),
+        tokens,
+    };
     match prompt {
-        Prompt::Tokens(tokens) => tokens.clone(),
-        Prompt::Text(text) => bos.into_iter().chain((model.tokenize)(text)).collect(),
+        Prompt::Tokens(tokens) => plain(tokens.clone()),
+        Prompt::Text(text) => plain(bos.into_iter().chain((model.tokenize)(text)).collect()),
         Prompt::Prefix { text, max_tokens } => {
             let body = (model.tokenize)(text);
             let keep = max_tokens.saturating_sub(bos.len()).min(body.len());
-            bos.into_iter()
+            let prefix_start = bos.len();
+            let tokens: Vec<TokenId> = bos
+                .into_iter()
                 .chain(body[body.len() - keep..].iter().copied())
-                .collect()
+                .collect();
+            Built {
+                prefix_start,
+                prefix_end: tokens.len(),
+                tokens,
+            }
         }
         Prompt::Fim {
             prefix,
             suffix,
             max_tokens,
+            file,
         } => {
             let Some(fim) = model.fim else {
-                return build(
+                return build_marked(
                     model,
                     &Prompt::Prefix {
                         text: prefix.clone(),
@@ -58,9 +105,25 @@ pub(crate) fn build(model: &PromptModel<'_>, prompt: &Prompt) -> Vec<TokenId> {
                     },
                 );
             };
-            let budget = max_tokens.saturating_sub(bos.len() + 3);
+            let header = match (file, fim.repo_name, fim.file_sep) {
+                (Some(file), Some(repo_name), Some(file_sep)) => {
+                    let mut h = vec![repo_name];
+                    h.extend((model.tokenize_continuation)(&format!("{}\n", file.repo)));
+                    h.push(file_sep);
+                    h.extend((model.tokenize_continuation)(&format!("{}\n", file.path)));
+                    h
+                }
+                _ => Vec::new(),
+            };
+            // A header that would take more than a quarter of the budget is left out.
+            let header = if header.len() > max_tokens / 4 {
+                Vec::new()
+            } else {
+                header
+            };
+            let budget = max_tokens.saturating_sub(bos.len() + 3 + header.len());
             let pre = (model.tokenize)(prefix);
-            let suf = (model.tokenize)(suffix);
+            let suf = (model.tokenize_continuation)(suffix);
             let n_suf = suf
                 .len()
                 .min(budget / 4)
@@ -69,14 +132,45 @@ pub(crate) fn build(model: &PromptModel<'_>, prompt: &Prompt) -> Vec<TokenId> {
             let n_pre = pre.len().min(budget - n_suf.min(budget));
             let mut out = Vec::with_capacity(bos.len() + 3 + n_pre + n_suf);
             out.extend(bos);
+            out.extend(header);
             out.push(fim.pre);
+            let prefix_start = out.len();
             out.extend_from_slice(&pre[pre.len() - n_pre..]);
+            let prefix_end = out.len();
             out.push(fim.suf);
             out.extend_from_slice(&suf[..n_suf]);
             out.push(fim.mid);
-            out
+            Built {
+                tokens: out,
+                prefix_start,
+                prefix_end,
+            }
         }
     }
+}
+
+/// Token healing ([`crate::CompletionRequest::heal`]): takes the last token of the code
+/// before the cursor out of `built` and returns its text, which the generated text must start
+/// with. `None` (nothing taken) when there is no such token or its text is not whole UTF-8
+/// (a byte token of a longer character).
+pub(crate) fn heal(built: &mut Built, piece: &dyn Fn(TokenId) -> Vec<u8>) -> Option<Vec<u8>> {
+    if built.prefix_end <= built.prefix_start {
+        return None;
+    }
+    let last = built.tokens[built.prefix_end - 1];
+    let text = piece(last);
+    if text.is_empty() || std::str::from_utf8(&text).is_err() {
+        return None;
+    }
+    built.tokens.remove(built.prefix_end - 1);
+    built.prefix_end -= 1;
+    Some(text)
+}
+
+/// Whether a token whose text is `piece` may come next while `pending` (the rest of the
+/// healed text) has not been generated yet: it must cover `pending` or be part of it.
+pub(crate) fn heals(pending: &[u8], piece: &[u8]) -> bool {
+    !piece.is_empty() && (piece.starts_with(pending) || pending.starts_with(piece))
 }
 
 #[cfg(test)]
@@ -93,6 +187,8 @@ mod tests {
         suf: 1002,
         mid: 1003,
         eot: Some(1004),
+        repo_name: None,
+        file_sep: None,
     };
 
     fn render(tokens: &[TokenId]) -> String {
@@ -115,6 +211,7 @@ mod tests {
             bos: Some(1),
             fim,
             tokenize: &chars,
+            tokenize_continuation: &chars,
         };
         assert_eq!(render(&build(&model, &prompt)), expect);
     }
@@ -136,6 +233,7 @@ mod tests {
             prefix: prefix.into(),
             suffix: suffix.into(),
             max_tokens,
+            file: None,
         };
         check(
             Some(FIM),
@@ -166,13 +264,132 @@ mod tests {
             prefix: "<SUF>".into(),
             suffix: "<MID>".into(),
             max_tokens: 100,
+            file: None,
         };
         let model = PromptModel {
             bos: None,
             fim: Some(FIM),
             tokenize: &chars,
+            tokenize_continuation: &chars,
         };
         let tokens = build(&model, &prompt);
         assert_eq!(tokens.iter().filter(|&&t| t >= 1000).count(), 3);
+    }
+
+    /// SentencePiece-like: every separately tokenized text gets a leading '_' (id 95).
+    fn spm(text: &str) -> Vec<TokenId> {
+        std::iter::once('_' as TokenId).chain(chars(text)).collect()
+    }
+
+    #[test]
+    fn the_suffix_gets_no_space_in_front() {
+        let model = PromptModel {
+            bos: Some(1),
+            fim: Some(FIM),
+            tokenize: &spm,
+            tokenize_continuation: &chars,
+        };
+        let prompt = Prompt::Fim {
+            prefix: "f(".into(),
+            suffix: "x)".into(),
+            max_tokens: 100,
+            file: None,
+        };
+        // The prefix keeps its space (CodeLlama's "<PRE> {pre}"), the suffix has none.
+        assert_eq!(render(&build(&model, &prompt)), "<s><PRE>_f(<SUF>x)<MID>");
+    }
+
+    #[test]
+    fn healing_takes_back_the_last_token_of_the_code_before_the_cursor() {
+        let model = PromptModel {
+            bos: Some(1),
+            fim: Some(FIM),
+            tokenize: &chars,
+            tokenize_continuation: &chars,
+        };
+        let piece = |t: TokenId| {
+            if t >= 1000 || t == 1 {
+                Vec::new()
+            } else {
+                char::from_u32(t as u32)
+                    .map(String::from)
+                    .unwrap_or_default()
+                    .into_bytes()
+            }
+        };
+        let fim = Prompt::Fim {
+            prefix: "ab ".into(),
+            suffix: "}".into(),
+            max_tokens: 100,
+            file: None,
+        };
+        let mut built = build_marked(&model, &fim);
+        assert_eq!(heal(&mut built, &piece), Some(b" ".to_vec()));
+        assert_eq!(render(&built.tokens), "<s><PRE>ab<SUF>}<MID>");
+        let mut built = build_marked(
+            &model,
+            &Prompt::Prefix {
+                text: "x=".into(),
+                max_tokens: 100,
+            },
+        );
+        assert_eq!(heal(&mut built, &piece), Some(b"=".to_vec()));
+        assert_eq!(render(&built.tokens), "<s>x");
+        // Nothing before the cursor: nothing to take back (never BOS or a control token).
+        let mut empty = build_marked(
+            &model,
+            &Prompt::Fim {
+                prefix: String::new(),
+                suffix: "x".into(),
+                max_tokens: 100,
+                file: None,
+            },
+        );
+        assert_eq!(heal(&mut empty, &piece), None);
+        assert_eq!(render(&empty.tokens), "<s><PRE><SUF>x<MID>");
+
+        assert!(heals(b"    ", b"    return"));
+        assert!(heals(b"    ", b"  "));
+        assert!(!heals(b"    ", b"\treturn"));
+        assert!(!heals(b"  ", b""));
+    }
+
+    #[test]
+    fn repository_tokens_name_the_file_before_the_prefix() {
+        let fim = FimTokens {
+            repo_name: Some(1005),
+            file_sep: Some(1006),
+            ..FIM
+        };
+        let model = PromptModel {
+            bos: None,
+            fim: Some(fim),
+            tokenize: &chars,
+            tokenize_continuation: &chars,
+        };
+        let prompt = |max_tokens| Prompt::Fim {
+            prefix: "x = ".into(),
+            suffix: "\n".into(),
+            max_tokens,
+            file: Some(RepoFile {
+                repo: "r".into(),
+                path: "src/a.py".into(),
+            }),
+        };
+        let render = |t: &[TokenId]| {
+            t.iter()
+                .map(|&t| match t {
+                    1005 => "<REPO>".to_owned(),
+                    1006 => "<FILE>".to_owned(),
+                    t => render(&[t]),
+                })
+                .collect::<String>()
+        };
+        assert_eq!(
+            render(&build(&model, &prompt(100))),
+            "<REPO>r\n<FILE>src/a.py\n<PRE>x = <SUF>\n<MID>"
+        );
+        // Without room for it, the header is left out rather than the code.
+        assert_eq!(render(&build(&model, &prompt(40))), "<PRE>x = <SUF>\n<MID>");
     }
 }

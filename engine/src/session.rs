@@ -370,11 +370,13 @@ impl<'m> Session<'m> {
             .ok_or_else(|| EngineError::Internal(format!("no logits for batch output {i}")))
     }
 
-    /// Runs one job. On `Err` the caller resets the session.
+    /// Runs one job. On `Err` the caller resets the session. `healed`: the text the output
+    /// must start with (token healing; see [`crate::prompt::heal`]), left out of the completion.
     pub(crate) fn run(
         &mut self,
         req: &mut CompletionRequest,
         prompt: &[TokenId],
+        healed: Option<Vec<u8>>,
         cancel: &CancelToken,
     ) -> Result<Outcome, EngineError> {
         let mut stats = match self.start(prompt, cancel, req.on_progress.as_mut())? {
@@ -388,6 +390,9 @@ impl<'m> Session<'m> {
         let sampling = req.sampling;
         let mut sampler = Sampler::new(&sampling);
         let mut out = Emitter::new(self.model, req);
+        if let Some(text) = healed {
+            out.heal(text);
+        }
         let stop = loop {
             if let Some(why) = out.full() {
                 break why;
@@ -400,6 +405,7 @@ impl<'m> Session<'m> {
             let logits = self.logits()?;
             out.observe(logits);
             let token = match (&sampling, sampler.as_mut()) {
+                _ if out.healing() => out.heal_choice(logits),
                 (Sampling::Random { .. }, Some(s)) => self
                     .ctx
                     .sample(s)
@@ -432,6 +438,10 @@ pub(crate) struct Emitter<'a> {
     piece: Vec<u8>,
     margins: Vec<f32>,
     top_logprobs: Vec<Vec<(TokenId, f32)>>,
+    /// Healed text not generated yet: the next token must cover it or be part of it.
+    heal_pending: Vec<u8>,
+    /// Tokens spent generating healed text (they do not count against the budget).
+    n_heal_tokens: usize,
 }
 
 impl<'a> Emitter<'a> {
@@ -445,12 +455,38 @@ impl<'a> Emitter<'a> {
             piece: Vec::new(),
             margins: Vec::new(),
             top_logprobs: Vec::new(),
+            heal_pending: Vec::new(),
+            n_heal_tokens: 0,
         }
+    }
+
+    /// The output must start with `text`, which is not part of the completion.
+    pub(crate) fn heal(&mut self, text: Vec<u8>) {
+        self.heal_pending = text;
+    }
+
+    /// Whether healed text is still to be generated.
+    pub(crate) fn healing(&self) -> bool {
+        !self.heal_pending.is_empty()
+    }
+
+    /// The most likely token that continues the healed text ([`crate::prompt::heals`]).
+    pub(crate) fn heal_choice(&self, logits: &[f32]) -> TokenId {
+        let pieces = self.model.pieces();
+        let mut best: Option<(usize, f32)> = None;
+        for (id, piece) in pieces.iter().enumerate() {
+            let v = logits.get(id).copied().unwrap_or(f32::NEG_INFINITY);
+            if best.is_none_or(|(_, b)| v > b) && crate::prompt::heals(&self.heal_pending, piece) {
+                best = Some((id, v));
+            }
+        }
+        // A vocabulary always has the healed token itself; without one, plain argmax.
+        best.map_or_else(|| argmax(logits), |(id, _)| id as TokenId)
     }
 
     /// How many more tokens the budget allows.
     pub(crate) fn room(&self) -> usize {
-        (self.req.max_tokens as usize).saturating_sub(self.tokens.len())
+        (self.req.max_tokens as usize + self.n_heal_tokens).saturating_sub(self.tokens.len())
     }
 
     /// `Some(MaxTokens)` once the budget is spent.
@@ -479,7 +515,14 @@ impl<'a> Emitter<'a> {
         let checked = self.text.len();
         self.piece.clear();
         self.model.piece(token, &mut self.piece);
-        self.utf8.push(&self.piece, &mut self.text);
+        let mut piece = &self.piece[..];
+        if self.healing() {
+            self.n_heal_tokens += 1;
+            let n = self.heal_pending.len().min(piece.len());
+            self.heal_pending.drain(..n);
+            piece = &piece[n..];
+        }
+        self.utf8.push(piece, &mut self.text);
         if let Some((keep, why)) = self.req.stop.find(&self.text, checked) {
             self.text.truncate(keep);
             return Some(why);

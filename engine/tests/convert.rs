@@ -247,7 +247,9 @@ fn codellama_vocabulary_converts_with_its_fim_tokens() {
             pre: 32007,
             suf: 32008,
             mid: 32009,
-            eot: Some(32010)
+            eot: Some(32010),
+            repo_name: None,
+            file_sep: None,
         })
     );
 }

@@ -153,6 +153,7 @@ fn greedy_model_drafting_is_token_identical() {
                     prefix: text.into(),
                     suffix: "\n\nreturn result\n".into(),
                     max_tokens: 512,
+                    file: None,
                 },
             ];
             for prompt in &prompts {

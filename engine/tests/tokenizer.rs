@@ -90,7 +90,9 @@ fn codellama_vocabulary_has_fim_tokens_that_user_text_cannot_produce() {
             pre: 32007,
             suf: 32008,
             mid: 32009,
-            eot: Some(32010)
+            eot: Some(32010),
+            repo_name: None,
+            file_sep: None,
         })
     );
     let ids = block_on(engine.tokenize("a = '<PRE> ▁<SUF> <MID>'".into(), true)).expect("tokenize");

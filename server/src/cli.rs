@@ -82,6 +82,47 @@ pub enum BenchCommand {
     /// tokens changed, CPU on superseded work, memory; with the baselines (prefix-only reuse,
     /// no reuse) in the same run. Writes JSON and an SVG plot.
     Replay(ReplayBenchArgs),
+    /// Suggestion quality on positions sampled from real code, driven through the real server
+    /// (didOpen, then inline completion): exact match of the first line, edit similarity,
+    /// empty answers, characters a user would keep, block exact match, latency; with
+    /// `--baseline URL`, the same positions sent to a llama-server side by side.
+    Quality(QualityBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QualityBenchArgs {
+    /// Directories (or files) of source code; the workspace folders the server is told of.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// The model the server loads.
+    #[arg(long, value_name = "GGUF")]
+    pub model: PathBuf,
+    /// A llama-server (e.g. `http://127.0.0.1:8012`) given the same positions and prompt text.
+    #[arg(long, value_name = "URL")]
+    pub baseline: Option<String>,
+    /// Seeds the choice of positions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Positions of each kind.
+    #[arg(long, default_value_t = 20)]
+    pub positions: usize,
+    /// Kinds of position: `line` (the rest of a line from after its indentation), `mid` (the
+    /// rest of a line from inside it), `block` (a block's body after the line that opens it).
+    #[arg(long, value_delimiter = ',', default_value = "line,mid,block")]
+    pub kinds: Vec<String>,
+    /// The server's `maxTokens` (and the baseline's `n_predict`).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Also measure warm requests: the line's start was asked for first (as after typing up
+    /// to it), then the cursor.
+    #[arg(long)]
+    pub warm: bool,
+    /// Any other server setting, as KEY=JSON (e.g. `--set tokenHealing=false`); repeatable.
+    #[arg(long = "set", value_name = "KEY=JSON", value_parser = parse_setting)]
+    pub settings: Vec<(String, serde_json::Value)>,
+    /// Write every answer and the figures as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             command: BenchCommand::Replay(args),
         }) => commands::bench::replay::run(&args),
+        Some(Command::Bench {
+            command: BenchCommand::Quality(args),
+        }) => commands::bench::quality::run(&args),
         None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")
@@ -64,6 +67,7 @@ fn serve_stdio(model: Option<std::path::PathBuf>) -> Result<()> {
     // tokio reads stdin on a blocking thread that cannot be interrupted: after `exit` from a
     // client that keeps stdin open, dropping the runtime would wait for that read forever.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
-    tracing::info!("exiting");
-    Ok(())
+    // The same way out as a signal or a vanished editor: no C `atexit` handler (llama.cpp's
+    // and ggml's static destructors) may run while the engine thread is still in a call.
+    lsp::lifecycle::exit_now("exit")
 }

@@ -413,7 +413,7 @@ fn broken_models_are_reported_and_the_server_keeps_running() {
         (json!({"model": dir.join("absent.gguf")}), "does not exist"),
         (json!({"model": truncated}), "outside the file"),
         (json!({"model": random}), "not a GGUF file"),
-        (json!({"model": not_llama}), "\"gpt2\" is not supported"),
+        (json!({"model": not_llama}), "no vocabulary"),
         (json!({"model": vocab_only}), "only a vocabulary"),
         (
             json!({"model": tiny_model(), "contextSize": 4_000_000_000u32}),

@@ -93,6 +93,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         },
         on_progress: None,
         document: None,
+        heal: false,
     };
     let outcome = runtime.block_on(engine.submit(req))?;
     let Outcome::Completed(completion) = outcome else {

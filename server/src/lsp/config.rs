@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub prefill_on_open: bool,
     /// Element type of the KV cache's keys (values stay F16).
     pub cache_type_k: CacheTypeK,
+    /// Token healing: the prompt ends at a token boundary before the cursor and the model
+    /// writes the rest of the cursor's token itself (no stray space after indentation).
+    pub token_healing: bool,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             precompute_next: true,
             prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
+            token_healing: true,
         }
     }
 }
@@ -190,13 +194,47 @@ impl ServerConfig {
         ServerConfig::deserialize(inner)
     }
 
-    /// The configuration after `workspace/didChangeConfiguration`: the settings' keys over the
-    /// `initializationOptions`. Settings that are `null` or `{}` (eglot and others send those
-    /// when the user configured nothing there) leave the initialization options in force.
-    pub fn layered(
-        init: &serde_json::Value,
-        settings: &serde_json::Value,
-    ) -> Result<ServerConfig, serde_json::Error> {
+    /// Reads a settings object leniently, as a server must: every valid key is kept, and the
+    /// unknown keys (a typo, a newer client's key) and invalid values are left at their
+    /// defaults and listed, so the caller says once what was ignored (as rust-analyzer does)
+    /// while the rest, `model` included, still applies.
+    pub fn read(value: &serde_json::Value) -> (ServerConfig, Vec<String>) {
+        let inner = section(value);
+        let map = match inner {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => return (ServerConfig::default(), Vec::new()),
+            other => {
+                return (
+                    ServerConfig::default(),
+                    vec![format!("settings must be an object, not {other}")],
+                )
+            }
+        };
+        let known = serde_json::to_value(ServerConfig::default()).unwrap_or_default();
+        let mut kept = serde_json::Map::new();
+        let mut problems = Vec::new();
+        for (key, value) in map {
+            if known.get(key).is_none() {
+                problems.push(format!("unknown setting `{key}`"));
+                continue;
+            }
+            let one = serde_json::json!({ key: value });
+            match ServerConfig::deserialize(&one) {
+                Ok(_) => {
+                    kept.insert(key.clone(), value.clone());
+                }
+                Err(e) => problems.push(format!("`{key}`: {e}")),
+            }
+        }
+        let config =
+            ServerConfig::deserialize(&serde_json::Value::Object(kept)).unwrap_or_default();
+        (config, problems)
+    }
+
+    /// The settings object after `workspace/didChangeConfiguration`: the settings' keys over
+    /// the `initializationOptions`. Settings that are `null` or `{}` (eglot and others send
+    /// those when the user configured nothing there) leave the initialization options in force.
+    pub fn merged(init: &serde_json::Value, settings: &serde_json::Value) -> serde_json::Value {
         let mut merged = match section(init) {
             serde_json::Value::Object(map) => map.clone(),
             _ => serde_json::Map::new(),
@@ -204,9 +242,17 @@ impl ServerConfig {
         match section(settings) {
             serde_json::Value::Object(map) => merged.extend(map.clone()),
             serde_json::Value::Null => {}
-            other => return ServerConfig::from_json(other),
+            other => return other.clone(),
         }
-        ServerConfig::from_json(&serde_json::Value::Object(merged))
+        serde_json::Value::Object(merged)
+    }
+
+    /// [`ServerConfig::merged`], read strictly.
+    pub fn layered(
+        init: &serde_json::Value,
+        settings: &serde_json::Value,
+    ) -> Result<ServerConfig, serde_json::Error> {
+        ServerConfig::from_json(&ServerConfig::merged(init, settings))
     }
 
     /// The engine settings these keys imply, for the model at `model`.
@@ -308,6 +354,25 @@ mod tests {
         let c = ServerConfig::layered(&json!(null), &json!({"debounceMs": 3})).expect("no init");
         assert_eq!(c.debounce_ms, 3);
         assert!(ServerConfig::layered(&init, &json!({"maxTokenz": 1})).is_err());
+    }
+
+    #[test]
+    fn a_bad_key_is_reported_and_every_good_one_kept() {
+        let (c, problems) = ServerConfig::read(&json!({
+            "model": "/m.gguf", "modelPath": "/x.gguf", "maxTokens": "many", "debounceMs": 7
+        }));
+        assert_eq!(c.model, Some(PathBuf::from("/m.gguf")));
+        assert_eq!(c.debounce_ms, 7);
+        assert_eq!(c.max_tokens, ServerConfig::default().max_tokens);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("unknown setting `modelPath`")));
+        assert!(problems.iter().any(|p| p.contains("`maxTokens`")));
+        let (c, problems) = ServerConfig::read(&json!({"amdLsp": {"maxTokens": 9}}));
+        assert_eq!((c.max_tokens, problems.len()), (9, 0));
+        let (_, problems) = ServerConfig::read(&json!(3));
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]

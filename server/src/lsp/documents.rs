@@ -156,6 +156,11 @@ impl DocumentStore {
         self.lock().get(uri).cloned()
     }
 
+    /// The document's version (`None` once it is closed).
+    pub fn version(&self, uri: &Uri) -> Option<i32> {
+        self.lock().get(uri).map(|d| d.version)
+    }
+
     pub fn n_open(&self) -> usize {
         self.lock().len()
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod documents;
 mod handlers;
 pub(crate) mod lifecycle;
+pub mod project;
 mod server;
 pub mod state;
 pub mod transport;

@@ -65,21 +65,21 @@ impl LanguageServer for Backend {
         }
         let facts = client_facts(&params.capabilities);
         self.state.set_client_facts(facts);
+        self.state.set_roots(super::project::roots(&params));
         let options = params
             .initialization_options
             .unwrap_or(serde_json::Value::Null);
-        match ServerConfig::from_json(&options) {
-            Ok(config) => {
-                self.state.set_config(config);
-                self.state.set_init_options(options);
-            }
-            Err(e) => {
-                *self
-                    .init_warning
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) =
-                    Some(format!("amd-lsp: initializationOptions ignored: {e}"));
-            }
+        let (config, problems) = ServerConfig::read(&options);
+        self.state.set_config(config);
+        self.state.set_init_options(options);
+        if !problems.is_empty() {
+            *self
+                .init_warning
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(format!(
+                "amd-lsp: initializationOptions: ignored {}; the other settings apply",
+                problems.join("; ")
+            ));
         }
         tracing::info!(encoding = ?facts.encoding, inline = facts.inline_completion, "initialize");
         Ok(InitializeResult {

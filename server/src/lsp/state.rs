@@ -40,6 +40,8 @@ pub struct ClientFacts {
 pub struct Counters {
     pub n_requests: AtomicU64,
     pub n_superseded: AtomicU64,
+    /// Answers dropped because the document changed while they were computed.
+    pub n_stale: AtomicU64,
     pub n_cancelled: AtomicU64,
     pub n_cache_hits: AtomicU64,
     /// Next suggestions computed in the background, and requests they answered.
@@ -89,6 +91,8 @@ pub struct ServerState {
     config: Mutex<Arc<ServerConfig>>,
     init_options: Mutex<serde_json::Value>,
     client_facts: Mutex<ClientFacts>,
+    /// The workspace roots from `initialize`.
+    roots: Mutex<Arc<Vec<PathBuf>>>,
     engine: Mutex<EngineSlot>,
     /// Bumped by every (re)load; a load whose number is no longer current is discarded.
     pub load_generation: AtomicU64,
@@ -138,6 +142,7 @@ impl ServerState {
             config: Mutex::new(Arc::new(ServerConfig::default())),
             init_options: Mutex::new(serde_json::Value::Null),
             client_facts: Mutex::new(ClientFacts::default()),
+            roots: Mutex::new(Arc::new(Vec::new())),
             engine: Mutex::new(EngineSlot::Unconfigured),
             load_generation: AtomicU64::new(0),
             latest: LatestWins::default(),
@@ -181,6 +186,14 @@ impl ServerState {
 
     pub fn set_client_facts(&self, facts: ClientFacts) {
         *lock(&self.client_facts) = facts;
+    }
+
+    pub fn roots(&self) -> Arc<Vec<PathBuf>> {
+        Arc::clone(&lock(&self.roots))
+    }
+
+    pub fn set_roots(&self, roots: Vec<PathBuf>) {
+        *lock(&self.roots) = Arc::new(roots);
     }
 
     pub fn encoding(&self) -> PositionEncoding {

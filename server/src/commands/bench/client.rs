@@ -150,10 +150,26 @@ impl Client {
     /// `initialize` with inline-completion support and `options`, then `initialized`; then,
     /// with `wait_ready`, `amd/status` until the model is ready.
     pub(crate) fn initialize(&mut self, options: Value, wait_ready: bool) -> Result<()> {
+        self.initialize_in(options, &[], wait_ready)
+    }
+
+    /// [`Client::initialize`] with these workspace folders.
+    pub(crate) fn initialize_in(
+        &mut self,
+        options: Value,
+        roots: &[std::path::PathBuf],
+        wait_ready: bool,
+    ) -> Result<()> {
+        let folders: Vec<Value> = roots
+            .iter()
+            .filter_map(|r| url::Url::from_directory_path(r).ok())
+            .map(|u| json!({"uri": u.as_str(), "name": u.path_segments().and_then(|mut s| s.nth_back(1)).unwrap_or("")}))
+            .collect();
         self.call(
             "initialize",
             json!({"processId": std::process::id(),
                 "capabilities": {"textDocument": {"inlineCompletion": {}}},
+                "workspaceFolders": if folders.is_empty() { Value::Null } else { Value::Array(folders) },
                 "initializationOptions": options}),
             60,
         )?;

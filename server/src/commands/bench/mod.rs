@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 mod humaneval;
+pub(crate) mod quality;
 pub(crate) mod replay;
 pub(crate) mod soak;
 pub(crate) mod spec;

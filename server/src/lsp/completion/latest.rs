@@ -12,26 +12,53 @@ use tower_lsp_server::gen_lsp_types::Uri;
 pub struct Ticket {
     /// Fires when a newer request for the same document arrives.
     pub superseded: CancellationToken,
+    /// Which claim this is (claims of one server never share a number).
+    id: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct LatestWins {
-    slots: Mutex<HashMap<Uri, CancellationToken>>,
+    slots: Mutex<HashMap<Uri, (u64, CancellationToken)>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl LatestWins {
     /// Starts a request for `uri`, superseding the one in flight.
     pub fn begin(&self, uri: &Uri) -> Ticket {
-        let superseded = CancellationToken::new();
+        let ticket = self.ticket();
         let previous = self
             .slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(uri.clone(), superseded.clone());
-        if let Some(previous) = previous {
+            .insert(uri.clone(), (ticket.id, ticket.superseded.clone()));
+        if let Some((_, previous)) = previous {
             previous.cancel();
         }
-        Ticket { superseded }
+        ticket
+    }
+
+    /// Hands `ticket`'s claim on `uri` on to follow-up work (the next suggestion computed in
+    /// the background), only while it is still the newest: a request that arrived meanwhile
+    /// keeps its claim, and `None` is returned.
+    pub fn pass_on(&self, uri: &Uri, ticket: &Ticket) -> Option<Ticket> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.get(uri) {
+            Some((id, _)) if *id == ticket.id && !ticket.superseded.is_cancelled() => {
+                let next = self.ticket();
+                slots.insert(uri.clone(), (next.id, next.superseded.clone()));
+                Some(next)
+            }
+            _ => None,
+        }
+    }
+
+    fn ticket(&self) -> Ticket {
+        Ticket {
+            superseded: CancellationToken::new(),
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Cancels whatever is in flight for `uri` (the document was closed).
@@ -41,7 +68,7 @@ impl LatestWins {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(uri);
-        if let Some(previous) = previous {
+        if let Some((_, previous)) = previous {
             previous.cancel();
         }
     }
@@ -67,5 +94,23 @@ mod tests {
         );
         latest.cancel(&a);
         assert!(second.superseded.is_cancelled());
+    }
+
+    #[test]
+    fn follow_up_work_never_takes_the_claim_of_a_newer_request() {
+        let latest = LatestWins::default();
+        let a = Uri::from("file:///a");
+        let first = latest.begin(&a);
+        let follow_up = latest.pass_on(&a, &first).expect("still the newest");
+        assert!(
+            !first.superseded.is_cancelled(),
+            "passing on is not superseding"
+        );
+        let newer = latest.begin(&a);
+        assert!(follow_up.superseded.is_cancelled());
+        // The request that finished before `newer` arrived cannot claim the slot back.
+        assert!(latest.pass_on(&a, &first).is_none());
+        assert!(latest.pass_on(&a, &follow_up).is_none());
+        assert!(!newer.superseded.is_cancelled());
     }
 }

@@ -23,6 +23,7 @@ use anyhow::Result;
 use ropey::Rope;
 use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 
+use self::latest::Ticket;
 use self::postprocess::Around;
 use self::typethrough::Shown;
 use self::window::{surroundings, window_start, Surroundings, WindowPolicy};
@@ -174,7 +175,13 @@ pub async fn suggest(
         engine.submit(CompletionRequest {
             max_tokens: 0,
             speculation: None,
-            ..request(prompt.clone(), model, Sampling::Greedy, &params.uri)
+            ..request(
+                prompt.clone(),
+                model,
+                Sampling::Greedy,
+                &params.uri,
+                &config,
+            )
         })
     });
     let wait_ms = if params.invoked {
@@ -184,6 +191,7 @@ pub async fn suggest(
     };
     let debounce_started = Instant::now();
     tokio::select! {
+        biased;
         () = ticket.superseded.cancelled() => {
             ServerState::bump(&state.counters.n_superseded);
             return Ok(None);
@@ -211,22 +219,34 @@ pub async fn suggest(
             }
         };
         let job = engine.submit(CompletionRequest {
-            max_tokens: config.max_tokens,
+            max_tokens: max_tokens(&config, model_info(&engine, model)),
             stop: StopRules {
                 stop_strings: Vec::new(),
                 single_line: !multi_line,
             },
             speculation: speculation.clone(),
-            ..request(prompt.clone(), model, sampling, &params.uri)
+            ..request(prompt.clone(), model, sampling, &params.uri, &config)
         });
         // Dropping `job` (superseded) cancels the engine's work.
         let job_started = Instant::now();
+        // Biased: a newer request that arrived as the job finished wins over its result.
         let outcome = tokio::select! {
+            biased;
             () = ticket.superseded.cancelled() => {
                 ServerState::bump(&state.counters.n_superseded);
                 return Ok(None);
             }
-            outcome = job => outcome?,
+            outcome = job => match outcome {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_bad_request() => {
+                    // An empty prompt (cursor at the top of a file, no BOS), one too long: no
+                    // suggestion, and the caches stay.
+                    tracing::debug!(error = %e, "no suggestion for this prompt");
+                    ServerState::bump(&state.counters.n_empty);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         waited_ms += ms_since(job_started);
         match outcome {
@@ -244,6 +264,12 @@ pub async fn suggest(
             }
         }
     }
+    if state.docs.version(&params.uri) != Some(doc.version) {
+        // Made for text the user has changed since (a paste, an undo, typing a popup client
+        // did not ask about): its range and text would land on the wrong line.
+        ServerState::bump(&state.counters.n_stale);
+        return Ok(None);
+    }
     state.record_latency(ms_since(started));
     state.record_overhead(ms_since(started) - waited_ms);
     state.record_debounce(debounce_ms, ms_since(after_debounce));
@@ -257,7 +283,7 @@ pub async fn suggest(
                     && params.n_candidates <= 1
                     && ReuseMode::from_env() == ReuseMode::Full =>
             {
-                precompute_next(state, &params, engine, rope, cursor, start, text);
+                precompute_next(state, &params, &ticket, engine, rope, cursor, start, text);
             }
             _ => {}
         }
@@ -289,17 +315,21 @@ fn word_start(rope: &Rope, line_start: usize, cursor: usize) -> usize {
 /// `accepted` once it is accepted (inserted at `cursor`), for the type-through path to serve. The next request for the
 /// document supersedes it (a keystroke means the user did something else, or accepted before
 /// it was ready: then the model is asked as usual, its prompt already mostly in the cache).
+#[allow(clippy::too_many_arguments)]
 fn precompute_next(
     state: &Arc<ServerState>,
     params: &SuggestParams,
+    ticket: &Ticket,
     engine: Arc<Engine>,
     mut rope: Rope,
     cursor: usize,
     start: usize,
     accepted: &str,
 ) {
-    // Claimed now, before any later request can arrive for this document.
-    let ticket = state.latest.begin(&params.uri);
+    // The request's own claim, passed on only while no newer request has arrived.
+    let Some(ticket) = state.latest.pass_on(&params.uri, ticket) else {
+        return;
+    };
     rope.insert(cursor, accepted);
     let at = surroundings(&rope, cursor + accepted.chars().count(), start);
     let config = state.config();
@@ -310,13 +340,13 @@ fn precompute_next(
         multi_line,
     } = plan(state, &config, &engine, &at, params);
     let request = CompletionRequest {
-        max_tokens: config.max_tokens,
+        max_tokens: max_tokens(&config, model_info(&engine, model)),
         stop: StopRules {
             stop_strings: Vec::new(),
             single_line: !multi_line,
         },
         speculation,
-        ..request(prompt, model, Sampling::Greedy, &params.uri)
+        ..request(prompt, model, Sampling::Greedy, &params.uri, &config)
     };
     // Only once the user has been idle as long as the debounce: someone typing on after a
     // suggestion appeared costs nothing, and nobody accepts faster than that.
@@ -377,7 +407,7 @@ pub fn prefill_on_open(state: &Arc<ServerState>, uri: &Uri) {
         Some(target) if config.use_target == UseTarget::Always => (ModelRole::Target, target),
         _ => (ModelRole::Main, engine.info()),
     };
-    let prompt = prompt_for(&at, info, &config);
+    let prompt = prompt_for(&at, info, &config, uri, state);
     let token = state.begin_idle_work();
     let (state, uri) = (Arc::clone(state), uri.clone());
     tokio::spawn(async move {
@@ -389,7 +419,7 @@ pub fn prefill_on_open(state: &Arc<ServerState>, uri: &Uri) {
             return;
         }
         state.set_window_start(&uri, 0);
-        let job = engine.submit(request(prompt, model, Sampling::Greedy, &uri));
+        let job = engine.submit(request(prompt, model, Sampling::Greedy, &uri, &config));
         tokio::select! {
             () = token.cancelled() => {}
             outcome = job => {
@@ -457,7 +487,7 @@ fn plan(
         }),
         (SpeculationMode::Model, ModelRole::Main) => None,
     };
-    let prompt = prompt_for(at, info, config);
+    let prompt = prompt_for(at, info, config, &params.uri, state);
     Plan {
         prompt,
         model,
@@ -467,13 +497,20 @@ fn plan(
 }
 
 /// The prompt for a cursor's surroundings, in the model's format (FIM when it has the tokens).
-fn prompt_for(at: &Surroundings, info: &ModelInfo, config: &ServerConfig) -> Prompt {
-    let budget = (info.n_ctx as usize).saturating_sub(config.max_tokens as usize + 8);
+fn prompt_for(
+    at: &Surroundings,
+    info: &ModelInfo,
+    config: &ServerConfig,
+    uri: &Uri,
+    state: &ServerState,
+) -> Prompt {
+    let budget = (info.n_ctx as usize).saturating_sub(max_tokens(config, info) as usize + 8);
     if info.fim.is_some() {
         Prompt::Fim {
             prefix: at.prefix.clone(),
             suffix: at.suffix.clone(),
             max_tokens: budget,
+            file: super::project::repo_file(uri, &state.roots()),
         }
     } else {
         Prompt::Prefix {
@@ -483,10 +520,32 @@ fn prompt_for(at: &Surroundings, info: &ModelInfo, config: &ServerConfig) -> Pro
     }
 }
 
+/// The token budget of a suggestion: `maxTokens`, at most half the context (a larger one
+/// would leave no room for the prompt).
+fn max_tokens(config: &ServerConfig, info: &ModelInfo) -> u32 {
+    config.max_tokens.min(info.n_ctx / 2)
+}
+
+fn model_info(engine: &Engine, model: ModelRole) -> &ModelInfo {
+    match (model, engine.target_info()) {
+        (ModelRole::Target, Some(target)) => target,
+        _ => engine.info(),
+    }
+}
+
 /// A request for `prompt` with nothing extra (no tokens, no stop rules, no speculation);
 /// callers set what differs.
-fn request(prompt: Prompt, model: ModelRole, sampling: Sampling, uri: &Uri) -> CompletionRequest {
+fn request(
+    prompt: Prompt,
+    model: ModelRole,
+    sampling: Sampling,
+    uri: &Uri,
+    config: &ServerConfig,
+) -> CompletionRequest {
     CompletionRequest {
+        // The target model's jobs speculate; healing is a main-model feature (a target job
+        // gives the same text with speculation on or off).
+        heal: config.token_healing && model == ModelRole::Main,
         prompt,
         max_tokens: 0,
         sampling,

@@ -32,6 +32,9 @@ pub fn clean(raw: &str, around: &Around<'_>) -> Option<String> {
     }
     cut_at_next_line_repeat(&mut text, around);
     drop_closers_the_suffix_has(&mut text, around.line_suffix);
+    if around.multi_line {
+        cut_unclosed_block(&mut text, around);
+    }
     let trimmed_len = text.trim_end().len();
     text.truncate(trimmed_len);
     if text.trim().is_empty() {
@@ -105,13 +108,14 @@ fn cut_at_dedent(text: &mut String, line_prefix: &str) {
     }
 }
 
-/// Never repeats the next non-empty line of the document.
+/// Never repeats the next non-empty line of the document, indentation included: a closing
+/// `    }` of the suggestion's own block is not the document's `}` one level out.
 fn cut_at_next_line_repeat(text: &mut String, around: &Around<'_>) {
     let Some(next) = around
         .next_lines
         .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+        .map(str::trim_end)
+        .find(|l| !l.trim().is_empty())
     else {
         return;
     };
@@ -122,7 +126,7 @@ fn cut_at_next_line_repeat(text: &mut String, around: &Around<'_>) {
         } else {
             line.to_owned()
         };
-        if whole.trim() == next {
+        if whole.trim_end() == next {
             text.truncate(offset.saturating_sub(1));
             return;
         }
@@ -130,15 +134,19 @@ fn cut_at_next_line_repeat(text: &mut String, around: &Around<'_>) {
     }
 }
 
-/// Drops trailing closing brackets that the completion does not open and that the text after
-/// the cursor already starts with (`foo(|)` + `a, b)` → `a, b`).
-fn drop_closers_the_suffix_has(text: &mut String, line_suffix: &str) {
-    let mut depth = [0i32; 3];
-    let mut unmatched_at = Vec::new();
-    let (mut in_str, mut quote) = (false, ' ');
+/// Walks `text`'s brackets outside string literals: `on_unmatched(i, c)` for each closer that
+/// closes nothing opened in `text`, and the openers still open at the end (byte offset, the
+/// closer they need).
+fn walk_brackets(text: &str, mut on_unmatched: impl FnMut(usize, char)) -> Vec<(usize, char)> {
+    let mut open: Vec<(usize, char)> = Vec::new();
+    let (mut in_str, mut quote, mut escaped) = (false, ' ', false);
     for (i, c) in text.char_indices() {
         if in_str {
-            if c == quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == quote || c == '\n' {
                 in_str = false;
             }
             continue;
@@ -148,47 +156,80 @@ fn drop_closers_the_suffix_has(text: &mut String, line_suffix: &str) {
                 in_str = true;
                 quote = c;
             }
-            '(' | '[' | '{' => depth[bracket_kind(c)] += 1,
+            '(' => open.push((i, ')')),
+            '[' => open.push((i, ']')),
+            '{' => open.push((i, '}')),
             ')' | ']' | '}' => {
-                let k = bracket_kind(c);
-                if depth[k] > 0 {
-                    depth[k] -= 1;
+                if open.last().is_some_and(|&(_, need)| need == c) {
+                    open.pop();
                 } else {
-                    unmatched_at.push(i);
+                    on_unmatched(i, c);
                 }
             }
             _ => {}
         }
     }
-    // Only a trailing run of unmatched closers can be the suffix's own closers.
-    let tail_start = unmatched_at
-        .iter()
-        .rev()
-        .take_while(|&&i| {
-            text[i + 1..]
-                .trim()
-                .chars()
-                .all(|c| matches!(c, ')' | ']' | '}' | ';' | ','))
-        })
-        .last()
-        .copied();
-    if let Some(start) = tail_start {
-        let closers: String = text[start..]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if line_suffix.trim_start().starts_with(&closers) {
-            text.truncate(start);
+    open
+}
+
+/// When the text after the cursor starts with closing brackets (an auto-paired `foo(|)`,
+/// `if (|) {`), the suggestion ends where it would close the first of them: `a, b);` becomes
+/// `a, b`, never `a, b);)`.
+fn drop_closers_the_suffix_has(text: &mut String, line_suffix: &str) {
+    let Some(first) = line_suffix
+        .trim_start()
+        .chars()
+        .next()
+        .filter(|c| matches!(c, ')' | ']' | '}'))
+    else {
+        return;
+    };
+    let mut cut = None;
+    walk_brackets(text, |i, c| {
+        if cut.is_none() && c == first {
+            cut = Some(i);
         }
+    });
+    if let Some(i) = cut {
+        text.truncate(i);
     }
 }
 
-fn bracket_kind(c: char) -> usize {
-    match c {
-        '(' | ')' => 0,
-        '[' | ']' => 1,
-        _ => 2,
+/// A multi-line suggestion does not leave a bracket it opened unclosed (a block cut off by
+/// the token budget) unless the document's next line closes it at the opener's indentation:
+/// it is cut back to its last line end where every bracket it opened is closed, or to its
+/// first line.
+fn cut_unclosed_block(text: &mut String, around: &Around<'_>) {
+    if !text.contains('\n') {
+        return;
     }
+    let open = walk_brackets(text, |_, _| {});
+    let Some(&(at, need)) = open.last() else {
+        return;
+    };
+    let opener_line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let opener_indent = if opener_line_start == 0 {
+        indent_of(&format!("{}{}", around.line_prefix, &text[..at]))
+    } else {
+        indent_of(&text[opener_line_start..at])
+    };
+    let next = around.next_lines.lines().find(|l| !l.trim().is_empty());
+    if open.len() == 1
+        && next.is_some_and(|l| l.trim_start().starts_with(need) && indent_of(l) == opener_indent)
+    {
+        return;
+    }
+    // The last line end at which nothing the suggestion opened is open.
+    let mut keep = text.find('\n').unwrap_or(text.len());
+    let mut offset = 0;
+    for line in text.split('\n') {
+        let end = offset + line.len();
+        if walk_brackets(&text[..end], |_, _| {}).is_empty() {
+            keep = keep.max(end);
+        }
+        offset = end + 1;
+    }
+    text.truncate(keep);
 }
 
 #[cfg(test)]
@@ -229,6 +270,41 @@ mod tests {
         check("foo($0)", "bar(1))", false, "bar(1)");
         check("foo($0", "a, b)", false, "a, b)");
         check("s = f($0)", "')')", false, "')'");
+        // The suffix starts with the closer: the suggestion ends where it closes it.
+        check("foo($0)", "a, b);", false, "a, b");
+        check("if ($0)", "x > 0) {", false, "x > 0");
+        check("foo(bar($0), x)", "1), y)", false, "1");
+    }
+
+    #[test]
+    fn a_block_keeps_its_closing_brace_and_closes_what_it_opens() {
+        check(
+            "fn f() {\n    $0\n}",
+            "for x in xs {\n        use(x);\n    }",
+            true,
+            "for x in xs {\n        use(x);\n    }",
+        );
+        // Cut off by the budget: back to the last line end where nothing is left open.
+        check(
+            "fn f() {\n    $0\n}",
+            "let a = 1;\n    for x in xs {\n        use(x);",
+            true,
+            "let a = 1;",
+        );
+        // Nothing to fall back on: the first line stays (the user goes on typing the block).
+        check(
+            "fn f() {\n    $0\n}",
+            "for x in xs {\n        use(x);",
+            true,
+            "for x in xs {",
+        );
+        // The next line closes it at the opener's indentation: complete as it is.
+        check(
+            "    if x {$0\n    }",
+            "\n        a();\n        b();",
+            true,
+            "\n        a();\n        b();",
+        );
     }
 
     #[test]

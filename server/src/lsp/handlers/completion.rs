@@ -8,7 +8,7 @@ use tower_lsp_server::gen_lsp_types::{
     CompletionItem, CompletionItemKind, CompletionItemTextEdit, CompletionList, CompletionParams,
     CompletionResponse, CompletionTriggerKind, InlineCompletionItem, InlineCompletionList,
     InlineCompletionParams, InlineCompletionResponse, InlineCompletionTriggerKind, InsertText,
-    InsertTextFormat, Range, TextEdit,
+    InsertTextFormat, InsertTextMode, Range, TextEdit,
 };
 
 use crate::lsp::completion::{suggest, SuggestParams, Suggestion};
@@ -123,6 +123,9 @@ fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
                 sort_text: Some("0".into()),
                 filter_text: Some(new_text.clone()),
                 insert_text_format: Some(InsertTextFormat::PlainText),
+                // Later lines carry their absolute indentation already: a client that adjusts
+                // it (lsp-mode, VS Code's default) would indent them twice.
+                insert_text_mode: Some(InsertTextMode::AsIs),
                 text_edit: Some(CompletionItemTextEdit::TextEdit(TextEdit {
                     range: Range {
                         start: s.word_start,

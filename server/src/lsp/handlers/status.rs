@@ -95,6 +95,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         "counters": {
             "requests": get(&c.n_requests),
             "superseded": get(&c.n_superseded),
+            "stale": get(&c.n_stale),
             "cancelled": get(&c.n_cancelled),
             "cacheHits": get(&c.n_cache_hits),
             "precomputed": get(&c.n_precomputed),

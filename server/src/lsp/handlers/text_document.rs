@@ -26,7 +26,9 @@ pub(crate) fn handle_did_change(state: &ServerState, params: DidChangeTextDocume
         .docs
         .change(&uri, version, &params.content_changes, state.encoding())
     {
-        Ok(()) => {}
+        // A request in flight was asked for the text before this change: it answers empty
+        // now (a popup client asks again: the list is incomplete) instead of late and wrong.
+        Ok(()) => state.latest.cancel(&uri),
         Err(ChangeRejected::UnknownDocument) => {
             tracing::warn!(uri = %uri, "didChange for a document that is not open; ignored");
         }

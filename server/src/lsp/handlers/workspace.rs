@@ -13,16 +13,19 @@ pub(crate) async fn handle_did_change_configuration(
     state: Arc<ServerState>,
     params: DidChangeConfigurationParams,
 ) {
-    let next = match ServerConfig::layered(&state.init_options(), &params.settings) {
-        Ok(config) => config,
-        Err(e) => {
-            // Keep the configuration we have; say once what was wrong.
-            let text = format!("amd-lsp: settings ignored: {e}");
-            tracing::warn!("{text}");
-            state.client.show_message(MessageType::Warning, text).await;
-            return;
-        }
-    };
+    let (next, problems) = ServerConfig::read(&ServerConfig::merged(
+        &state.init_options(),
+        &params.settings,
+    ));
+    if !problems.is_empty() {
+        // Say once what was wrong; the valid keys apply.
+        let text = format!(
+            "amd-lsp: settings: ignored {}; the other settings apply",
+            problems.join("; ")
+        );
+        tracing::warn!("{text}");
+        state.client.show_message(MessageType::Warning, text).await;
+    }
     let previous = state.set_config(next.clone());
     tracing::info!(
         reload = previous.needs_reload(&next),

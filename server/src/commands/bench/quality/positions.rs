@@ -1,0 +1,304 @@
+//! Where `bench quality` asks for suggestions: positions sampled deterministically from real
+//! source files, each a document as the user has it at that moment and the text they went on
+//! to write (the truth). Pure.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+/// What kind of place the cursor is at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Kind {
+    /// After a line's indentation; the truth is the rest of the line.
+    Line,
+    /// In the middle of a line's code; the truth is the rest of the line.
+    Mid,
+    /// On an empty line after a line that opens a block; the truth is the whole block body.
+    Block,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 3] = [Kind::Line, Kind::Mid, Kind::Block];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Line => "line",
+            Kind::Mid => "mid",
+            Kind::Block => "block",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// One position: the document with the truth taken out, the cursor (a char offset) where it
+/// was, and the truth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) kind: Kind,
+    /// Index of the file in the corpus.
+    pub(crate) file: usize,
+    /// 0-based line of the cursor.
+    pub(crate) line: usize,
+    pub(crate) document: String,
+    pub(crate) cursor: usize,
+    pub(crate) truth: String,
+}
+
+impl Position {
+    /// The text of the cursor's line before the cursor.
+    pub(crate) fn line_prefix(&self) -> &str {
+        let before = char_prefix(&self.document, self.cursor);
+        before.rsplit('\n').next().unwrap_or("")
+    }
+}
+
+fn char_prefix(text: &str, n_chars: usize) -> &str {
+    match text.char_indices().nth(n_chars) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// Lines whose code starts with these are comments: left out (they are prose, not code).
+const COMMENT_STARTS: [&str; 5] = ["#", "//", "/*", "*", "--"];
+/// Shortest code after the indentation for a line position, and for a mid-line one.
+const MIN_LINE_CHARS: usize = 6;
+const MIN_MID_CHARS: usize = 12;
+/// Block bodies of this many non-blank lines.
+const BLOCK_LINES: std::ops::RangeInclusive<usize> = 2..=8;
+
+fn indent_of(line: &str) -> &str {
+    &line[..line.len() - line.trim_start_matches([' ', '\t']).len()]
+}
+
+fn is_code(content: &str) -> bool {
+    !content.is_empty() && !COMMENT_STARTS.iter().any(|c| content.starts_with(c))
+}
+
+/// Every candidate position of `kind` in `text` (file number `file`), in order. Mid-line
+/// cursors are chosen with `rng`.
+fn candidates(text: &str, file: usize, kind: Kind, rng: &mut impl rand::Rng) -> Vec<Position> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let joined = |from: usize, to: usize| lines[from..to].join("\n");
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let indent = indent_of(line);
+        let content = line[indent.len()..].trim_end();
+        if !is_code(content) {
+            continue;
+        }
+        let before = joined(0, i);
+        let after = joined(i + 1, lines.len());
+        let document = |head: &str| {
+            let cursor_line = head;
+            let mut d = String::with_capacity(text.len());
+            if i > 0 {
+                d.push_str(&before);
+                d.push('\n');
+            }
+            let cursor = d.chars().count() + cursor_line.chars().count();
+            d.push_str(cursor_line);
+            if i + 1 < lines.len() {
+                d.push('\n');
+                d.push_str(&after);
+            }
+            (d, cursor)
+        };
+        match kind {
+            Kind::Line if content.chars().count() >= MIN_LINE_CHARS => {
+                let (document, cursor) = document(indent);
+                out.push(Position {
+                    kind,
+                    file,
+                    line: i,
+                    document,
+                    cursor,
+                    truth: content.to_owned(),
+                });
+            }
+            Kind::Mid if content.chars().count() >= MIN_MID_CHARS => {
+                let n = content.chars().count();
+                let cut = rng.random_range(3..n - 3);
+                let split = content
+                    .char_indices()
+                    .nth(cut)
+                    .map_or(content.len(), |(b, _)| b);
+                let (head, rest) = content.split_at(split);
+                let (document, cursor) = document(&format!("{indent}{head}"));
+                out.push(Position {
+                    kind,
+                    file,
+                    line: i,
+                    document,
+                    cursor,
+                    truth: rest.to_owned(),
+                });
+            }
+            Kind::Block
+                if (content.ends_with('{') || content.ends_with(':')) && i + 1 < lines.len() =>
+            {
+                // The body: the lines after the opener indented deeper than it (blank lines
+                // inside it included), up to the first line that is not.
+                let body_indent = indent_of(lines[i + 1]);
+                if body_indent.len() <= indent.len() || lines[i + 1].trim().is_empty() {
+                    continue;
+                }
+                let mut end = i + 1;
+                while end < lines.len()
+                    && (lines[end].trim().is_empty() || indent_of(lines[end]).len() > indent.len())
+                {
+                    end += 1;
+                }
+                while end > i + 1 && lines[end - 1].trim().is_empty() {
+                    end -= 1;
+                }
+                let n_code = lines[i + 1..end]
+                    .iter()
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+                if !BLOCK_LINES.contains(&n_code) {
+                    continue;
+                }
+                let body = joined(i + 1, end);
+                let truth = body[body_indent.len()..].trim_end().to_owned();
+                let mut document = joined(0, i + 1);
+                document.push('\n');
+                let cursor = document.chars().count() + body_indent.chars().count();
+                document.push_str(body_indent);
+                if end < lines.len() {
+                    document.push('\n');
+                    document.push_str(&joined(end, lines.len()));
+                }
+                out.push(Position {
+                    kind,
+                    file,
+                    line: i + 1,
+                    document,
+                    cursor,
+                    truth,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `per_kind` positions of each of `kinds` from `files`, chosen by `seed`; the same arguments
+/// give the same positions.
+pub(crate) fn sample(
+    files: &[String],
+    kinds: &[Kind],
+    per_kind: usize,
+    seed: u64,
+) -> Vec<Position> {
+    let mut out = Vec::new();
+    for &kind in kinds {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (kind as u64) << 32);
+        let mut all: Vec<Position> = files
+            .iter()
+            .enumerate()
+            .flat_map(|(i, text)| candidates(text, i, kind, &mut rng))
+            .collect();
+        all.shuffle(&mut rng);
+        // At most a quarter of a kind's positions from one file, so one long file does not
+        // stand for the corpus.
+        let cap = (per_kind / 4).max(1);
+        let mut per_file = std::collections::HashMap::new();
+        for p in all {
+            let n = per_file.entry(p.file).or_insert(0usize);
+            if *n < cap && out.iter().filter(|q: &&Position| q.kind == kind).count() < per_kind {
+                *n += 1;
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUST: &str = "fn main() {\n    let x = compute(1, 2);\n    // a comment here\n    if x > 0 {\n        println!(\"{x}\");\n        done();\n    }\n}\n";
+
+    fn only(kind: Kind) -> Vec<Position> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        candidates(RUST, 0, kind, &mut rng)
+    }
+
+    /// The document with the truth put back at the cursor is the file again (for line and mid
+    /// positions; a block position drops its body's first indentation only).
+    fn restored(p: &Position) -> String {
+        let at = p
+            .document
+            .char_indices()
+            .nth(p.cursor)
+            .map_or(p.document.len(), |(b, _)| b);
+        format!("{}{}{}", &p.document[..at], p.truth, &p.document[at..])
+    }
+
+    #[test]
+    fn line_positions_start_after_the_indentation_and_skip_comments() {
+        let got = only(Kind::Line);
+        let truths: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
+        assert_eq!(
+            truths,
+            [
+                "fn main() {",
+                "let x = compute(1, 2);",
+                "if x > 0 {",
+                "println!(\"{x}\");",
+                "done();"
+            ]
+        );
+        for p in &got {
+            assert_eq!(restored(p), RUST);
+            assert!(p.line_prefix().chars().all(char::is_whitespace));
+        }
+    }
+
+    #[test]
+    fn mid_positions_cut_inside_the_code() {
+        let got = only(Kind::Mid);
+        assert!(!got.is_empty());
+        for p in &got {
+            assert_eq!(restored(p), RUST);
+            assert!(p.line_prefix().trim().len() >= 3, "{:?}", p.line_prefix());
+            assert!(p.truth.chars().count() >= 3);
+        }
+    }
+
+    #[test]
+    fn block_positions_take_the_whole_body_out() {
+        let got = only(Kind::Block);
+        let bodies: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "let x = compute(1, 2);\n    // a comment here\n    if x > 0 {\n        println!(\"{x}\");\n        done();\n    }",
+                "println!(\"{x}\");\n        done();"
+            ]
+        );
+        let p = &got[1];
+        assert_eq!(
+            p.document,
+            "fn main() {\n    let x = compute(1, 2);\n    // a comment here\n    if x > 0 {\n        \n    }\n}\n"
+        );
+        assert_eq!(p.line_prefix(), "        ");
+    }
+
+    #[test]
+    fn sampling_is_deterministic_and_bounded_per_file() {
+        let files = vec![RUST.to_owned(), RUST.replace("compute", "other")];
+        let a = sample(&files, &[Kind::Line, Kind::Mid], 4, 3);
+        let b = sample(&files, &[Kind::Line, Kind::Mid], 4, 3);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().filter(|p| p.kind == Kind::Line).count(), 2);
+        assert!(a.iter().all(|p| p.file < 2));
+    }
+}
