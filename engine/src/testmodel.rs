@@ -154,6 +154,21 @@ impl LlamaShape {
         }
     }
 
+    /// CodeLlama-7b's shape (the speculative target): 32 layers, hidden 4096, 32 heads × 128,
+    /// FFN 11008, its 32016-token vocabulary. For timing only: its weights are tiled noise
+    /// ([`write_random_llama`]), cheap to make at 6.7 B parameters.
+    pub fn codellama_7b() -> LlamaShape {
+        LlamaShape {
+            n_layer: 32,
+            n_embd: 4096,
+            n_head: 32,
+            n_head_kv: 32,
+            n_ff: 11008,
+            n_ctx_train: 16384,
+            codellama_vocab: true,
+        }
+    }
+
     /// The shape of AMD-Llama-135m(-code): 12 layers, hidden 768, 12 heads × 64, FFN 2048.
     pub fn amd_135m() -> LlamaShape {
         LlamaShape {
@@ -207,7 +222,8 @@ pub fn write_random_llama(
         let n = N_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let f16_path = out.with_extension(format!("f16-{}-{n}.tmp.gguf", std::process::id()));
         write_random_llama(vocab_gguf, shape, WeightType::F16, seed, &f16_path)?;
-        let result = quantize(&f16_path, out, QuantType::Q8_0, 2);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        let result = quantize(&f16_path, out, QuantType::Q8_0, threads);
         let _ = std::fs::remove_file(&f16_path);
         return Ok(result?);
     }
@@ -234,8 +250,13 @@ pub fn write_random_llama(
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let embd = u64::from(s.n_embd);
-    let mut matrix =
-        |name: String, dims: Vec<u64>, std: f32| random_matrix(&mut rng, wtype, name, dims, std);
+    // Billions of normal draws take minutes: models of 7B's width repeat a pool of noise
+    // instead (the same speed to run; their outputs mean nothing either way).
+    let mut pool = (s.n_embd >= 4096).then(|| NoisePool::new(&mut rng));
+    let mut matrix = |name: String, dims: Vec<u64>, std: f32| match pool.as_mut() {
+        Some(pool) => pool.matrix(wtype, name, dims, std),
+        None => random_matrix(&mut rng, wtype, name, dims, std),
+    };
     let mut tensors = vec![matrix(
         "token_embd.weight".into(),
         vec![embd, n_vocab],
@@ -305,6 +326,46 @@ fn tokenizer_metadata(
         .filter(|(k, _)| k.starts_with("tokenizer."))
         .collect();
     Ok((entries, n_vocab))
+}
+
+/// Seeded unit normal noise, tiled: a tensor is the pool read from a moving offset, scaled.
+struct NoisePool {
+    values: Vec<f32>,
+    next: usize,
+}
+
+impl NoisePool {
+    const LEN: usize = (1 << 20) + 7;
+
+    fn new(rng: &mut ChaCha8Rng) -> NoisePool {
+        let dist = Normal::new(0.0f32, 1.0).expect("valid normal");
+        NoisePool {
+            values: (0..NoisePool::LEN).map(|_| dist.sample(rng)).collect(),
+            next: 0,
+        }
+    }
+
+    fn matrix(&mut self, wtype: WeightType, name: String, dims: Vec<u64>, std: f32) -> TensorData {
+        let n = dims.iter().product::<u64>() as usize;
+        let start = self.next;
+        self.next = (self.next + 7919) % NoisePool::LEN;
+        let values = (0..n).map(|i| self.values[(start + i) % NoisePool::LEN] * std);
+        let (ggml_type, data) = match wtype {
+            WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
+            _ => (
+                GgmlType::F16,
+                values
+                    .flat_map(|v| f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        TensorData {
+            name,
+            dims,
+            ggml_type,
+            data,
+        }
+    }
 }
 
 /// A tensor of seeded normal noise, stored as `wtype` (F32, or F16 for the others).

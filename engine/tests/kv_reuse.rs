@@ -4,7 +4,7 @@ mod common;
 
 use amd_engine::reuse::common_prefix;
 use amd_engine::{CompletionRequest, Engine, Outcome, Prompt, StopReason};
-use common::{block_on, engine_with, fixtures, tiny_model, tiny_model_head64};
+use common::{block_on, engine_with, fixtures, tiny_bpe_model, tiny_model, tiny_model_head64};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -101,6 +101,14 @@ fn reuse_is_token_identical_to_cold_over_200_edits() {
 #[test]
 fn reuse_with_q8_0_keys_is_token_identical_to_cold_over_200_edits() {
     reuse_is_token_identical_to_cold(&tiny_model_head64());
+}
+
+/// The same on a BPE vocabulary without BOS (SmolLM2's): the common prefix may be empty.
+#[test]
+fn reuse_on_a_bpe_model_without_bos_is_token_identical_to_cold_over_200_edits() {
+    if let Some(model) = tiny_bpe_model() {
+        reuse_is_token_identical_to_cold(&model);
+    }
 }
 
 fn reuse_is_token_identical_to_cold(model: &std::path::Path) {

@@ -396,6 +396,9 @@ pub enum ModelSize {
     /// AMD-Llama-135m's shape: 12 layers, hidden 768, 12 heads, FFN 2048.
     #[value(name = "135m")]
     Amd135m,
+    /// CodeLlama-7b's shape with its vocabulary (for timing a speculative target; tiled noise).
+    #[value(name = "codellama-7b")]
+    Codellama7b,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -31,6 +31,41 @@ pub fn tiny_model_head64() -> PathBuf {
     cached_tiny_model_head64(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("write tiny test model")
 }
 
+/// The tiny model with SmolLM2's vocabulary: GPT-2-style BPE, no BOS (the real models users
+/// run: SmolLM2, Qwen2.5-Coder, StarCoder2), when SmolLM2 is there to take it from
+/// (`scripts/fetch-models.sh smollm2-135m`, which `scripts/test.sh` runs). `None` otherwise:
+/// the test says so and passes.
+pub fn tiny_bpe_model() -> Option<PathBuf> {
+    let dir = std::env::var_os("AMD_LSP_PROXY_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amd-lsp-proxies"))
+        })?;
+    let vocab = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !vocab.is_file() {
+        eprintln!(
+            "{} not found: BPE variant skipped (scripts/fetch-models.sh smollm2-135m)",
+            vocab.display()
+        );
+        return None;
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tiny-bpe-smollm2-v{}.gguf",
+        amd_engine::testmodel::GENERATOR_VERSION
+    ));
+    if !out.is_file() {
+        amd_engine::testmodel::write_random_llama(
+            &vocab,
+            &amd_engine::testmodel::LlamaShape::tiny(),
+            amd_engine::testmodel::WeightType::F32,
+            1,
+            &out,
+        )
+        .expect("write the tiny BPE model");
+    }
+    Some(out)
+}
+
 pub fn tiny_engine(kv_reuse: bool) -> Engine {
     tiny_engine_with(|c| c.kv_reuse = kv_reuse)
 }

@@ -9,6 +9,7 @@ pub(crate) fn make_model(args: &MakeModelArgs) -> Result<()> {
     let shape = match args.size {
         ModelSize::Tiny => LlamaShape::tiny(),
         ModelSize::Amd135m => LlamaShape::amd_135m(),
+        ModelSize::Codellama7b => LlamaShape::codellama_7b(),
     };
     let wtype = match args.wtype {
         ModelType::F32 => WeightType::F32,

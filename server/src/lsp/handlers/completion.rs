@@ -100,6 +100,24 @@ pub(crate) async fn handle_completion(
     })))
 }
 
+/// What a popup client filters an item by: the identifier the item starts with (the word
+/// typed so far and its continuation), never later text. A fuzzy client (Helix) matches typed
+/// text anywhere in the filter text: with the whole suggestion there, a stale item for
+/// `open(pa` stayed on screen after the user typed `th` (it matched `path` further on) and
+/// accepting it replaced the typed `path`.
+fn filter_text(new_text: &str) -> String {
+    let n = new_text
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(new_text.len(), |(i, _)| i);
+    if n == 0 {
+        // Nothing identifier-like at the start (`.get(`, `(`): the text up to the first space.
+        new_text.split_whitespace().next().unwrap_or("").to_owned()
+    } else {
+        new_text[..n].to_owned()
+    }
+}
+
 /// One popup item per suggestion; its edit replaces the word before the cursor.
 fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
     s.texts
@@ -121,7 +139,7 @@ fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
                 detail: Some("amd-lsp".into()),
                 preselect: Some(true),
                 sort_text: Some("0".into()),
-                filter_text: Some(new_text.clone()),
+                filter_text: Some(filter_text(&new_text)),
                 insert_text_format: Some(InsertTextFormat::PlainText),
                 // Later lines carry their absolute indentation already: a client that adjusts
                 // it (lsp-mode, VS Code's default) would indent them twice.
@@ -137,4 +155,17 @@ fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_text;
+
+    #[test]
+    fn popup_items_filter_on_the_identifier_they_start_with() {
+        assert_eq!(filter_text("pa.get_file(path)) as file:"), "pa");
+        assert_eq!(filter_text("path) as file:"), "path");
+        assert_eq!(filter_text("(x)"), "(x)");
+        assert_eq!(filter_text(""), "");
+    }
 }
