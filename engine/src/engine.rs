@@ -80,6 +80,9 @@ pub struct EngineCounters {
     pub n_tokens_generated: AtomicU64,
     /// Prompt tokens that differed from the same document's previous prompt (the minimum).
     pub n_tokens_changed: AtomicU64,
+    /// Jobs that evaluated their whole prompt although more than half of it was known from
+    /// the document's previous prompts (a reuse path that gave up; 0 is the goal).
+    pub n_whole_reevaluations: AtomicU64,
     /// Process CPU time spent in jobs, and in jobs that ended cancelled, in microseconds.
     pub cpu_us: AtomicU64,
     pub cpu_us_cancelled: AtomicU64,
@@ -786,6 +789,11 @@ fn count(counters: &EngineCounters, result: &Result<Outcome, EngineError>) {
                 .fetch_add(s.n_changed as u64, Ordering::Relaxed);
             if s.restored {
                 counters.n_restored.fetch_add(1, Ordering::Relaxed);
+            }
+            if s.n_prompt > 0 && s.n_evaluated >= s.n_prompt && s.n_changed * 2 < s.n_prompt {
+                counters
+                    .n_whole_reevaluations
+                    .fetch_add(1, Ordering::Relaxed);
             }
             match outcome {
                 Outcome::Completed(_) => counters.n_completed.fetch_add(1, Ordering::Relaxed),

@@ -226,9 +226,12 @@ impl<'m> Session<'m> {
             plan.n_keep = prompt.len();
         }
         let n_keep = plan.n_keep;
-        if self.kv_shift && self.parked.is_none() && self.cached.len() >= n_keep + PARK_MIN {
-            // Set the rest aside rather than drop it: the prompt may come back to it.
+        if self.kv_shift && self.cached.len() >= n_keep + PARK_MIN {
+            // Set the rest aside rather than drop it: the prompt may come back to it (a moved
+            // window start continues with it at once). It replaces tokens parked earlier: what
+            // the cache held last is what the next prompts are likeliest to continue with.
             self.logits_for = None;
+            self.drop_parked()?;
             self.ctx.park(n_keep)?;
             self.parked = Some(Parked {
                 tokens: self.cached.split_off(n_keep),
@@ -346,9 +349,10 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Keeps the first `n` cached tokens and drops the rest.
+    /// Keeps the first `n` cached tokens and drops the rest. Parked tokens stay, also when
+    /// nothing is kept (a prompt without BOS shares no first token with the cache).
     pub(crate) fn truncate(&mut self, n: usize) -> Result<(), EngineError> {
-        if n == 0 {
+        if n == 0 && self.parked.is_none() {
             self.reset();
         } else if n < self.cached.len() {
             self.logits_for = None;

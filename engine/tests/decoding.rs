@@ -111,6 +111,20 @@ fn bad_prompts_are_errors_and_the_engine_keeps_serving() {
         CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 4),
     );
     assert_eq!(ok.stats.n_generated, 4);
+    // A refused request leaves the KV cache as it was: the same prompt again is all reused.
+    for bad in [Prompt::Tokens(vec![]), Prompt::Tokens(vec![1, 99_999])] {
+        let err = block_on(engine.submit(CompletionRequest::greedy(bad, 4))).expect_err("refused");
+        assert!(err.is_bad_request(), "{err}");
+    }
+    let again = complete(
+        &engine,
+        CompletionRequest::greedy(Prompt::Text(PROMPT.into()), 4),
+    );
+    assert!(
+        again.stats.n_reused + 1 >= again.stats.n_prompt,
+        "{:?}",
+        again.stats
+    );
     // Near the end of the context, generation stops instead of overflowing.
     let fill = "y = 2\n".repeat(40);
     let near = complete(&engine, CompletionRequest::greedy(Prompt::Text(fill), 200));

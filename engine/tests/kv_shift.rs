@@ -142,12 +142,47 @@ fn a_moved_window_start_is_reused_shifted_on(model: &Path) {
     assert_eq!((got.stats.n_reused, got.stats.n_shifted), (shared, 0));
 }
 
+on_both_kv_layouts!(
+    a_window_move_is_reused_while_older_tokens_are_parked,
+    a_window_move_is_reused_while_older_tokens_are_parked_with_q8_0_keys,
+    a_window_move_is_reused_while_older_tokens_are_parked_on
+);
+
+/// Tokens parked earlier (the cursor went up the file and stayed there) do not stop the next
+/// move from being parked and taken back: the newer cache replaces them. Before, a held park
+/// blocked it and the moved window was evaluated whole (without BOS: the park was lost too).
+fn a_window_move_is_reused_while_older_tokens_are_parked_on(model: &Path) {
+    let warm = engine_with(model, |_| {});
+    let doc = heapq();
+    let at = |n: usize| doc.char_indices().nth(n).map_or(doc.len(), |(i, _)| i);
+    run(&warm, &tokens(&warm, &doc[..at(2400)]), Some(1));
+    // Up the file: the rest is parked, and stays parked while the user types there.
+    let top = format!("{}y", &doc[..at(900)]);
+    run(&warm, &tokens(&warm, &doc[..at(900)]), Some(1));
+    run(&warm, &tokens(&warm, &top), Some(1));
+    // The window start moves forward (ten lines dropped).
+    let cut = doc
+        .match_indices('\n')
+        .nth(10)
+        .map(|(i, _)| i + 1)
+        .expect("lines");
+    let moved = tokens(&warm, &top[cut..]);
+    let got = run(&warm, &moved, Some(1));
+    assert!(
+        got.stats.n_reused + 16 + 32 >= moved.len(),
+        "reused (shifted): {:?} of {}",
+        got.stats,
+        moved.len()
+    );
+}
+
 /// The same on a BPE vocabulary without BOS (SmolLM2's), where the two windows share no
 /// prefix at all and the moved window's first line tokenizes differently.
 #[test]
 fn a_moved_window_start_is_reused_shifted_without_bos() {
     if let Some(model) = tiny_bpe_model() {
         a_moved_window_start_is_reused_shifted_on(&model);
+        a_window_move_is_reused_while_older_tokens_are_parked_on(&model);
         shifted_reuse_after_far_edits_stays_close_to_cold_on(&model);
     }
 }

@@ -578,3 +578,53 @@ async fn a_small_document_is_evaluated_when_opened_so_the_first_keystroke_anywhe
     );
     assert_eq!(warm_answer, cold_answer, "the same suggestion either way");
 }
+
+/// A change that arrives while a request is being computed (a paste, an undo, a popup client
+/// typing on) makes that request answer empty: its range and text were made for the old line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_while_a_request_is_computed_empties_its_answer() {
+    let setup = ClientSetup {
+        // The debounce holds the request long enough for the change to arrive first.
+        options: json!({"debounceMs": 300, "debounceMaxMs": 300}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let (_, answer) = c
+        .request_later(
+            "textDocument/inlineCompletion",
+            TestClient::inline_params(URI, 6, 9, false),
+        )
+        .await;
+    c.change(URI, 2, [[0, 0], [0, 0]], "# pasted\n").await;
+    let answer = wait(answer).await;
+    assert!(answer.get("error").is_none(), "{answer}");
+    assert!(answer["result"].is_null(), "{answer}");
+    // The next request, made for the text as it is, is answered.
+    let fresh = c.inline(URI, 7, 9).await;
+    assert!(
+        fresh["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{fresh}"
+    );
+    c.shutdown().await;
+}
+
+/// While the model loads, completions are answered empty at once; the first request after the
+/// model is ready is served (no second keystroke needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_after_loading_is_served() {
+    let (mut c, _) = TestClient::start(ClientSetup::default()).await;
+    c.open(URI, DOC).await;
+    // Loading (empty at once) or, on a fast machine, already ready (a suggestion).
+    let early = c.inline(URI, 6, 9).await;
+    assert!(early.is_null() || early["items"].is_array(), "{early}");
+    c.wait_model_ready().await;
+    c.change(URI, 2, [[6, 9], [6, 9]], "p").await;
+    let first = c.inline(URI, 6, 10).await;
+    assert!(
+        first["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{first}"
+    );
+    c.shutdown().await;
+}

@@ -159,7 +159,24 @@ fn popup_items(s: &Suggestion) -> Vec<CompletionItem> {
 
 #[cfg(test)]
 mod tests {
-    use super::filter_text;
+    use super::{filter_text, popup_items, Suggestion};
+    use tower_lsp_server::gen_lsp_types::{InsertTextMode, Position};
+
+    #[test]
+    fn multi_line_popup_items_are_inserted_as_they_are() {
+        let at = |character| Position { line: 1, character };
+        let s = Suggestion {
+            line_start: at(0),
+            cursor: at(4),
+            word_start: at(4),
+            line_prefix: "    ".into(),
+            word: String::new(),
+            texts: vec!["for x in xs:\n        use(x)".into()],
+        };
+        let items = popup_items(&s);
+        // Later lines carry their own indentation: a client must not add the cursor's again.
+        assert_eq!(items[0].insert_text_mode, Some(InsertTextMode::AsIs));
+    }
 
     #[test]
     fn popup_items_filter_on_the_identifier_they_start_with() {

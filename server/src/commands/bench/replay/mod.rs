@@ -54,6 +54,8 @@ pub(crate) struct Run {
     pub jobs: u64,
     pub tokens_evaluated: u64,
     pub tokens_changed: u64,
+    /// Jobs that evaluated their whole prompt although most of it was known (0 is the goal).
+    pub whole_reevaluations: u64,
     pub tokens_evaluated_per_request: f64,
     pub evaluated_per_changed: f64,
     pub cpu_ms: f64,
@@ -162,7 +164,8 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
             eprintln!(
                 "replay: round {} {variant}: p50 {:.0} ms, p95 {:.0} ms (after debounce {:.0}, {:.0}), \
                  evaluated/changed {:.2}, superseded CPU {:.1}%, CPU {:.1} s, \
-                 one-thread calls {:.0}%, first suggestion in an opened file p50 {:.0} ms ({})",
+                 one-thread calls {:.0}%, first suggestion in an opened file p50 {:.0} ms ({}), \
+                 whole-prompt re-evaluations {}",
                 round + 1,
                 run.latency_ms.p50,
                 run.latency_ms.p95,
@@ -173,7 +176,8 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
                 run.cpu_ms / 1000.0,
                 run.one_thread_share * 100.0,
                 run.first_in_opened_ms.p50,
-                run.first_in_opened_ms.n
+                run.first_in_opened_ms.n,
+                run.whole_reevaluations
             );
             runs.push(run);
         }
@@ -432,6 +436,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     run.jobs = engine["jobs"].as_u64().unwrap_or(0);
     run.tokens_evaluated = engine["tokensEvaluated"].as_u64().unwrap_or(0);
     run.tokens_changed = engine["tokensChanged"].as_u64().unwrap_or(0);
+    run.whole_reevaluations = engine["wholeReevaluations"].as_u64().unwrap_or(0);
     run.tokens_evaluated_per_request = ratio(run.tokens_evaluated as f64, run.keystrokes as f64);
     run.evaluated_per_changed = ratio(run.tokens_evaluated as f64, run.tokens_changed as f64);
     run.cpu_ms = num(&engine["cpuMs"]);
@@ -516,6 +521,7 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         jobs: med(&|r| r.jobs as f64) as u64,
         tokens_evaluated: med(&|r| r.tokens_evaluated as f64) as u64,
         tokens_changed: med(&|r| r.tokens_changed as f64) as u64,
+        whole_reevaluations: med(&|r| r.whole_reevaluations as f64) as u64,
         tokens_evaluated_per_request: med(&|r| r.tokens_evaluated_per_request),
         evaluated_per_changed: med(&|r| r.evaluated_per_changed),
         cpu_ms: med(&|r| r.cpu_ms),
