@@ -124,3 +124,41 @@ fn dropping_the_handle_cancels_the_job() {
         n_evaluated as u64
     );
 }
+
+/// Dropping the last handle of an engine on an async runtime's thread (a request task that
+/// outlived a configuration reload) does not wait for the engine thread to finish the
+/// llama.cpp call it is in: the join happens on a thread of its own. Here the engine thread is
+/// held inside a job until the drop has returned; a drop that joined would never return.
+#[test]
+fn dropping_an_engine_on_a_runtime_does_not_wait_for_its_thread() {
+    let engine = tiny_engine(true);
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let mut req = CompletionRequest::greedy(Prompt::Text(long_prompt()), 4);
+    req.on_progress = Some(Box::new(move |_| {
+        let _ = entered_tx.send(());
+        let _ = released
+            .lock()
+            .expect("lock")
+            .recv_timeout(std::time::Duration::from_secs(60));
+    }));
+    let job = engine.submit(req);
+    entered
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the job started");
+    let (dropped_tx, dropped) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            drop(job);
+            drop(engine);
+        });
+        let _ = dropped_tx.send(());
+    });
+    let returned = dropped.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = release.send(());
+    returned.expect("the drop returned while the engine thread was busy");
+}
