@@ -350,35 +350,17 @@ impl NoisePool {
         let start = self.next;
         self.next = (self.next + 7919) % NoisePool::LEN;
         let values = (0..n).map(|i| self.values[(start + i) % NoisePool::LEN] * std);
-        let (ggml_type, data) = match wtype {
-            WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
-            _ => (
-                GgmlType::F16,
-                values
-                    .flat_map(|v| f16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
-        };
-        TensorData {
-            name,
-            dims,
-            ggml_type,
-            data,
-        }
+        stored(wtype, name, dims, values)
     }
 }
 
-/// A tensor of seeded normal noise, stored as `wtype` (F32, or F16 for the others).
-fn random_matrix(
-    rng: &mut ChaCha8Rng,
+/// A tensor of `values`, stored as `wtype` (F32, or F16 for the others).
+fn stored(
     wtype: WeightType,
     name: String,
     dims: Vec<u64>,
-    std: f32,
+    values: impl Iterator<Item = f32>,
 ) -> TensorData {
-    let n: u64 = dims.iter().product();
-    let dist = Normal::new(0.0f32, std).expect("valid normal");
-    let values = (0..n).map(|_| dist.sample(rng));
     let (ggml_type, data) = match wtype {
         WeightType::F32 => (GgmlType::F32, values.flat_map(f32::to_le_bytes).collect()),
         _ => (
@@ -394,6 +376,19 @@ fn random_matrix(
         ggml_type,
         data,
     }
+}
+
+/// A tensor of seeded normal noise, stored as `wtype` (F32, or F16 for the others).
+fn random_matrix(
+    rng: &mut ChaCha8Rng,
+    wtype: WeightType,
+    name: String,
+    dims: Vec<u64>,
+    std: f32,
+) -> TensorData {
+    let n: u64 = dims.iter().product();
+    let dist = Normal::new(0.0f32, std).expect("valid normal");
+    stored(wtype, name, dims, (0..n).map(|_| dist.sample(rng)))
 }
 
 /// The seven weight matrices of layer `i`; the two that write into the residual stream
