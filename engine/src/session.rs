@@ -395,6 +395,7 @@ impl<'m> Session<'m> {
         let mut sampler = Sampler::new(&sampling);
         let mut out = Emitter::new(self.model, req);
         if let Some(text) = healed {
+            tracing::trace!(healed = ?String::from_utf8_lossy(&text), "token healing");
             out.heal(text);
         }
         let stop = loop {
@@ -545,6 +546,18 @@ impl<'a> Emitter<'a> {
     }
 
     pub(crate) fn finish(mut self, stop: StopReason, mut stats: JobStats) -> Completion {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let pieces: Vec<String> = self
+                .tokens
+                .iter()
+                .map(|&t| {
+                    let mut p = Vec::new();
+                    self.model.piece(t, &mut p);
+                    String::from_utf8_lossy(&p).into_owned()
+                })
+                .collect();
+            tracing::trace!(?pieces, "generated");
+        }
         if !matches!(stop, StopReason::StopString | StopReason::LineEnd) {
             self.utf8.finish(&mut self.text);
         }
