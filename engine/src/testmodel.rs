@@ -543,3 +543,42 @@ fn extend_vocab(vocab: &mut gguf::GgufHeader, extra: &[String]) {
         extra.iter().map(|_| Value::I32(CONTROL)).collect(),
     );
 }
+
+/// Writes the llama model `src` as architecture `arch` (the same tensors and hyperparameters
+/// under the new prefix), less the tensor `drop`: a damaged file of another architecture, for
+/// the tests of llama.cpp's loader messages.
+pub fn write_as_architecture(
+    src: &Path,
+    arch: &str,
+    drop: Option<&str>,
+    dst: &Path,
+) -> Result<(), TestModelError> {
+    let header = gguf::read_header(src)?;
+    let bytes = std::fs::read(src).map_err(|source| TestModelError::Write {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    let mut w = GgufWriter::new();
+    for (k, v) in &header.metadata {
+        w.set(&k.replace("llama.", &format!("{arch}.")), v.clone());
+    }
+    w.set("general.architecture", Value::String(arch.into()));
+    for t in header
+        .tensors
+        .iter()
+        .filter(|t| Some(t.name.as_str()) != drop)
+    {
+        let start = (header.data_offset + t.offset) as usize;
+        let n = t.n_bytes().unwrap_or(0) as usize;
+        w.add_tensor(TensorData {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+            data: bytes.get(start..start + n).unwrap_or_default().to_vec(),
+        });
+    }
+    w.write(dst).map_err(|source| TestModelError::Write {
+        path: dst.to_path_buf(),
+        source,
+    })
+}

@@ -173,7 +173,13 @@ fn broken_model_files_give_clear_errors() {
     // Other architectures get llama.cpp's own tensor checks; its reason reaches the error.
     for arch in ["qwen2", "gemma3"] {
         let damaged = dir.join(format!("{arch}-damaged.gguf"));
-        retarget(&tiny_model(), arch, Some("blk.1.ffn_down.weight"), &damaged);
+        amd_engine::testmodel::write_as_architecture(
+            &tiny_model(),
+            arch,
+            Some("blk.1.ffn_down.weight"),
+            &damaged,
+        )
+        .expect("write");
         let err = start(damaged);
         assert!(err.to_string().contains("tensor '"), "{arch}: {err}");
         let mut unbounded = amd_engine::gguf::read_header(&tiny_model()).expect("header");
@@ -219,30 +225,4 @@ fn broken_model_files_give_clear_errors() {
     let err = Engine::start(config).expect_err("too large");
     assert!(matches!(err, LoadError::ContextTooLarge { .. }), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Writes `src` (a llama model) as architecture `arch`: the same tensors and hyperparameters
-/// under the new prefix, less the tensor `drop` (a damaged file of that architecture).
-fn retarget(src: &std::path::Path, arch: &str, drop: Option<&str>, dst: &std::path::Path) {
-    let header = amd_engine::gguf::read_header(src).expect("header");
-    let bytes = std::fs::read(src).expect("read");
-    let mut w = GgufWriter::new();
-    for (k, v) in &header.metadata {
-        w.set(&k.replace("llama.", &format!("{arch}.")), v.clone());
-    }
-    w.set("general.architecture", Value::String(arch.into()));
-    for t in &header.tensors {
-        if Some(t.name.as_str()) == drop {
-            continue;
-        }
-        let start = (header.data_offset + t.offset) as usize;
-        let n = t.n_bytes().expect("size") as usize;
-        w.add_tensor(TensorData {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ggml_type: t.ggml_type,
-            data: bytes[start..start + n].to_vec(),
-        });
-    }
-    w.write(dst).expect("write");
 }

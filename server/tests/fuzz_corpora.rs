@@ -31,3 +31,19 @@ fn framing_corpus() {
 fn gguf_corpus() {
     replay("gguf", amd_engine::fuzz::check_gguf);
 }
+
+/// Seeds of other architectures than llama (qwen2; gemma3 with per-layer KV heads and an
+/// explicit head width): well-formed, so the fuzzer mutates from headers the checks accept.
+#[test]
+fn gguf_corpus_has_accepted_headers_of_other_architectures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf");
+    for (seed, arch) in [
+        ("7856a3f56ef4d8ca91ce25c01bffca2fa210eff1", "qwen2"),
+        ("e870656f4971e348297c2b2f79cbe6b9c605dc8d", "gemma3"),
+    ] {
+        let bytes = std::fs::read(dir.join(seed)).expect("seed");
+        let header = amd_engine::gguf::parse_header(&bytes).expect("parses");
+        let checked = amd_engine::validate::check_header(&header, false).expect("accepted");
+        assert_eq!(checked.architecture, arch);
+    }
+}

@@ -408,6 +408,14 @@ fn broken_models_are_reported_and_the_server_keeps_running() {
     );
     w.write(&not_llama).expect("write");
     let vocab_only = amd_engine::testmodel::fixture_vocab();
+    let damaged_qwen2 = dir.join("qwen2-damaged.gguf");
+    amd_engine::testmodel::write_as_architecture(
+        &tiny_model(),
+        "qwen2",
+        Some("blk.1.ffn_down.weight"),
+        &damaged_qwen2,
+    )
+    .expect("write");
 
     let cases: Vec<(Value, &str)> = vec![
         (json!({"model": dir.join("absent.gguf")}), "does not exist"),
@@ -415,6 +423,8 @@ fn broken_models_are_reported_and_the_server_keeps_running() {
         (json!({"model": random}), "not a GGUF file"),
         (json!({"model": not_llama}), "no vocabulary"),
         (json!({"model": vocab_only}), "only a vocabulary"),
+        // Another architecture: llama.cpp's loader checks its tensors; its reason is shown.
+        (json!({"model": damaged_qwen2}), "blk.1.ffn_down.weight"),
         (
             json!({"model": tiny_model(), "contextSize": 4_000_000_000u32}),
             "MiB of KV cache",
