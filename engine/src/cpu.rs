@@ -405,7 +405,8 @@ ctxt 99
         crate::llama::limit_threads(false);
     }
 
-    /// Recorded from a container started with `docker run --cpus=2` on a 64-core host.
+    /// cgroup v2 files as a container started with `docker run --cpus=2` shows them (written
+    /// here in the kernel's format; no container runs on this machine).
     const SELF_CGROUP: &str = "0::/\n";
     const CPU_MAX: &str = "200000 100000\n";
     const CPU_STAT: &str =
