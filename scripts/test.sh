@@ -32,6 +32,10 @@ tests/editors/run-vscode.sh
 tests/editors/run-code-server.sh
 # Emacs: eglot and lsp-mode set-ups against the real binary.
 tests/editors/run-emacs.sh
+# Helix (built from the vendored source, cached in .tools) in tmux with SmolLM2: the popup item,
+# accepting it, a key typed while a request is pending, multi-line items, :lsp-restart, another
+# model, and a ~230-keystroke typing session that must leave the file byte-identical.
+tests/editors/run-helix.sh
 # Reliability (docs/reliability.md): a short soak of the real binary (every completion request
 # answered exactly once, the server still alive), then each fuzz target briefly on its corpus.
 soak_model=target/soak-tiny.gguf
