@@ -80,8 +80,9 @@ pub struct EngineCounters {
     pub n_tokens_generated: AtomicU64,
     /// Prompt tokens that differed from the same document's previous prompt (the minimum).
     pub n_tokens_changed: AtomicU64,
-    /// Jobs that evaluated their whole prompt although more than half of it was known from
-    /// the document's previous prompts (a reuse path that gave up; 0 is the goal).
+    /// Jobs that evaluated their prompt from nothing (whole, or its first chunks before they
+    /// were cancelled) although more than half of it was known from the document's previous
+    /// prompts (a reuse path that gave up; 0 is the goal).
     pub n_whole_reevaluations: AtomicU64,
     /// Process CPU time spent in jobs, and in jobs that ended cancelled, in microseconds.
     pub cpu_us: AtomicU64,
@@ -99,6 +100,34 @@ pub struct EngineCounters {
     /// using the cores (only with the default thread settings, see `cpu.rs`).
     pub n_calls_all_threads: AtomicU64,
     pub n_calls_one_thread: AtomicU64,
+    /// Prompt evaluation speed of the main model, tokens per second (an `f64`'s bits; 0: not
+    /// measured yet): a moving average over jobs that evaluated at least
+    /// [`PREFILL_RATE_MIN_TOKENS`] prompt tokens.
+    pub prefill_tokens_per_s: AtomicU64,
+}
+
+/// Jobs that evaluate fewer prompt tokens than this say little about prefill speed.
+pub(crate) const PREFILL_RATE_MIN_TOKENS: usize = 32;
+
+impl EngineCounters {
+    /// The measured prompt evaluation speed (tokens per second), once there is one.
+    pub fn prefill_rate(&self) -> Option<f64> {
+        let rate = f64::from_bits(self.prefill_tokens_per_s.load(Ordering::Relaxed));
+        (rate > 0.0).then_some(rate)
+    }
+
+    fn record_prefill(&self, n_evaluated: usize, prefill_ms: f64) {
+        if n_evaluated < PREFILL_RATE_MIN_TOKENS || prefill_ms <= 0.0 {
+            return;
+        }
+        let rate = n_evaluated as f64 * 1000.0 / prefill_ms;
+        let next = match self.prefill_rate() {
+            None => rate,
+            Some(old) => 0.7 * old + 0.3 * rate,
+        };
+        self.prefill_tokens_per_s
+            .store(next.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// The answer to a submitted job. Await it (or [`JobHandle::wait`] outside async code);
@@ -506,6 +535,10 @@ fn engine_thread(
                     .saved_bytes
                     .store(saved_bytes as u64, Ordering::Relaxed);
                 count(&counters, &result);
+                if let (Ok(outcome), ModelRole::Main) = (&result, req.model) {
+                    let s = outcome.stats();
+                    counters.record_prefill(s.n_evaluated, s.prefill_ms);
+                }
                 let _ = reply.send(result);
             }
         }
@@ -608,6 +641,14 @@ impl LastPrompts {
         self.0.push_front((key, known));
         self.0.truncate(LAST_PROMPTS_KEPT);
         changed
+    }
+
+    /// Forgets all but the first `n` tokens known of `document` (a cancelled job got no
+    /// further).
+    fn cut(&mut self, document: Option<u64>, n: usize) {
+        if let Some((_, known)) = self.0.iter_mut().find(|(k, _)| Some(*k) == document) {
+            known.truncate(n);
+        }
     }
 }
 
@@ -719,8 +760,17 @@ fn run_job<'m>(
         Err(EngineError::Internal(what))
     });
     if let (Ok(outcome), Some(n)) = (result.as_mut(), n_changed) {
-        outcome.stats_mut().n_changed = n;
-        outcome.stats_mut().restored = restored;
+        let cancelled = matches!(outcome, Outcome::Cancelled(_));
+        let s = outcome.stats_mut();
+        s.restored = restored;
+        s.n_changed = if cancelled {
+            // What a cancelled job did not get to is still to do: the document's next prompt
+            // counts it as changed, and this job counts only what it evaluated.
+            last_prompts.cut(req.document, s.n_reused + s.n_evaluated);
+            n.min(s.n_evaluated)
+        } else {
+            n
+        };
     }
     match &result {
         Err(e) if e.is_bad_request() => {
@@ -790,7 +840,13 @@ fn count(counters: &EngineCounters, result: &Result<Outcome, EngineError>) {
             if s.restored {
                 counters.n_restored.fetch_add(1, Ordering::Relaxed);
             }
-            if s.n_prompt > 0 && s.n_evaluated >= s.n_prompt && s.n_changed * 2 < s.n_prompt {
+            // Evaluated from nothing although most of it was known: the whole prompt at once,
+            // or the first chunks of it (a job cancelled between chunks counts as changed
+            // only what it evaluated, so a first prompt cut short is not counted).
+            if s.n_reused == 0
+                && s.n_evaluated > 0
+                && s.n_changed * 2 < s.n_prompt.min(s.n_evaluated)
+            {
                 counters
                     .n_whole_reevaluations
                     .fetch_add(1, Ordering::Relaxed);

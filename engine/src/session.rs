@@ -29,6 +29,14 @@ pub(crate) struct Session<'m> {
     /// asked for them and nothing was evaluated since): a prompt equal to the cache needs no
     /// evaluation at all (a job after a prefill-only one).
     logits_for: Option<usize>,
+    /// A copy of the logits at the end of the last prompt evaluated to its end, for cached
+    /// position `n - 1`: valid while the first `n` cached tokens stay. A job whose prompt is
+    /// that same prompt again (a keystroke inside the token that token healing backs up over,
+    /// a request for a suggestion already generated) then evaluates nothing, instead of
+    /// evaluating its last token again only to get these logits back.
+    kept_logits: Option<(usize, Vec<f32>)>,
+    /// [`Session::logits`] answers from `kept_logits` (nothing was evaluated since).
+    serve_kept: bool,
     /// The document whose tokens the cache holds (`None`: unknown).
     document: Option<u64>,
     /// Other documents' caches.
@@ -74,6 +82,8 @@ impl<'m> Session<'m> {
             kv_shift: kv_reuse && kv_shift,
             costs: CostModel::default(),
             logits_for: None,
+            kept_logits: None,
+            serve_kept: false,
             document: None,
             saved: SavedDocs::new(if kv_reuse { kv_documents_bytes } else { 0 }),
             decode_cpu_from: None,
@@ -99,6 +109,7 @@ impl<'m> Session<'m> {
         self.ctx.clear();
         self.cached.clear();
         self.logits_for = None;
+        self.forget_kept_logits(0);
         self.parked = None;
     }
 
@@ -135,6 +146,7 @@ impl<'m> Session<'m> {
         }
         self.document = document;
         self.logits_for = None;
+        self.forget_kept_logits(0);
         let Some((saved, tokens)) = document.and_then(|d| self.saved.take(d)) else {
             // Nothing kept for this document. If the previous one's cache was not saved away
             // (no key for it), it stays for the common prefix to use (a license header);
@@ -203,10 +215,12 @@ impl<'m> Session<'m> {
 
     /// Brings the cache to `prompt` (keeping the longest common prefix, evaluating the rest in
     /// chunks) so that the last prompt position's logits are ready. Adds to `stats`; returns
-    /// `false` when cancelled between chunks.
+    /// `false` when cancelled between chunks. `kept_ok`: the caller reads the logits through
+    /// [`Session::logits`] only (not llama.cpp's sampler), so a kept copy may answer.
     pub(crate) fn prefill(
         &mut self,
         prompt: &[TokenId],
+        kept_ok: bool,
         cancel: &CancelToken,
         stats: &mut JobStats,
         mut on_progress: Option<&mut ProgressFn>,
@@ -225,12 +239,24 @@ impl<'m> Session<'m> {
             // A prefill-only job left exactly this prompt and its last logits behind.
             plan.n_keep = prompt.len();
         }
+        let kept = kept_ok
+            && self.kv_reuse
+            && plan.n_keep < prompt.len()
+            && self
+                .kept_logits
+                .as_ref()
+                .is_some_and(|(n, _)| *n == prompt.len())
+            && self.cached.get(..prompt.len()) == Some(prompt);
+        if kept {
+            plan.n_keep = prompt.len();
+        }
         let n_keep = plan.n_keep;
         if self.kv_shift && self.cached.len() >= n_keep + PARK_MIN {
             // Set the rest aside rather than drop it: the prompt may come back to it (a moved
             // window start continues with it at once). It replaces tokens parked earlier: what
             // the cache held last is what the next prompts are likeliest to continue with.
             self.logits_for = None;
+            self.forget_kept_logits(n_keep);
             self.drop_parked()?;
             self.ctx.park(n_keep)?;
             self.parked = Some(Parked {
@@ -242,6 +268,11 @@ impl<'m> Session<'m> {
             self.truncate(n_keep)?;
         }
         stats.n_reused += n_keep;
+        if kept {
+            self.serve_kept = true;
+            stats.prefill_ms += ms_since(started);
+            return Ok(true);
+        }
 
         let mut at = n_keep;
         let found = self.parked.as_ref().and_then(|p| {
@@ -297,6 +328,14 @@ impl<'m> Session<'m> {
                 Logits::None
             };
             self.eval(chunk, want)?;
+            if want == Logits::Last {
+                if let Some(l) = self.ctx.logits() {
+                    let mut copy = self.kept_logits.take().map(|(_, v)| v).unwrap_or_default();
+                    copy.clear();
+                    copy.extend_from_slice(l);
+                    self.kept_logits = Some((self.cached.len(), copy));
+                }
+            }
             stats.n_evaluated += chunk.len();
             if let Some(f) = on_progress.as_mut() {
                 f(&Progress {
@@ -313,6 +352,7 @@ impl<'m> Session<'m> {
     pub(crate) fn start(
         &mut self,
         prompt: &[TokenId],
+        kept_ok: bool,
         cancel: &CancelToken,
         on_progress: Option<&mut ProgressFn>,
     ) -> Result<Result<JobStats, Outcome>, EngineError> {
@@ -325,7 +365,7 @@ impl<'m> Session<'m> {
             // Nothing this job evaluates outlives it.
             self.mark_decode_start();
         }
-        if !self.prefill(prompt, cancel, &mut stats, on_progress)? {
+        if !self.prefill(prompt, kept_ok, cancel, &mut stats, on_progress)? {
             return Ok(Err(Outcome::Cancelled(stats)));
         }
         Ok(Ok(stats))
@@ -334,6 +374,7 @@ impl<'m> Session<'m> {
     /// Evaluates `tokens` at the next positions (one llama.cpp call).
     pub(crate) fn eval(&mut self, tokens: &[TokenId], logits: Logits) -> Result<(), EngineError> {
         self.logits_for = None;
+        self.serve_kept = false;
         if self.cached.len() + tokens.len() + self.n_parked() > self.n_ctx() {
             // The parked cells share the context's room; the prompt comes first.
             self.drop_parked()?;
@@ -356,13 +397,27 @@ impl<'m> Session<'m> {
             self.reset();
         } else if n < self.cached.len() {
             self.logits_for = None;
+            self.forget_kept_logits(n);
             self.ctx.truncate(n)?;
             self.cached.truncate(n);
         }
         Ok(())
     }
 
+    /// Drops the kept logits unless they are for a position below `n` (what stays cached).
+    fn forget_kept_logits(&mut self, n: usize) {
+        if self.kept_logits.as_ref().is_some_and(|(k, _)| *k > n) {
+            self.kept_logits = None;
+        }
+        self.serve_kept = false;
+    }
+
     pub(crate) fn logits(&self) -> Result<&[f32], EngineError> {
+        if self.serve_kept {
+            if let Some((_, l)) = &self.kept_logits {
+                return Ok(l);
+            }
+        }
         self.ctx
             .logits()
             .ok_or_else(|| EngineError::Internal("no logits after decode".into()))
@@ -383,7 +438,9 @@ impl<'m> Session<'m> {
         healed: Option<Vec<u8>>,
         cancel: &CancelToken,
     ) -> Result<Outcome, EngineError> {
-        let mut stats = match self.start(prompt, cancel, req.on_progress.as_mut())? {
+        // llama.cpp's sampler reads the context's own logits, not a kept copy.
+        let kept_ok = !matches!(req.sampling, Sampling::Random { .. });
+        let mut stats = match self.start(prompt, kept_ok, cancel, req.on_progress.as_mut())? {
             Ok(stats) => stats,
             Err(cancelled) => return Ok(cancelled),
         };

@@ -52,7 +52,7 @@ pub(crate) fn run(
             "speculative job without settings".into(),
         ));
     };
-    let mut stats = match target.start(prompt, cancel, req.on_progress.as_mut())? {
+    let mut stats = match target.start(prompt, true, cancel, req.on_progress.as_mut())? {
         Ok(stats) => stats,
         Err(cancelled) => return Ok(cancelled),
     };
@@ -233,7 +233,7 @@ fn draft_with_model(
         return Ok(Vec::new());
     }
     let mut scratch = JobStats::default();
-    if !session.prefill(stream, cancel, &mut scratch, None)? {
+    if !session.prefill(stream, true, cancel, &mut scratch, None)? {
         return Ok(Vec::new());
     }
     let mut drafts = Vec::with_capacity(k);

@@ -129,6 +129,7 @@ fn reuse_is_token_identical_to_cold(model: &std::path::Path) {
     let mut kv_mirror: Vec<i32> = Vec::new();
     let (mut n_steps, mut n_near_ties, mut n_prompt_total, mut n_reused_total) = (0, 0, 0, 0);
     let mut n_whole_prompt_cached = 0;
+    let mut previous: Vec<i32> = Vec::new();
     let mut kinds = [0usize; 4];
     for step in 0..220 {
         let kind = match rng.random_range(0..100) {
@@ -150,11 +151,17 @@ fn reuse_is_token_identical_to_cold(model: &std::path::Path) {
         let got = run(&warm, prompt.clone(), false);
         let want = run(&cold, prompt.clone(), true);
 
-        // Reuse bookkeeping: exactly the common prefix with what the cache held is kept.
-        let expect_keep = common_prefix(&kv_mirror, &prompt).min(prompt.len() - 1);
+        // Reuse bookkeeping: exactly the common prefix with what the cache held is kept; the
+        // last prompt asked again evaluates nothing (its logits were kept).
+        let expect_keep = if prompt == previous {
+            prompt.len()
+        } else {
+            common_prefix(&kv_mirror, &prompt).min(prompt.len() - 1)
+        };
         if common_prefix(&kv_mirror, &prompt) >= prompt.len() {
             n_whole_prompt_cached += 1;
         }
+        previous = prompt.clone();
         assert_eq!(got.stats.n_reused, expect_keep, "step {step}");
         assert_eq!(
             got.stats.n_evaluated,
@@ -211,4 +218,43 @@ fn reuse_is_token_identical_to_cold(model: &std::path::Path) {
         "{n_near_ties} near-ties in 220 steps is suspicious"
     );
     eprintln!("220 steps, {n_near_ties} accepted near-ties, reused {n_reused_total}/{n_prompt_total} prompt tokens");
+}
+
+/// The last prompt asked again (a keystroke inside the token that healing backs up over, the
+/// same request twice) evaluates nothing and completes exactly as before; a sampled job, which
+/// reads llama.cpp's own logits, evaluates the last token again.
+#[test]
+fn a_prompt_asked_again_evaluates_nothing() {
+    let warm = engine_with(&tiny_model(), |c| c.kv_shift = false);
+    let prompt =
+        block_on(warm.tokenize("def heappush(heap, item):\n    ".into(), true)).expect("tokenize");
+    let first = run(&warm, prompt.clone(), false);
+    assert_eq!(first.stats.n_evaluated, prompt.len());
+    let again = run(&warm, prompt.clone(), false);
+    assert_eq!(
+        (again.stats.n_reused, again.stats.n_evaluated),
+        (prompt.len(), 0)
+    );
+    assert_eq!(again.tokens, first.tokens);
+    // A longer prompt, then the first one again: the kept logits were for the longer one.
+    let mut longer = prompt.clone();
+    longer.extend_from_slice(&first.tokens[..1]);
+    run(&warm, longer, false);
+    let back = run(&warm, prompt.clone(), false);
+    assert_eq!(back.stats.n_evaluated, 1);
+    assert_eq!(back.tokens, first.tokens);
+    let mut sampled = CompletionRequest::greedy(Prompt::Tokens(prompt.clone()), 8);
+    sampled.sampling = amd_engine::Sampling::Random {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        seed: 1,
+    };
+    let Outcome::Completed(s) = block_on(warm.submit(sampled)).expect("job") else {
+        panic!("nothing cancelled this job")
+    };
+    assert_eq!(
+        s.stats.n_evaluated, 1,
+        "llama.cpp's sampler needs the context's logits"
+    );
 }

@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub completion_popup: CompletionPopup,
     /// Prompt window: characters before the cursor it may grow to before its start moves.
     pub window_max_chars: usize,
+    /// A window that starts where nothing is cached (a file just opened, a jump elsewhere) is
+    /// cut to what the model evaluates in about this many milliseconds at the measured prompt
+    /// speed (at least 512 characters, at most `windowMaxChars / 2`); it then grows as the user
+    /// types. 0: such windows keep `windowMaxChars / 2` like a window that moves.
+    pub first_suggestion_ms: u32,
     /// A larger model (e.g. CodeLlama-7b GGUF) that `model` drafts for.
     pub target_model: Option<PathBuf>,
     pub use_target: UseTarget,
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             inline_candidates: 3,
             completion_popup: CompletionPopup::Auto,
             window_max_chars: 4096,
+            first_suggestion_ms: 700,
             target_model: None,
             use_target: UseTarget::Auto,
             speculation: SpeculationMode::Auto,

@@ -103,14 +103,23 @@ pub async fn suggest(
         }
         _ => (doc.rope.clone(), doc_cursor),
     };
-    let policy = WindowPolicy {
-        max_chars: config.window_max_chars.max(64),
-        keep_chars: config.window_max_chars.max(64) / 2,
-    };
     let sticky = match ReuseMode::from_env() {
         ReuseMode::Full => state.window_start(&params.uri),
         ReuseMode::Prefix | ReuseMode::Cold => None,
     };
+    let mut policy = WindowPolicy {
+        max_chars: config.window_max_chars.max(64),
+        keep_chars: config.window_max_chars.max(64) / 2,
+    };
+    if !window::slides(sticky, cursor, policy) && ReuseMode::from_env() == ReuseMode::Full {
+        let rate = state.engine().and_then(|e| e.counters().prefill_rate());
+        policy.keep_chars = window::first_window_chars(policy, config.first_suggestion_ms, rate);
+        tracing::debug!(
+            keep_chars = policy.keep_chars,
+            ?rate,
+            "prompt window starts afresh"
+        );
+    }
     let start = window_start(&rope, cursor, sticky, policy);
     if params.selected.is_none() {
         state.set_window_start(&params.uri, start);

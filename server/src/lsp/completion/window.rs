@@ -38,6 +38,43 @@ impl Surroundings {
     }
 }
 
+/// Characters per token assumed when sizing a first window (code in BPE and SentencePiece
+/// vocabularies runs 3–4; the lower figure keeps the window inside its time budget).
+const CHARS_PER_TOKEN: f64 = 3.0;
+/// The smallest first window: a dozen lines of context.
+const FIRST_WINDOW_MIN_CHARS: usize = 512;
+
+/// Whether the window moves because typing took it past `max_chars` (its kept half is in the
+/// KV cache, shifted) rather than starting afresh where nothing is cached: a document's first
+/// request, or a cursor that jumped before the window or far past it.
+pub fn slides(prev: Option<usize>, cursor: usize, policy: WindowPolicy) -> bool {
+    prev.is_some_and(|start| {
+        start <= cursor && cursor - start <= policy.max_chars + policy.keep_chars
+    })
+}
+
+/// How many characters a window that starts afresh keeps before the cursor: what the model
+/// evaluates in `budget_ms` at `tokens_per_s` (measured; unknown before the first job: half
+/// the usual), between [`FIRST_WINDOW_MIN_CHARS`] and `policy.keep_chars`. The window then
+/// grows as the user types, its start staying put, so the cache stays append-only.
+pub fn first_window_chars(
+    policy: WindowPolicy,
+    budget_ms: u32,
+    tokens_per_s: Option<f64>,
+) -> usize {
+    if budget_ms == 0 {
+        return policy.keep_chars;
+    }
+    let chars = match tokens_per_s {
+        Some(rate) => (rate * f64::from(budget_ms) / 1000.0 * CHARS_PER_TOKEN) as usize,
+        None => policy.keep_chars / 2,
+    };
+    chars.clamp(
+        FIRST_WINDOW_MIN_CHARS.min(policy.keep_chars),
+        policy.keep_chars,
+    )
+}
+
 /// Chooses the window start: the previous one while it is still a line start at most
 /// `max_chars` before the cursor; otherwise the first line start after `cursor - keep_chars`.
 pub fn window_start(
@@ -123,6 +160,27 @@ mod tests {
         assert_eq!(window_start(&rope, 24, Some(16), POLICY), 15);
         // A cursor before the start (a jump upwards) moves it back.
         assert_eq!(window_start(&rope, 3, Some(15), POLICY), 0);
+    }
+
+    #[test]
+    fn a_window_that_starts_afresh_fits_the_time_budget() {
+        let policy = WindowPolicy {
+            max_chars: 4096,
+            keep_chars: 2048,
+        };
+        // 200 tokens/s, 700 ms: 140 tokens, 420 characters, raised to the minimum.
+        assert_eq!(first_window_chars(policy, 700, Some(200.0)), 512);
+        assert_eq!(first_window_chars(policy, 700, Some(400.0)), 840);
+        // A fast machine keeps the usual half; unmeasured, a quarter; 0 turns it off.
+        assert_eq!(first_window_chars(policy, 700, Some(5000.0)), 2048);
+        assert_eq!(first_window_chars(policy, 700, None), 1024);
+        assert_eq!(first_window_chars(policy, 0, Some(200.0)), 2048);
+        // Typing past the window's end slides it (the kept half is cached); a first request,
+        // a jump back or far ahead starts afresh.
+        assert!(slides(Some(100), 4300, policy));
+        assert!(!slides(None, 4300, policy));
+        assert!(!slides(Some(5000), 4300, policy));
+        assert!(!slides(Some(100), 100 + 4096 + 2048 + 1, policy));
     }
 
     #[test]

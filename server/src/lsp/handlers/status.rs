@@ -49,6 +49,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "tokensGenerated": get(&ec.n_tokens_generated),
             "tokensChanged": get(&ec.n_tokens_changed),
             "wholeReevaluations": get(&ec.n_whole_reevaluations),
+            "prefillTokensPerS": ec.prefill_rate(),
             "cpuMs": get(&ec.cpu_us) as f64 / 1000.0,
             "cpuMsCancelled": get(&ec.cpu_us_cancelled) as f64 / 1000.0,
             "cpuMsSuperseded": get(&ec.cpu_us_superseded) as f64 / 1000.0,

@@ -70,6 +70,11 @@ pub(crate) struct Run {
     /// From the first keystroke in a newly opened document to its first suggestion (the
     /// documents that got one).
     pub first_in_opened_ms: Quantiles,
+    /// From the first keystroke in a newly opened document after which the person pauses
+    /// (the next key comes [`PAUSE_MS`] or more later) to the first suggestion from then on:
+    /// how long the first wait in a new file is. Before that pause a suggestion could only
+    /// arrive between keys.
+    pub first_pause_in_opened_ms: Quantiles,
     /// llama.cpp calls run on one thread because other processes used the cores, in all
     /// calls (0 with a fixed `threads` setting).
     pub one_thread_share: f64,
@@ -165,6 +170,7 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
                 "replay: round {} {variant}: p50 {:.0} ms, p95 {:.0} ms (after debounce {:.0}, {:.0}), \
                  evaluated/changed {:.2}, superseded CPU {:.1}%, CPU {:.1} s, \
                  one-thread calls {:.0}%, first suggestion in an opened file p50 {:.0} ms ({}), \
+                 from the first pause in it p50 {:.0} ms ({}), \
                  whole-prompt re-evaluations {}",
                 round + 1,
                 run.latency_ms.p50,
@@ -177,6 +183,8 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
                 run.one_thread_share * 100.0,
                 run.first_in_opened_ms.p50,
                 run.first_in_opened_ms.n,
+                run.first_pause_in_opened_ms.p50,
+                run.first_pause_in_opened_ms.n,
                 run.whole_reevaluations
             );
             runs.push(run);
@@ -289,6 +297,9 @@ fn python_stdlib() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// A gap between keystrokes at least this long (ms, at a person's speed) is a pause.
+const PAUSE_MS: f64 = 500.0;
+
 fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<Run> {
     let mode = match variant {
         "full" => "full",
@@ -318,6 +329,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     let mut sent: HashMap<i64, (Instant, KeyKind)> = HashMap::new();
     // Per document: when its first keystroke was sent, and which requests were its.
     let mut first_key: Vec<Option<Instant>> = Vec::new();
+    let mut first_pause: Vec<Option<Instant>> = Vec::new();
     let mut doc_of: HashMap<i64, usize> = HashMap::new();
     let mut rss_peak = 0.0f64;
     let started = Instant::now();
@@ -340,6 +352,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 names.push(name.clone());
                 versions.push(0);
                 first_key.push(None);
+                first_pause.push(None);
                 client.notify(
                     "textDocument/didOpen",
                     json!({"textDocument": {"uri": uri(*doc, name), "languageId": language(name),
@@ -373,6 +386,12 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 sent.insert(id, (now, *kind));
                 doc_of.insert(id, *doc);
                 first_key[*doc].get_or_insert(now);
+                let gap = steps
+                    .get(i + 1)
+                    .map_or(u64::MAX, |next| next.at_ms - step.at_ms);
+                if gap as f64 >= PAUSE_MS {
+                    first_pause[*doc].get_or_insert(now);
+                }
                 run.keystrokes += 1;
             }
         }
@@ -403,6 +422,21 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         }
     }
     run.first_in_opened_ms = Quantiles::of(&first_in_opened);
+    let mut first_pause_in_opened = Vec::new();
+    for (d, t0) in first_pause.iter().enumerate() {
+        let Some(t0) = *t0 else { continue };
+        let first = doc_of
+            .iter()
+            .filter(|&(_, &doc)| doc == d)
+            .filter_map(|(id, _)| answers.get(id).filter(|a| a.has_items()))
+            .map(|a| a.arrived)
+            .filter(|&at| at >= t0)
+            .min();
+        if let Some(first) = first {
+            first_pause_in_opened.push(first.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+    }
+    run.first_pause_in_opened_ms = Quantiles::of(&first_pause_in_opened);
     let mut all = Vec::new();
     for (id, (at, kind)) in &sent {
         run.requests += 1;
@@ -532,6 +566,7 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         restored: med(&|r| r.restored as f64) as u64,
         one_thread_share: med(&|r| r.one_thread_share),
         first_in_opened_ms: q(&|r| r.first_in_opened_ms),
+        first_pause_in_opened_ms: q(&|r| r.first_pause_in_opened_ms),
         type_through_hits: med(&|r| r.type_through_hits as f64) as u64,
         type_through_rate: med(&|r| r.type_through_rate),
         type_through_ms: q(&|r| r.type_through_ms),
