@@ -173,6 +173,22 @@ pub struct ReplayBenchArgs {
     /// once, as in the scripts of the recorded figures).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub look_ms: u64,
+    /// The typist accepts: when the suggestion on screen agrees with what the script types
+    /// next, they take it (whole, lines or words, one keystroke each) and type on from there.
+    #[arg(long)]
+    pub accept: bool,
+    /// How long a suggestion must have been on screen before the accepting typist takes it
+    /// (at a person's speed; `--speed` shortens it like the rest of the script).
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub reaction_ms: u64,
+    /// llama-server to replay against as variant `llama-server` (driven as llama.vim drives
+    /// it: `/infill` for FIM models, `/completion` otherwise, one request in flight, its
+    /// client-side type-through), e.g. `http://127.0.0.1:8012`.
+    #[arg(long, value_name = "URL")]
+    pub baseline: Option<String>,
+    /// Fail unless the accepting typist took at least one suggestion (a CI harness check).
+    #[arg(long, requires = "accept")]
+    pub expect_accepts: bool,
     /// Write the report as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

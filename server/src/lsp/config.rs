@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub prefill_on_open: bool,
     /// Element type of the KV cache's keys (values stay F16).
     pub cache_type_k: CacheTypeK,
+    /// Show a suggestion only when the geometric mean of the probabilities the model gave its
+    /// generated tokens is at least this (0: always show).
+    pub min_confidence: f32,
     /// Token healing: the prompt ends at a token boundary before the cursor and the model
     /// writes the rest of the cursor's token itself (no stray space after indentation).
     pub token_healing: bool,
@@ -147,6 +150,7 @@ impl Default for ServerConfig {
             prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,
+            min_confidence: 0.0,
         }
     }
 }
@@ -427,6 +431,7 @@ mod tests {
             let wanted = match default {
                 serde_json::Value::Null => "null",
                 serde_json::Value::Bool(_) => "boolean",
+                serde_json::Value::Number(n) if n.is_f64() => "number",
                 serde_json::Value::Number(_) => "integer",
                 serde_json::Value::String(_) => "string",
                 other => panic!("{key}: default {other}"),

@@ -49,6 +49,8 @@ pub struct Counters {
     pub n_precomputed_hits: AtomicU64,
     /// Documents evaluated when opened (`prefillOnOpen`), to the end.
     pub n_open_prefills: AtomicU64,
+    /// Suggestions the confidence gate (`minConfidence`) did not show.
+    pub n_unsure: AtomicU64,
     pub n_suggestions: AtomicU64,
     pub n_empty: AtomicU64,
     pub n_errors: AtomicU64,

@@ -265,6 +265,10 @@ pub async fn suggest(
             }
             Outcome::Completed(c) => {
                 state.set_last_job(c.stats);
+                if !confident(&c, config.min_confidence) {
+                    ServerState::bump(&state.counters.n_unsure);
+                    continue;
+                }
                 if let Some(text) = postprocess::clean(&c.text, &around) {
                     if !suggestion.texts.contains(&text) {
                         suggestion.texts.push(text);
@@ -360,6 +364,7 @@ fn precompute_next(
     // Only once the user has been idle as long as the debounce: someone typing on after a
     // suggestion appeared costs nothing, and nobody accepts faster than that.
     let idle_ms = state.debounce_wait_ms(&config);
+    let min_confidence = config.min_confidence;
     let (state, uri) = (Arc::clone(state), params.uri.clone());
     tokio::spawn(async move {
         tokio::select! {
@@ -374,6 +379,9 @@ fn precompute_next(
         let Ok(Outcome::Completed(c)) = outcome else {
             return;
         };
+        if !confident(&c, min_confidence) {
+            return;
+        }
         let around = Around {
             line_prefix: &at.line_prefix,
             line_suffix: &at.line_suffix,
@@ -560,12 +568,32 @@ fn request(
         sampling,
         stop: StopRules::default(),
         record_margins: false,
-        top_logprobs: 0,
+        // The confidence gate reads the chosen tokens' probabilities.
+        top_logprobs: usize::from(config.min_confidence > 0.0),
         model,
         speculation: None,
         on_progress: None,
         document: Some(document_key(uri)),
     }
+}
+
+/// The confidence gate (`minConfidence`): whether the geometric mean of the probabilities
+/// the model gave its own generated tokens reaches `min`. Always with the gate off (0), or
+/// with nothing recorded.
+fn confident(c: &amd_engine::Completion, min: f32) -> bool {
+    let chosen: Vec<f32> = c
+        .tokens
+        .iter()
+        .zip(&c.top_logprobs)
+        .filter_map(|(t, top)| top.iter().find(|(id, _)| id == t).map(|(_, lp)| *lp))
+        .collect();
+    if min <= 0.0 || chosen.is_empty() {
+        return true;
+    }
+    // A chosen token outside the recorded top (one token healing constrained) is left out:
+    // its probability says how the model would have split the text, not what it expects.
+    let mean = chosen.iter().sum::<f32>() / chosen.len() as f32;
+    mean.exp() >= min
 }
 
 /// The engine's opaque key for a document.
@@ -574,4 +602,42 @@ fn document_key(uri: &Uri) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     uri.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confident;
+    use amd_engine::{Completion, StopReason};
+
+    fn completion(tokens: &[i32], chosen_logprobs: &[f32]) -> Completion {
+        Completion {
+            text: String::new(),
+            tokens: tokens.to_vec(),
+            stop: StopReason::MaxTokens,
+            stats: Default::default(),
+            margins: Vec::new(),
+            top_logprobs: tokens
+                .iter()
+                .zip(chosen_logprobs)
+                .map(|(&t, &lp)| vec![(t, lp)])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_confidence_gate_takes_the_geometric_mean_of_the_chosen_tokens() {
+        let sure = completion(&[1, 2], &[0.9f32.ln(), 0.8f32.ln()]);
+        assert!(confident(&sure, 0.8)); // sqrt(0.72) = 0.85
+        assert!(!confident(&sure, 0.9));
+        let unsure = completion(&[1, 2], &[0.9f32.ln(), 0.1f32.ln()]);
+        assert!(!confident(&unsure, 0.5)); // sqrt(0.09) = 0.3
+                                           // Off, or nothing recorded: shown.
+        assert!(confident(&unsure, 0.0));
+        assert!(confident(&completion(&[], &[]), 0.9));
+        // A chosen token outside the recorded top (a healed one) is left out.
+        let mut healed = completion(&[1, 2], &[0.1f32.ln(), 0.9f32.ln()]);
+        assert!(!confident(&healed, 0.5));
+        healed.top_logprobs[0] = vec![(7, 0.9f32.ln())];
+        assert!(confident(&healed, 0.5));
+    }
 }

@@ -217,7 +217,7 @@ impl Baseline {
 }
 
 /// Whether the server asks for several lines here (its `multiLine: auto` rule).
-fn multi_line(line_prefix: &str) -> bool {
+pub(crate) fn multi_line(line_prefix: &str) -> bool {
     line_prefix.trim().is_empty() || crate::lsp::completion::postprocess::opens_block(line_prefix)
 }
 
@@ -396,7 +396,7 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
 
 /// What llama.vim shows of a llama-server answer: one line where one was asked for, trailing
 /// whitespace removed.
-fn clean_baseline(text: &str, single_line: bool) -> String {
+pub(crate) fn clean_baseline(text: &str, single_line: bool) -> String {
     let text = if single_line {
         text.lines().next().unwrap_or("")
     } else {

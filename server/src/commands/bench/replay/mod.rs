@@ -5,8 +5,10 @@
 //! reuse) replays the same script against a fresh `amd-lsp --stdio` (this binary), one after
 //! the other, `--rounds` times interleaved; figures are medians over the rounds.
 
+mod baseline;
 mod plot;
 pub(crate) mod script;
+mod typist;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -75,6 +77,9 @@ pub(crate) struct Run {
     /// how long the first wait in a new file is. Before that pause a suggestion could only
     /// arrive between keys.
     pub first_pause_in_opened_ms: Quantiles,
+    /// The accepting typist (`--accept`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typist: Option<TypistFigures>,
     /// llama.cpp calls run on one thread because other processes used the cores, in all
     /// calls (0 with a fixed `threads` setting).
     pub one_thread_share: f64,
@@ -164,8 +169,12 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
     let mut runs = Vec::new();
     for round in 0..args.rounds.max(1) {
         for variant in &args.variants {
-            let run = replay_once(args, variant, &steps)
-                .with_context(|| format!("variant {variant}, round {}", round + 1))?;
+            let run = match (variant.as_str(), &args.baseline) {
+                ("llama-server", Some(url)) => baseline::replay(args, url, &steps),
+                ("llama-server", None) => bail!("the llama-server variant needs --baseline URL"),
+                _ => replay_once(args, variant, &steps),
+            }
+            .with_context(|| format!("variant {variant}, round {}", round + 1))?;
             eprintln!(
                 "replay: round {} {variant}: p50 {:.0} ms, p95 {:.0} ms (after debounce {:.0}, {:.0}), \
                  evaluated/changed {:.2}, superseded CPU {:.1}%, CPU {:.1} s, \
@@ -187,6 +196,37 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
                 run.first_pause_in_opened_ms.n,
                 run.whole_reevaluations
             );
+            if let Some(t) = &run.typist {
+                eprintln!(
+                    "replay: round {} {variant} typist: keystrokes saved {:.1}% ({} of {} made), \
+                     {} suggestions shown ({:.1} per 100 keystrokes), {} accepted ({:.0}%; \
+                     whole {}, lines {}, words {}), {:.1} characters each, {:.0}% from a cache, \
+                     on screen before taken p50 {:.0} ms, files identical: {}",
+                    round + 1,
+                    t.keystrokes_saved * 100.0,
+                    t.keystrokes,
+                    t.script_keystrokes,
+                    t.shown,
+                    t.shown_per_100_keystrokes,
+                    t.accepted,
+                    t.acceptance_rate * 100.0,
+                    t.whole,
+                    t.lines,
+                    t.words,
+                    t.chars_per_accepted,
+                    t.accepted_from_cache * 100.0,
+                    t.on_screen_ms.p50,
+                    t.files_identical
+                );
+                anyhow::ensure!(
+                    t.files_identical,
+                    "the accepting typist left the documents different from the script's"
+                );
+                anyhow::ensure!(
+                    !args.expect_accepts || t.accepted > 0,
+                    "the accepting typist took no suggestion (--expect-accepts)"
+                );
+            }
             runs.push(run);
         }
     }
@@ -297,6 +337,123 @@ fn python_stdlib() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// What the accepting typist did (`--accept`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct TypistFigures {
+    /// Keystrokes of the script, and those the typist made (accepting keys included).
+    pub script_keystrokes: u64,
+    pub keystrokes: u64,
+    /// Share of the script's keystrokes the typist did not make.
+    pub keystrokes_saved: f64,
+    /// Distinct suggestions that reached the screen (an answer that arrived before the next
+    /// keystroke; a type-through continuation of the one on screen is the same suggestion).
+    pub shown: u64,
+    pub shown_per_100_keystrokes: f64,
+    /// Suggestions taken at least in part, and that share of `shown`.
+    pub accepted: u64,
+    pub acceptance_rate: f64,
+    pub accepted_chars: u64,
+    pub chars_per_accepted: f64,
+    /// Takes by key: the whole suggestion, lines, words.
+    pub whole: u64,
+    pub lines: u64,
+    pub words: u64,
+    /// Share of taken suggestions answered within 15 ms of their request (the type-through
+    /// cache or the precomputed next suggestion, not the model).
+    pub accepted_from_cache: f64,
+    /// How long a taken suggestion had been on screen.
+    pub on_screen_ms: Quantiles,
+    /// The documents the server was sent equal the script's, byte for byte.
+    pub files_identical: bool,
+}
+
+/// An answer counted as from a cache (no model run) when it came this fast (ms).
+const CACHE_ANSWER_MS: f64 = 15.0;
+
+/// The accepting typist's figures from what was sent and answered.
+fn typist_figures(
+    steps: &[Step],
+    texts: &[ropey::Rope],
+    sent: &HashMap<i64, (Instant, KeyKind)>,
+    doc_of: &HashMap<i64, usize>,
+    answers: &HashMap<i64, super::client::Answer>,
+    takes: &[(typist::Take, i64, Instant, Instant)],
+    keystrokes: usize,
+) -> TypistFigures {
+    let script_keystrokes = steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Key { .. }))
+        .count();
+    // Shown: answered with items before the document's next request went out; a suggestion
+    // whose text continues the one shown before it is the same suggestion.
+    let mut by_doc: HashMap<usize, Vec<(Instant, i64)>> = HashMap::new();
+    for (id, (at, _)) in sent {
+        by_doc.entry(doc_of[id]).or_default().push((*at, *id));
+    }
+    let mut shown = 0u64;
+    for requests in by_doc.values_mut() {
+        requests.sort();
+        let mut before: Option<String> = None;
+        for (k, (_, id)) in requests.iter().enumerate() {
+            let next_sent = requests.get(k + 1).map(|r| r.0);
+            let Some(a) = answers.get(id).filter(|a| a.has_items()) else {
+                before = None;
+                continue;
+            };
+            if next_sent.is_some_and(|n| a.arrived > n) {
+                continue;
+            }
+            let text = a.msg["result"]["items"][0]["insertText"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            // insertText holds the line up to the cursor too: a continuation has the same
+            // whole line.
+            if before.as_deref() != Some(text.as_str()) {
+                shown += 1;
+            }
+            before = Some(text);
+        }
+    }
+    let accepted = takes.len() as u64;
+    let accepted_chars: u64 = takes.iter().map(|(t, ..)| t.chars as u64).sum();
+    let count = |how| takes.iter().filter(|(t, ..)| t.how == how).count() as u64;
+    let from_cache = takes
+        .iter()
+        .filter(|(_, id, ..)| {
+            let (Some((at, _)), Some(a)) = (sent.get(id), answers.get(id)) else {
+                return false;
+            };
+            a.arrived.duration_since(*at).as_secs_f64() * 1000.0 < CACHE_ANSWER_MS
+        })
+        .count();
+    let on_screen: Vec<f64> = takes
+        .iter()
+        .map(|(_, _, since, at)| at.duration_since(*since).as_secs_f64() * 1000.0)
+        .collect();
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    TypistFigures {
+        script_keystrokes: script_keystrokes as u64,
+        keystrokes: keystrokes as u64,
+        keystrokes_saved: 1.0 - ratio(keystrokes as f64, script_keystrokes as f64),
+        shown,
+        shown_per_100_keystrokes: ratio(100.0 * shown as f64, keystrokes as f64),
+        accepted,
+        acceptance_rate: ratio(accepted as f64, shown as f64),
+        accepted_chars,
+        chars_per_accepted: ratio(accepted_chars as f64, accepted as f64),
+        whole: count(typist::How::Whole),
+        lines: count(typist::How::Lines),
+        words: count(typist::How::Words),
+        accepted_from_cache: ratio(from_cache as f64, accepted as f64),
+        on_screen_ms: Quantiles::of(&on_screen),
+        files_identical: typist::final_texts(steps)
+            .iter()
+            .zip(texts)
+            .all(|(want, got)| want == got),
+    }
+}
+
 /// A gap between keystrokes at least this long (ms, at a person's speed) is a pause.
 const PAUSE_MS: f64 = 500.0;
 
@@ -332,9 +489,24 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     let mut first_pause: Vec<Option<Instant>> = Vec::new();
     let mut doc_of: HashMap<i64, usize> = HashMap::new();
     let mut rss_peak = 0.0f64;
+    // The accepting typist: the texts sent (to check them against the script's), each
+    // document's latest request and its cursor, what is on screen and since when, the script
+    // time skipped by accepting, and what was taken.
+    let mut texts: Vec<ropey::Rope> = Vec::new();
+    let mut latest: Vec<Option<(i64, (u32, u32))>> = Vec::new();
+    let mut on_screen: Option<(usize, String, Instant)> = None;
+    let mut skipped_ms = 0u64;
+    let mut skip_to = 0usize;
+    // Each take: what, the request whose answer was taken, on screen since, taken at.
+    let mut takes: Vec<(typist::Take, i64, Instant, Instant)> = Vec::new();
+    let reaction = Duration::from_secs_f64(args.reaction_ms as f64 / 1000.0 / args.speed);
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
-        let due = started + Duration::from_secs_f64(step.at_ms as f64 / 1000.0 / args.speed);
+        if i < skip_to {
+            continue;
+        }
+        let due = started
+            + Duration::from_secs_f64((step.at_ms - skipped_ms) as f64 / 1000.0 / args.speed);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -353,6 +525,8 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 versions.push(0);
                 first_key.push(None);
                 first_pause.push(None);
+                texts.push(ropey::Rope::from_str(text));
+                latest.push(None);
                 client.notify(
                     "textDocument/didOpen",
                     json!({"textDocument": {"uri": uri(*doc, name), "languageId": language(name),
@@ -367,8 +541,74 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 cursor,
                 kind,
             } => {
+                // The typist looks at the screen before the key.
+                if args.accept && *kind == KeyKind::Type {
+                    let shown = latest[*doc]
+                        .filter(|(_, at)| at == start)
+                        .and_then(|(id, _)| client.answers().get(&id).cloned().map(|a| (id, a)))
+                        .filter(|(_, a)| a.has_items());
+                    on_screen = shown.map(|(_, a)| {
+                        let line = texts[*doc].line(start.0 as usize);
+                        let prefix = line.utf16_cu_to_char(start.1 as usize);
+                        let insert = a.msg["result"]["items"][0]["insertText"]
+                            .as_str()
+                            .unwrap_or("");
+                        let text: String = insert.chars().skip(prefix).collect();
+                        let since = match &on_screen {
+                            Some((d, before, since))
+                                if d == doc
+                                    && before.len() > text.len()
+                                    && before.ends_with(&text) =>
+                            {
+                                *since
+                            }
+                            _ => a.arrived,
+                        };
+                        (*doc, text, since)
+                    });
+                    let now = Instant::now();
+                    let take = on_screen
+                        .as_ref()
+                        .filter(|(_, _, since)| *since + reaction <= now)
+                        .and_then(|(_, text, _)| typist::take(text, &typist::upcoming(steps, i)));
+                    if let Some(t) = take {
+                        let last = i + t.chars - 1;
+                        let Action::Key { cursor: to, .. } = &steps[last].action else {
+                            unreachable!("upcoming() covers Key steps only")
+                        };
+                        let inserted: String =
+                            typist::upcoming(steps, i).chars().take(t.chars).collect();
+                        versions[*doc] += 1;
+                        let u = uri(*doc, &names[*doc]);
+                        typist::apply(&mut texts[*doc], *start, *start, &inserted);
+                        client.notify(
+                            "textDocument/didChange",
+                            json!({"textDocument": {"uri": u, "version": versions[*doc]},
+                                "contentChanges": [{"range": {
+                                    "start": {"line": start.0, "character": start.1},
+                                    "end": {"line": start.0, "character": start.1}}, "text": inserted}]}),
+                        )?;
+                        let id = client.request(
+                            "textDocument/inlineCompletion",
+                            json!({"textDocument": {"uri": u},
+                                "position": {"line": to.0, "character": to.1},
+                                "context": {"triggerKind": 2}}),
+                        )?;
+                        let taken_from = latest[*doc].map_or(0, |(id, _)| id);
+                        takes.push((t, taken_from, on_screen.as_ref().map_or(now, |s| s.2), now));
+                        sent.insert(id, (now, KeyKind::Type));
+                        doc_of.insert(id, *doc);
+                        latest[*doc] = Some((id, *to));
+                        on_screen = None;
+                        run.keystrokes += t.keys;
+                        skip_to = last + 1;
+                        skipped_ms += steps[last].at_ms - step.at_ms;
+                        continue;
+                    }
+                }
                 versions[*doc] += 1;
                 let u = uri(*doc, &names[*doc]);
+                typist::apply(&mut texts[*doc], *start, *end, text);
                 client.notify(
                     "textDocument/didChange",
                     json!({"textDocument": {"uri": u, "version": versions[*doc]},
@@ -385,6 +625,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 let now = Instant::now();
                 sent.insert(id, (now, *kind));
                 doc_of.insert(id, *doc);
+                latest[*doc] = Some((id, *cursor));
                 first_key[*doc].get_or_insert(now);
                 let gap = steps
                     .get(i + 1)
@@ -437,6 +678,17 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         }
     }
     run.first_pause_in_opened_ms = Quantiles::of(&first_pause_in_opened);
+    if args.accept {
+        run.typist = Some(typist_figures(
+            steps,
+            &texts,
+            &sent,
+            &doc_of,
+            &answers,
+            &takes,
+            run.keystrokes,
+        ));
+    }
     let mut all = Vec::new();
     for (id, (at, kind)) in &sent {
         run.requests += 1;
@@ -567,6 +819,13 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         one_thread_share: med(&|r| r.one_thread_share),
         first_in_opened_ms: q(&|r| r.first_in_opened_ms),
         first_pause_in_opened_ms: q(&|r| r.first_pause_in_opened_ms),
+        // The typist's figures of the round with the median keystrokes saved.
+        typist: {
+            let mut t: Vec<&TypistFigures> =
+                runs.iter().filter_map(|r| r.typist.as_ref()).collect();
+            t.sort_by(|a, b| a.keystrokes_saved.total_cmp(&b.keystrokes_saved));
+            t.get(t.len() / 2).map(|t| (*t).clone())
+        },
         type_through_hits: med(&|r| r.type_through_hits as f64) as u64,
         type_through_rate: med(&|r| r.type_through_rate),
         type_through_ms: q(&|r| r.type_through_ms),
