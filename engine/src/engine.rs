@@ -809,9 +809,12 @@ fn run_job<'m>(
 fn draft_prompt(prompt: &Prompt) -> Prompt {
     match prompt {
         Prompt::Fim {
-            prefix, max_tokens, ..
+            prefix,
+            middle,
+            max_tokens,
+            ..
         } => Prompt::Prefix {
-            text: prefix.clone(),
+            text: format!("{prefix}{middle}"),
             max_tokens: *max_tokens,
         },
         other => other.clone(),

@@ -18,6 +18,11 @@ pub enum Prompt {
     /// quarters of the budget, the suffix the rest (its end is cut).
     Fim {
         prefix: String,
+        /// Code of the middle already written, placed after the FIM middle token
+        /// (`<PRE> p <SUF> s <MID> m`): the cursor's line up to the cursor, as llama.vim sends
+        /// it, so that typing on a line only appends to the prompt and the KV cache of the
+        /// prefix and suffix stays as it is. Empty: the classic `<PRE> p <SUF> s <MID>`.
+        middle: String,
         suffix: String,
         max_tokens: usize,
         /// Where the code comes from. Models with repository tokens (Qwen2.5-Coder) are
@@ -92,6 +97,7 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
         }
         Prompt::Fim {
             prefix,
+            middle,
             suffix,
             max_tokens,
             file,
@@ -100,7 +106,7 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
                 return build_marked(
                     model,
                     &Prompt::Prefix {
-                        text: prefix.clone(),
+                        text: format!("{prefix}{middle}"),
                         max_tokens: *max_tokens,
                     },
                 );
@@ -121,7 +127,12 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
             } else {
                 header
             };
-            let budget = max_tokens.saturating_sub(bos.len() + 3 + header.len());
+            let mid = if middle.is_empty() {
+                Vec::new()
+            } else {
+                (model.tokenize_continuation)(middle)
+            };
+            let budget = max_tokens.saturating_sub(bos.len() + 3 + header.len() + mid.len());
             let pre = (model.tokenize)(prefix);
             let suf = (model.tokenize_continuation)(suffix);
             let n_suf = suf
@@ -134,12 +145,18 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
             out.extend(bos);
             out.extend(header);
             out.push(fim.pre);
-            let prefix_start = out.len();
+            let mut prefix_start = out.len();
             out.extend_from_slice(&pre[pre.len() - n_pre..]);
-            let prefix_end = out.len();
+            let mut prefix_end = out.len();
             out.push(fim.suf);
             out.extend_from_slice(&suf[..n_suf]);
             out.push(fim.mid);
+            if !mid.is_empty() {
+                // The code just before the cursor is the middle's.
+                prefix_start = out.len();
+                out.extend_from_slice(&mid);
+                prefix_end = out.len();
+            }
             Built {
                 tokens: out,
                 prefix_start,
@@ -231,6 +248,7 @@ mod tests {
     fn fim_prompt_is_built_from_control_ids() {
         let fim = |prefix: &str, suffix: &str, max_tokens| Prompt::Fim {
             prefix: prefix.into(),
+            middle: String::new(),
             suffix: suffix.into(),
             max_tokens,
             file: None,
@@ -257,11 +275,50 @@ mod tests {
     }
 
     #[test]
+    fn the_cursor_line_after_the_middle_token_makes_typing_append() {
+        let model = PromptModel {
+            bos: Some(1),
+            fim: Some(FIM),
+            tokenize: &chars,
+            tokenize_continuation: &chars,
+        };
+        let fim = |middle: &str| Prompt::Fim {
+            prefix: "def f(x):\n".into(),
+            middle: middle.into(),
+            suffix: "\nprint(f(1))".into(),
+            max_tokens: 100,
+            file: None,
+        };
+        let built = build_marked(&model, &fim("    re"));
+        assert_eq!(
+            render(&built.tokens),
+            "<s><PRE>def f(x):\n<SUF>\nprint(f(1))<MID>    re"
+        );
+        // The code before the cursor (what healing takes its last token from) is the middle's.
+        assert_eq!(
+            render(&built.tokens[built.prefix_start..built.prefix_end]),
+            "    re"
+        );
+        let longer = build(&model, &fim("    ret"));
+        assert!(
+            longer.starts_with(&built.tokens),
+            "a typed character only appends"
+        );
+        // Without FIM tokens: the prefix and the middle, in order.
+        let plain = PromptModel { fim: None, ..model };
+        assert_eq!(
+            render(&build(&plain, &fim("    re"))),
+            "<s>def f(x):\n    re"
+        );
+    }
+
+    #[test]
     fn control_token_text_in_user_code_stays_text() {
         // The tokenizer passed in never parses specials; the builder adds control ids only
         // where the template puts them.
         let prompt = Prompt::Fim {
             prefix: "<SUF>".into(),
+            middle: String::new(),
             suffix: "<MID>".into(),
             max_tokens: 100,
             file: None,
@@ -291,6 +348,7 @@ mod tests {
         };
         let prompt = Prompt::Fim {
             prefix: "f(".into(),
+            middle: String::new(),
             suffix: "x)".into(),
             max_tokens: 100,
             file: None,
@@ -319,6 +377,7 @@ mod tests {
         };
         let fim = Prompt::Fim {
             prefix: "ab ".into(),
+            middle: String::new(),
             suffix: "}".into(),
             max_tokens: 100,
             file: None,
@@ -340,6 +399,7 @@ mod tests {
             &model,
             &Prompt::Fim {
                 prefix: String::new(),
+                middle: String::new(),
                 suffix: "x".into(),
                 max_tokens: 100,
                 file: None,
@@ -369,6 +429,7 @@ mod tests {
         };
         let prompt = |max_tokens| Prompt::Fim {
             prefix: "x = ".into(),
+            middle: String::new(),
             suffix: "\n".into(),
             max_tokens,
             file: Some(RepoFile {

@@ -258,3 +258,60 @@ fn a_prompt_asked_again_evaluates_nothing() {
         "llama.cpp's sampler needs the context's logits"
     );
 }
+
+/// FIM prompts with the cursor's line after the middle token (`<PRE> lines <SUF> after <MID>
+/// line`, as llama.vim sends them): typing on the line only appends, so each keystroke
+/// evaluates what it changed, exactly; with the whole prefix before `<SUF>` every keystroke
+/// moves the suffix's tokens, the 16 after the edit are evaluated again and the rest is taken
+/// back shifted (approximate).
+#[test]
+fn typing_on_a_line_of_a_fim_prompt_evaluates_what_it_changed() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let model = amd_engine::testmodel::cached_tiny_model(dir, true).expect("write");
+    let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
+    let (before, after) = text.split_at(floor_boundary(&text, 2000));
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let typed = "        return heap[0] if heap else None";
+    let evaluated = |in_middle: bool| {
+        let engine = engine_with(&model, |_| {});
+        let mut total = 0;
+        for n in 1..=typed.len() {
+            let line = &typed[..n];
+            let (prefix, middle) = if in_middle {
+                (
+                    before[..line_start].to_owned(),
+                    format!("{}{line}", &before[line_start..]),
+                )
+            } else {
+                (format!("{before}{line}"), String::new())
+            };
+            let mut req = CompletionRequest::greedy(
+                Prompt::Fim {
+                    prefix,
+                    middle,
+                    suffix: after[..600].to_owned(),
+                    max_tokens: 1500,
+                    file: None,
+                },
+                4,
+            );
+            req.heal = true;
+            req.document = Some(1);
+            let Outcome::Completed(c) = block_on(engine.submit(req)).expect("job") else {
+                panic!("nothing cancelled this job")
+            };
+            if n > 1 {
+                total += c.stats.n_evaluated;
+                // Appending never needs the approximate shifted reuse.
+                assert!(!in_middle || c.stats.n_shifted == 0, "keystroke {n}");
+            }
+        }
+        total
+    };
+    let (middle, classic) = (evaluated(true), evaluated(false));
+    let keys = typed.len() - 1;
+    // Measured: 16 and 267 tokens for 39 keystrokes (a keystroke that changes the prompt's
+    // tokens evaluates 1 against 17-18 plus 179 taken back shifted).
+    assert!(middle <= keys, "{middle} tokens for {keys} keystrokes");
+    assert!(classic >= 8 * middle, "{classic} against {middle} tokens");
+}

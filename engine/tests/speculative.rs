@@ -151,6 +151,7 @@ fn greedy_model_drafting_is_token_identical() {
                 Prompt::Text(text.into()),
                 Prompt::Fim {
                     prefix: text.into(),
+                    middle: String::new(),
                     suffix: "\n\nreturn result\n".into(),
                     max_tokens: 512,
                     file: None,

@@ -118,6 +118,10 @@ pub struct ServerConfig {
     pub prefill_on_open: bool,
     /// Element type of the KV cache's keys (values stay F16).
     pub cache_type_k: CacheTypeK,
+    /// FIM prompts put the cursor's line up to the cursor after the middle token
+    /// (`<PRE> lines before <SUF> after <MID> line`), as llama.vim does: typing on a line then
+    /// only appends to the prompt. `false`: the whole prefix before `<SUF>`.
+    pub fim_line_in_middle: bool,
     /// Show a suggestion only when the geometric mean of the probabilities the model gave its
     /// generated tokens is at least this (0: always show).
     pub min_confidence: f32,
@@ -151,6 +155,7 @@ impl Default for ServerConfig {
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,
             min_confidence: 0.0,
+            fim_line_in_middle: true,
         }
     }
 }

@@ -523,8 +523,16 @@ fn prompt_for(
 ) -> Prompt {
     let budget = (info.n_ctx as usize).saturating_sub(max_tokens(config, info) as usize + 8);
     if info.fim.is_some() {
+        // The cursor's line after the middle token (as llama.vim sends it): typing on the
+        // line then only appends to the prompt, and the suffix's KV stays where it is.
+        let split = if config.fim_line_in_middle {
+            at.prefix.rfind('\n').map_or(0, |i| i + 1)
+        } else {
+            at.prefix.len()
+        };
         Prompt::Fim {
-            prefix: at.prefix.clone(),
+            prefix: at.prefix[..split].to_owned(),
+            middle: at.prefix[split..].to_owned(),
             suffix: at.suffix.clone(),
             max_tokens: budget,
             file: super::project::repo_file(uri, &state.roots()),
