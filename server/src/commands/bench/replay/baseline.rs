@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::script::{Action, KeyKind, Step};
 use super::typist;
-use super::{Quantiles, Run, TypistFigures, CACHE_ANSWER_MS};
+use super::{Quantiles, Run, Taken, TypistFigures};
 use crate::cli::ReplayBenchArgs;
 
 /// Lines before and after the cursor's line llama.vim sends (its `n_prefix`, `n_suffix`).
@@ -141,7 +141,7 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
     let mut screen: Option<(usize, u64, String, Instant, f64)> = None;
     let mut latencies = Vec::new();
     let mut shown = 0u64;
-    let mut takes: Vec<(typist::Take, Instant, Instant, f64)> = Vec::new();
+    let mut takes: Vec<Taken> = Vec::new();
     let (mut skipped_ms, mut skip_to) = (0u64, 0usize);
     let reaction = Duration::from_secs_f64(args.reaction_ms as f64 / 1000.0 / args.speed);
     let started = Instant::now();
@@ -219,7 +219,12 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                         let typed: String =
                             typist::upcoming(steps, i).chars().take(t.chars).collect();
                         let s = on_screen.expect("taken from the screen");
-                        takes.push((t, s.3, now, s.4));
+                        takes.push(Taken {
+                            take: t,
+                            since: s.3,
+                            at: now,
+                            answer_ms: s.4,
+                        });
                         run.keystrokes += t.keys;
                         skip_to = last + 1;
                         skipped_ms += steps[last].at_ms - step.at_ms;
@@ -266,42 +271,12 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
     let _ = worker.join();
     run.seconds = started.elapsed().as_secs_f64();
     run.latency_ms = Quantiles::of(&latencies);
-    let script_keystrokes = steps
-        .iter()
-        .filter(|s| matches!(s.action, Action::Key { .. }))
-        .count() as u64;
-    let keystrokes = run.keystrokes as u64;
-    let accepted = takes.len() as u64;
-    let accepted_chars: u64 = takes.iter().map(|(t, ..)| t.chars as u64).sum();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let count = |how| takes.iter().filter(|(t, ..)| t.how == how).count() as u64;
-    run.typist = Some(TypistFigures {
-        script_keystrokes,
-        keystrokes,
-        keystrokes_saved: 1.0 - ratio(keystrokes as f64, script_keystrokes as f64),
+    run.typist = Some(TypistFigures::new(
+        steps,
+        &texts,
+        run.keystrokes,
         shown,
-        shown_per_100_keystrokes: ratio(100.0 * shown as f64, keystrokes as f64),
-        accepted,
-        acceptance_rate: ratio(accepted as f64, shown as f64),
-        accepted_chars,
-        chars_per_accepted: ratio(accepted_chars as f64, accepted as f64),
-        whole: count(typist::How::Whole),
-        lines: count(typist::How::Lines),
-        words: count(typist::How::Words),
-        accepted_from_cache: ratio(
-            takes.iter().filter(|t| t.3 < CACHE_ANSWER_MS).count() as f64,
-            accepted as f64,
-        ),
-        on_screen_ms: Quantiles::of(
-            &takes
-                .iter()
-                .map(|(_, since, at, _)| at.duration_since(*since).as_secs_f64() * 1000.0)
-                .collect::<Vec<_>>(),
-        ),
-        files_identical: typist::final_texts(steps)
-            .iter()
-            .zip(&texts)
-            .all(|(want, got)| want == got),
-    });
+        &takes,
+    ));
     Ok(run)
 }

@@ -370,6 +370,66 @@ pub(crate) struct TypistFigures {
 /// An answer counted as from a cache (no model run) when it came this fast (ms).
 const CACHE_ANSWER_MS: f64 = 15.0;
 
+/// One take of the accepting typist.
+pub(crate) struct Taken {
+    pub take: typist::Take,
+    /// When the suggestion showed, and when it was taken.
+    pub since: Instant,
+    pub at: Instant,
+    /// From its request to its answer (ms).
+    pub answer_ms: f64,
+}
+
+impl TypistFigures {
+    /// The figures of a run: the script, the texts the typist left, the keystrokes they made,
+    /// the suggestions that reached the screen, and what they took.
+    pub(crate) fn new(
+        steps: &[Step],
+        texts: &[ropey::Rope],
+        keystrokes: usize,
+        shown: u64,
+        takes: &[Taken],
+    ) -> TypistFigures {
+        let script_keystrokes = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Key { .. }))
+            .count() as u64;
+        let keystrokes = keystrokes as u64;
+        let accepted = takes.len() as u64;
+        let accepted_chars: u64 = takes.iter().map(|t| t.take.chars as u64).sum();
+        let count = |how| takes.iter().filter(|t| t.take.how == how).count() as u64;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let from_cache = takes
+            .iter()
+            .filter(|t| t.answer_ms < CACHE_ANSWER_MS)
+            .count();
+        let on_screen: Vec<f64> = takes
+            .iter()
+            .map(|t| t.at.duration_since(t.since).as_secs_f64() * 1000.0)
+            .collect();
+        TypistFigures {
+            script_keystrokes,
+            keystrokes,
+            keystrokes_saved: 1.0 - ratio(keystrokes as f64, script_keystrokes as f64),
+            shown,
+            shown_per_100_keystrokes: ratio(100.0 * shown as f64, keystrokes as f64),
+            accepted,
+            acceptance_rate: ratio(accepted as f64, shown as f64),
+            accepted_chars,
+            chars_per_accepted: ratio(accepted_chars as f64, accepted as f64),
+            whole: count(typist::How::Whole),
+            lines: count(typist::How::Lines),
+            words: count(typist::How::Words),
+            accepted_from_cache: ratio(from_cache as f64, accepted as f64),
+            on_screen_ms: Quantiles::of(&on_screen),
+            files_identical: typist::final_texts(steps)
+                .iter()
+                .zip(texts)
+                .all(|(want, got)| want == got),
+        }
+    }
+}
+
 /// The accepting typist's figures from what was sent and answered.
 fn typist_figures(
     steps: &[Step],
@@ -377,13 +437,9 @@ fn typist_figures(
     sent: &HashMap<i64, (Instant, KeyKind)>,
     doc_of: &HashMap<i64, usize>,
     answers: &HashMap<i64, super::client::Answer>,
-    takes: &[(typist::Take, i64, Instant, Instant)],
+    takes: &[Taken],
     keystrokes: usize,
 ) -> TypistFigures {
-    let script_keystrokes = steps
-        .iter()
-        .filter(|s| matches!(s.action, Action::Key { .. }))
-        .count();
     // Shown: answered with items before the document's next request went out; a suggestion
     // whose text continues the one shown before it is the same suggestion.
     let mut by_doc: HashMap<usize, Vec<(Instant, i64)>> = HashMap::new();
@@ -415,43 +471,7 @@ fn typist_figures(
             before = Some(text);
         }
     }
-    let accepted = takes.len() as u64;
-    let accepted_chars: u64 = takes.iter().map(|(t, ..)| t.chars as u64).sum();
-    let count = |how| takes.iter().filter(|(t, ..)| t.how == how).count() as u64;
-    let from_cache = takes
-        .iter()
-        .filter(|(_, id, ..)| {
-            let (Some((at, _)), Some(a)) = (sent.get(id), answers.get(id)) else {
-                return false;
-            };
-            a.arrived.duration_since(*at).as_secs_f64() * 1000.0 < CACHE_ANSWER_MS
-        })
-        .count();
-    let on_screen: Vec<f64> = takes
-        .iter()
-        .map(|(_, _, since, at)| at.duration_since(*since).as_secs_f64() * 1000.0)
-        .collect();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    TypistFigures {
-        script_keystrokes: script_keystrokes as u64,
-        keystrokes: keystrokes as u64,
-        keystrokes_saved: 1.0 - ratio(keystrokes as f64, script_keystrokes as f64),
-        shown,
-        shown_per_100_keystrokes: ratio(100.0 * shown as f64, keystrokes as f64),
-        accepted,
-        acceptance_rate: ratio(accepted as f64, shown as f64),
-        accepted_chars,
-        chars_per_accepted: ratio(accepted_chars as f64, accepted as f64),
-        whole: count(typist::How::Whole),
-        lines: count(typist::How::Lines),
-        words: count(typist::How::Words),
-        accepted_from_cache: ratio(from_cache as f64, accepted as f64),
-        on_screen_ms: Quantiles::of(&on_screen),
-        files_identical: typist::final_texts(steps)
-            .iter()
-            .zip(texts)
-            .all(|(want, got)| want == got),
-    }
+    TypistFigures::new(steps, texts, keystrokes, shown, takes)
 }
 
 /// A gap between keystrokes at least this long (ms, at a person's speed) is a pause.
@@ -497,8 +517,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     let mut on_screen: Option<(usize, String, Instant)> = None;
     let mut skipped_ms = 0u64;
     let mut skip_to = 0usize;
-    // Each take: what, the request whose answer was taken, on screen since, taken at.
-    let mut takes: Vec<(typist::Take, i64, Instant, Instant)> = Vec::new();
+    let mut takes: Vec<Taken> = Vec::new();
     let reaction = Duration::from_secs_f64(args.reaction_ms as f64 / 1000.0 / args.speed);
     let started = Instant::now();
     for (i, step) in steps.iter().enumerate() {
@@ -594,8 +613,19 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                                 "position": {"line": to.0, "character": to.1},
                                 "context": {"triggerKind": 2}}),
                         )?;
-                        let taken_from = latest[*doc].map_or(0, |(id, _)| id);
-                        takes.push((t, taken_from, on_screen.as_ref().map_or(now, |s| s.2), now));
+                        let answer_ms = latest[*doc]
+                            .and_then(|(id, _)| {
+                                let asked = sent.get(&id)?.0;
+                                let answered = client.answers().get(&id)?.arrived;
+                                Some(answered.duration_since(asked).as_secs_f64() * 1000.0)
+                            })
+                            .unwrap_or(f64::INFINITY);
+                        takes.push(Taken {
+                            take: t,
+                            since: on_screen.as_ref().map_or(now, |s| s.2),
+                            at: now,
+                            answer_ms,
+                        });
                         sent.insert(id, (now, KeyKind::Type));
                         doc_of.insert(id, *doc);
                         latest[*doc] = Some((id, *to));
