@@ -56,6 +56,9 @@ pub(crate) struct Run {
     pub jobs: u64,
     pub tokens_evaluated: u64,
     pub tokens_changed: u64,
+    /// Prompt tokens taken back from the park at shifted positions (a moved window start, an
+    /// edit far above), not evaluated again.
+    pub tokens_shifted: u64,
     /// Jobs that evaluated their whole prompt although most of it was known (0 is the goal).
     pub whole_reevaluations: u64,
     pub tokens_evaluated_per_request: f64,
@@ -752,6 +755,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     run.jobs = engine["jobs"].as_u64().unwrap_or(0);
     run.tokens_evaluated = engine["tokensEvaluated"].as_u64().unwrap_or(0);
     run.tokens_changed = engine["tokensChanged"].as_u64().unwrap_or(0);
+    run.tokens_shifted = engine["tokensShifted"].as_u64().unwrap_or(0);
     run.whole_reevaluations = engine["wholeReevaluations"].as_u64().unwrap_or(0);
     run.tokens_evaluated_per_request = ratio(run.tokens_evaluated as f64, run.keystrokes as f64);
     run.evaluated_per_changed = ratio(run.tokens_evaluated as f64, run.tokens_changed as f64);
@@ -837,6 +841,7 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         jobs: med(&|r| r.jobs as f64) as u64,
         tokens_evaluated: med(&|r| r.tokens_evaluated as f64) as u64,
         tokens_changed: med(&|r| r.tokens_changed as f64) as u64,
+        tokens_shifted: med(&|r| r.tokens_shifted as f64) as u64,
         whole_reevaluations: med(&|r| r.whole_reevaluations as f64) as u64,
         tokens_evaluated_per_request: med(&|r| r.tokens_evaluated_per_request),
         evaluated_per_changed: med(&|r| r.evaluated_per_changed),
