@@ -910,3 +910,22 @@ mod last_prompts_tests {
         assert_eq!(seen.changed(None, &back), back.len());
     }
 }
+
+#[cfg(test)]
+mod prefill_rate_tests {
+    use super::EngineCounters;
+
+    #[test]
+    fn the_prefill_rate_is_a_moving_average_of_jobs_that_evaluated_enough() {
+        let c = EngineCounters::default();
+        assert_eq!(c.prefill_rate(), None);
+        c.record_prefill(8, 10.0); // too few tokens to say anything
+        assert_eq!(c.prefill_rate(), None);
+        c.record_prefill(200, 1000.0); // 200 tok/s
+        assert_eq!(c.prefill_rate(), Some(200.0));
+        c.record_prefill(100, 250.0); // 400 tok/s: 0.7 * 200 + 0.3 * 400
+        assert!((c.prefill_rate().unwrap() - 260.0).abs() < 1e-9);
+        c.record_prefill(100, 0.0); // no time measured: ignored
+        assert!((c.prefill_rate().unwrap() - 260.0).abs() < 1e-9);
+    }
+}

@@ -67,8 +67,8 @@ fn ask(rope: &Rope, doc: usize, version: u64, line: usize, col: usize) -> Ask {
     }
 }
 
-/// Whether the model has FIM: llama-server's `/props` says (an `/infill` without FIM tokens
-/// fails); asked once.
+/// Whether the model has FIM: llama-server refuses `/infill` (501) for a model without FIM
+/// tokens; asked once, with a one-token request.
 fn has_fim(url: &str) -> bool {
     ureq::post(format!("{url}/infill"))
         .send_json(json!({"input_prefix": "a", "input_suffix": "", "n_predict": 1}))
@@ -210,7 +210,9 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                 let take = on_screen
                     .filter(|s| args.accept && *kind == KeyKind::Type && s.3 + reaction <= now)
                     .and_then(|s| typist::take(&s.2, &typist::upcoming(steps, i)));
-                let (typed, to, n_steps) = match take {
+                // What goes in, where the cursor ends, and the end of the replaced range (an
+                // accepted text is inserted at the cursor).
+                let (typed, to, edit_end) = match take {
                     Some(t) => {
                         let last = i + t.chars - 1;
                         let Action::Key { cursor: to, .. } = &steps[last].action else {
@@ -228,11 +230,11 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                         run.keystrokes += t.keys;
                         skip_to = last + 1;
                         skipped_ms += steps[last].at_ms - step.at_ms;
-                        (typed, *to, t.chars)
+                        (typed, *to, *start)
                     }
                     None => {
                         run.keystrokes += 1;
-                        (text.clone(), *cursor, 1)
+                        (text.clone(), *cursor, *end)
                     }
                 };
                 let rest = on_screen
@@ -240,8 +242,7 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                         *start == *end && s.2.starts_with(&typed) && s.2.len() > typed.len()
                     })
                     .map(|s| (s.2[typed.len()..].to_owned(), s.3, s.4));
-                let end = if n_steps > 1 { *start } else { *end };
-                typist::apply(&mut texts[*doc], *start, end, &typed);
+                typist::apply(&mut texts[*doc], *start, edit_end, &typed);
                 versions[*doc] += 1;
                 cursors[*doc] = to;
                 match rest {

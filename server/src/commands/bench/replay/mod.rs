@@ -567,9 +567,9 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                 if args.accept && *kind == KeyKind::Type {
                     let shown = latest[*doc]
                         .filter(|(_, at)| at == start)
-                        .and_then(|(id, _)| client.answers().get(&id).cloned().map(|a| (id, a)))
-                        .filter(|(_, a)| a.has_items());
-                    on_screen = shown.map(|(_, a)| {
+                        .and_then(|(id, _)| client.answers().get(&id).cloned())
+                        .filter(|a| a.has_items());
+                    on_screen = shown.map(|a| {
                         let line = texts[*doc].line(start.0 as usize);
                         let prefix = line.utf16_cu_to_char(start.1 as usize);
                         let insert = a.msg["result"]["items"][0]["insertText"]
