@@ -804,18 +804,20 @@ fn run_job<'m>(
     result
 }
 
-/// What the draft model is prompted with: the code before the cursor (FIM prompts lose
-/// their suffix and control tokens).
+/// What the draft model is prompted with: the other files' code and the code before the
+/// cursor (FIM prompts lose their suffix and control tokens).
 fn draft_prompt(prompt: &Prompt) -> Prompt {
     match prompt {
         Prompt::Fim {
             prefix,
             middle,
             max_tokens,
+            context,
             ..
         } => Prompt::Prefix {
             text: format!("{prefix}{middle}"),
             max_tokens: *max_tokens,
+            context: context.clone(),
         },
         other => other.clone(),
     }

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 pub use engine::{CancelToken, Engine, EngineCounters, JobHandle};
 pub use error::{EngineError, LoadError};
 pub use llama::{quantize, QuantType};
-pub use prompt::{Prompt, RepoFile};
+pub use prompt::{Context, ContextChunk, Prompt, RepoFile};
 pub use text::StopRules;
 
 /// A token id in the model's vocabulary.

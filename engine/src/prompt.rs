@@ -12,7 +12,12 @@ pub enum Prompt {
     /// Token ids, used as they are.
     Tokens(Vec<TokenId>),
     /// Code before the cursor. Beyond `max_tokens` (BOS included) the oldest tokens are dropped.
-    Prefix { text: String, max_tokens: usize },
+    Prefix {
+        text: String,
+        max_tokens: usize,
+        /// Code from other files, before the text.
+        context: Context,
+    },
     /// Code before and after the cursor, for models with FIM tokens (`<PRE> p <SUF> s <MID>`);
     /// falls back to [`Prompt::Prefix`] for models without them. The prefix gets three
     /// quarters of the budget, the suffix the rest (its end is cut).
@@ -29,7 +34,33 @@ pub enum Prompt {
         /// prompted the way they were trained on repositories:
         /// `<|repo_name|>{repo}\n<|file_sep|>{path}\n<|fim_prefix|>…`.
         file: Option<RepoFile>,
+        /// Code from other files, before the current file's.
+        context: Context,
     },
+}
+
+/// Code from elsewhere in the project, put in front of the current file's code: for models with
+/// repository tokens as the files before it (`<|file_sep|>{path}\n{text}`), for the others as
+/// blocks headed by a comment line with their path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// In the order they go into the prompt. Keep it stable: a chunk's KV cache stays valid
+    /// while the chunks before it stay the same.
+    pub chunks: Vec<ContextChunk>,
+    /// What starts a line comment in the current file's language (`//`, `#`): the path lines
+    /// of models without repository tokens.
+    pub line_comment: String,
+    /// At most this many tokens for all chunks (and never more than half the prompt's budget);
+    /// a chunk that would pass it is left out, the ones after it still go in if they fit.
+    pub max_tokens: usize,
+}
+
+/// A piece of another file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextChunk {
+    /// The file's path relative to its project, `/`-separated.
+    pub path: String,
+    pub text: String,
 }
 
 /// A file's place in its project, for prompts of models with repository tokens.
@@ -81,12 +112,20 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
     match prompt {
         Prompt::Tokens(tokens) => plain(tokens.clone()),
         Prompt::Text(text) => plain(bos.into_iter().chain((model.tokenize)(text)).collect()),
-        Prompt::Prefix { text, max_tokens } => {
+        Prompt::Prefix {
+            text,
+            max_tokens,
+            context,
+        } => {
+            let context = context_tokens(model, None, context, *max_tokens);
             let body = (model.tokenize)(text);
-            let keep = max_tokens.saturating_sub(bos.len()).min(body.len());
-            let prefix_start = bos.len();
+            let keep = max_tokens
+                .saturating_sub(bos.len() + context.len())
+                .min(body.len());
+            let prefix_start = bos.len() + context.len();
             let tokens: Vec<TokenId> = bos
                 .into_iter()
+                .chain(context)
                 .chain(body[body.len() - keep..].iter().copied())
                 .collect();
             Built {
@@ -101,6 +140,7 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
             suffix,
             max_tokens,
             file,
+            context,
         } => {
             let Some(fim) = model.fim else {
                 return build_marked(
@@ -108,25 +148,29 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
                     &Prompt::Prefix {
                         text: format!("{prefix}{middle}"),
                         max_tokens: *max_tokens,
+                        context: context.clone(),
                     },
                 );
             };
-            let header = match (file, fim.repo_name, fim.file_sep) {
+            // `<|repo_name|>{repo}\n`, the other files, `<|file_sep|>{path}\n`.
+            let (repo, path) = match (file, fim.repo_name, fim.file_sep) {
                 (Some(file), Some(repo_name), Some(file_sep)) => {
-                    let mut h = vec![repo_name];
-                    h.extend((model.tokenize_continuation)(&format!("{}\n", file.repo)));
-                    h.push(file_sep);
-                    h.extend((model.tokenize_continuation)(&format!("{}\n", file.path)));
-                    h
+                    let mut repo = vec![repo_name];
+                    repo.extend((model.tokenize_continuation)(&format!("{}\n", file.repo)));
+                    let mut path = vec![file_sep];
+                    path.extend((model.tokenize_continuation)(&format!("{}\n", file.path)));
+                    (repo, path)
                 }
-                _ => Vec::new(),
+                _ => (Vec::new(), Vec::new()),
             };
             // A header that would take more than a quarter of the budget is left out.
-            let header = if header.len() > max_tokens / 4 {
-                Vec::new()
+            let (repo, path) = if repo.len() + path.len() > max_tokens / 4 {
+                (Vec::new(), Vec::new())
             } else {
-                header
+                (repo, path)
             };
+            let context = context_tokens(model, Some(fim), context, *max_tokens);
+            let header: Vec<TokenId> = [repo, context, path].concat();
             let mid = if middle.is_empty() {
                 Vec::new()
             } else {
@@ -164,6 +208,40 @@ pub(crate) fn build_marked(model: &PromptModel<'_>, prompt: &Prompt) -> Built {
             }
         }
     }
+}
+
+/// The tokens of `context`'s chunks that fit its budget and half of `max_tokens`, each chunk
+/// tokenized on its own (so its tokens do not depend on its neighbours).
+fn context_tokens(
+    model: &PromptModel<'_>,
+    fim: Option<FimTokens>,
+    context: &Context,
+    max_tokens: usize,
+) -> Vec<TokenId> {
+    let limit = context.max_tokens.min(max_tokens / 2);
+    let mut out = Vec::new();
+    for chunk in &context.chunks {
+        let mut text = chunk.text.clone();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let block: Vec<TokenId> = match fim.and_then(|f| f.file_sep) {
+            Some(file_sep) => std::iter::once(file_sep)
+                .chain((model.tokenize_continuation)(&format!(
+                    "{}\n{text}",
+                    chunk.path
+                )))
+                .collect(),
+            None => (model.tokenize_continuation)(&format!(
+                "{} {}\n{text}\n",
+                context.line_comment, chunk.path
+            )),
+        };
+        if out.len() + block.len() <= limit {
+            out.extend(block);
+        }
+    }
+    out
 }
 
 /// Token healing ([`crate::CompletionRequest::heal`]): takes the last token of the code
@@ -238,6 +316,7 @@ mod tests {
         let p = |text: &str, max_tokens| Prompt::Prefix {
             text: text.into(),
             max_tokens,
+            context: Context::default(),
         };
         check(None, p("abcdef", 100), "<s>abcdef");
         check(None, p("abcdef", 4), "<s>def");
@@ -252,6 +331,7 @@ mod tests {
             suffix: suffix.into(),
             max_tokens,
             file: None,
+            context: Default::default(),
         };
         check(
             Some(FIM),
@@ -288,6 +368,7 @@ mod tests {
             suffix: "\nprint(f(1))".into(),
             max_tokens: 100,
             file: None,
+            context: Default::default(),
         };
         let built = build_marked(&model, &fim("    re"));
         assert_eq!(
@@ -322,6 +403,7 @@ mod tests {
             suffix: "<MID>".into(),
             max_tokens: 100,
             file: None,
+            context: Default::default(),
         };
         let model = PromptModel {
             bos: None,
@@ -352,6 +434,7 @@ mod tests {
             suffix: "x)".into(),
             max_tokens: 100,
             file: None,
+            context: Default::default(),
         };
         // The prefix keeps its space (CodeLlama's "<PRE> {pre}"), the suffix has none.
         assert_eq!(render(&build(&model, &prompt)), "<s><PRE>_f(<SUF>x)<MID>");
@@ -381,6 +464,7 @@ mod tests {
             suffix: "}".into(),
             max_tokens: 100,
             file: None,
+            context: Default::default(),
         };
         let mut built = build_marked(&model, &fim);
         assert_eq!(heal(&mut built, &piece), Some(b" ".to_vec()));
@@ -390,6 +474,7 @@ mod tests {
             &Prompt::Prefix {
                 text: "x=".into(),
                 max_tokens: 100,
+                context: Context::default(),
             },
         );
         assert_eq!(heal(&mut built, &piece), Some(b"=".to_vec()));
@@ -403,6 +488,7 @@ mod tests {
                 suffix: "x".into(),
                 max_tokens: 100,
                 file: None,
+                context: Default::default(),
             },
         );
         assert_eq!(heal(&mut empty, &piece), None);
@@ -436,6 +522,7 @@ mod tests {
                 repo: "r".into(),
                 path: "src/a.py".into(),
             }),
+            context: Default::default(),
         };
         let render = |t: &[TokenId]| {
             t.iter()
@@ -452,5 +539,97 @@ mod tests {
         );
         // Without room for it, the header is left out rather than the code.
         assert_eq!(render(&build(&model, &prompt(40))), "<PRE>x = <SUF>\n<MID>");
+    }
+
+    fn context(chunks: &[(&str, &str)], max_tokens: usize) -> Context {
+        Context {
+            chunks: chunks
+                .iter()
+                .map(|(path, text)| ContextChunk {
+                    path: (*path).into(),
+                    text: (*text).into(),
+                })
+                .collect(),
+            line_comment: "#".into(),
+            max_tokens,
+        }
+    }
+
+    #[test]
+    fn other_files_go_between_the_repository_and_the_current_file() {
+        let fim = FimTokens {
+            repo_name: Some(1005),
+            file_sep: Some(1006),
+            ..FIM
+        };
+        let model = PromptModel {
+            bos: None,
+            fim: Some(fim),
+            tokenize: &chars,
+            tokenize_continuation: &chars,
+        };
+        let prompt = |context| Prompt::Fim {
+            prefix: "x = ".into(),
+            middle: String::new(),
+            suffix: "\n".into(),
+            max_tokens: 200,
+            file: Some(RepoFile {
+                repo: "r".into(),
+                path: "a.py".into(),
+            }),
+            context,
+        };
+        let render = |t: &[TokenId]| {
+            t.iter()
+                .map(|&t| match t {
+                    1005 => "<REPO>".to_owned(),
+                    1006 => "<FILE>".to_owned(),
+                    t => render(&[t]),
+                })
+                .collect::<String>()
+        };
+        let two = [("b.py", "def f():\n"), ("c.py", "Y = 1")];
+        assert_eq!(
+            render(&build(&model, &prompt(context(&two, 100)))),
+            "<REPO>r\n<FILE>b.py\ndef f():\n<FILE>c.py\nY = 1\n<FILE>a.py\n<PRE>x = <SUF>\n<MID>"
+        );
+        // A chunk over the budget is left out; the next one still goes in if it fits.
+        let long = [
+            ("b.py", "0123456789012345678901234567890"),
+            ("c.py", "Y = 1"),
+        ];
+        assert_eq!(
+            render(&build(&model, &prompt(context(&long, 20)))),
+            "<REPO>r\n<FILE>c.py\nY = 1\n<FILE>a.py\n<PRE>x = <SUF>\n<MID>"
+        );
+    }
+
+    #[test]
+    fn without_repository_tokens_other_files_are_commented_blocks() {
+        let model = PromptModel {
+            bos: Some(1),
+            fim: None,
+            tokenize: &chars,
+            tokenize_continuation: &chars,
+        };
+        let prompt = |max_tokens| Prompt::Prefix {
+            text: "abcdefghijklmnopqrstuvwxyz".into(),
+            max_tokens,
+            context: context(&[("b.py", "Y = 1")], 100),
+        };
+        assert_eq!(
+            render(&build(&model, &prompt(100))),
+            "<s># b.py\nY = 1\n\nabcdefghijklmnopqrstuvwxyz"
+        );
+        // The context takes at most half the budget; the code before the cursor is cut first
+        // (its oldest tokens), never the context's middle.
+        assert_eq!(
+            render(&build(&model, &prompt(30))),
+            "<s># b.py\nY = 1\n\nlmnopqrstuvwxyz"
+        );
+        assert_eq!(
+            render(&build(&model, &prompt(20))),
+            "<s>hijklmnopqrstuvwxyz"
+        );
     }
 }

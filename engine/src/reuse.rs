@@ -105,10 +105,6 @@ pub struct Splice {
 /// keys of the cache).
 pub const MIN_SPLICE: usize = 16;
 
-/// How far into `rest` (the prompt after its common prefix with the cache) a run found in
-/// `parked` may start: the tokens the user typed at the edit, and the re-tokenized boundary.
-pub const MAX_LEAD: usize = 48;
-
 /// llama.cpp calls (prompt chunks and decode steps) after which parked tokens no prompt took
 /// back are dropped. They stay in the attention span of every call: 512 parked cells made a
 /// decode step after a 200-token prompt ~4.3 ms slower (~8 µs per cell) on the development
@@ -116,11 +112,13 @@ pub const MAX_LEAD: usize = 48;
 /// 600 calls keeping them has cost more than evaluating them again would (docs/benchmarks.md).
 pub const PARK_MAX_CALLS: usize = 512;
 
-/// Finds the run of `rest` (starting within [`MAX_LEAD`] tokens) that continues longest in
-/// `parked`, and leaves out its first `recompute` tokens: they are evaluated again, so that
-/// the code right after an edit sees the edit (the reused run's keys were computed without
-/// it). Runs shorter than [`MIN_SPLICE`] are not worth it. `limit` caps the reused run's end
-/// in `rest` (the prompt's last token must be evaluated for its logits).
+/// Finds the longest run of `rest` (the prompt after its common prefix with the cache) that
+/// also occurs in `parked`, wherever it starts: right after the tokens typed at an edit, after
+/// a window start that moved back, or after a chunk of context that came in before the current
+/// file. Its first `recompute` tokens are left out: they are evaluated again, so that the code
+/// right after an edit sees the edit (the reused run's keys were computed without it). Runs
+/// shorter than [`MIN_SPLICE`] are not worth it. `limit` caps the reused run's end in `rest`
+/// (the prompt's last token must be evaluated for its logits). Ties go to the earliest start.
 pub fn splice(
     parked: &[TokenId],
     rest: &[TokenId],
@@ -131,25 +129,34 @@ pub fn splice(
     if parked.len() < MIN_CHUNK || rest.len() < MIN_CHUNK {
         return None;
     }
-    for lead in 0..=MAX_LEAD.min(rest.len() - MIN_CHUNK) {
-        let key = &rest[lead..lead + MIN_CHUNK];
-        let best = parked
-            .windows(MIN_CHUNK)
-            .enumerate()
-            .filter(|(_, w)| *w == key)
-            .map(|(j, _)| (j, common_prefix(&parked[j..], &rest[lead..])))
-            .max_by_key(|&(j, len)| (len, std::cmp::Reverse(j)));
-        if let Some((from, len)) = best {
-            if len >= recompute + MIN_SPLICE {
-                return Some(Splice {
-                    lead: lead + recompute,
-                    from: from + recompute,
-                    len: len - recompute,
-                });
+    let mut index: std::collections::HashMap<&[TokenId], Vec<usize>> =
+        std::collections::HashMap::new();
+    for (j, gram) in parked.windows(MIN_CHUNK).enumerate() {
+        index.entry(gram).or_default().push(j);
+    }
+    // (len, lead, from) of the longest run so far.
+    let mut best: Option<(usize, usize, usize)> = None;
+    for lead in 0..=rest.len() - MIN_CHUNK {
+        let Some(starts) = index.get(&rest[lead..lead + MIN_CHUNK]) else {
+            continue;
+        };
+        for &j in starts {
+            if lead > 0 && j > 0 && rest[lead - 1] == parked[j - 1] {
+                // Inside a run that started earlier, and shorter than it.
+                continue;
+            }
+            let len = common_prefix(&parked[j..], &rest[lead..]);
+            if best.is_none_or(|(l, _, _)| len > l) {
+                best = Some((len, lead, j));
             }
         }
     }
-    None
+    let (len, lead, from) = best?;
+    (len >= recompute + MIN_SPLICE).then_some(Splice {
+        lead: lead + recompute,
+        from: from + recompute,
+        len: len - recompute,
+    })
 }
 
 /// Length of the longest common prefix of two token sequences.
@@ -285,15 +292,31 @@ mod tests {
         );
         // The limit keeps the prompt's last token out of the run.
         assert_eq!(splice(&parked, &parked, 0, 99).map(|s| s.len), Some(99));
-        // Too short, too far, or nothing in common.
+        // Far into the prompt (a chunk of context came in before the file): still found.
+        let far: Vec<TokenId> = std::iter::repeat_n(1, 300).chain(100..200).collect();
+        assert_eq!(
+            splice(&parked, &far, 0, far.len()),
+            Some(Splice {
+                lead: 300,
+                from: 0,
+                len: 100
+            })
+        );
+        // Of two runs, the longer one.
+        let two: Vec<TokenId> = (150..170).chain([1]).chain(110..150).collect();
+        assert_eq!(
+            splice(&parked, &two, 0, two.len()),
+            Some(Splice {
+                lead: 21,
+                from: 10,
+                len: 40
+            })
+        );
+        // Too short, or nothing in common.
         assert_eq!(
             splice(&parked, &(100..110).collect::<Vec<_>>(), 0, 10),
             None
         );
-        let far: Vec<TokenId> = std::iter::repeat_n(1, MAX_LEAD + 1)
-            .chain(100..200)
-            .collect();
-        assert_eq!(splice(&parked, &far, 0, far.len()), None);
         assert_eq!(splice(&parked, &[1, 2, 3, 4, 5], 0, 5), None);
     }
 

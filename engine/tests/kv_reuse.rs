@@ -292,6 +292,7 @@ fn typing_on_a_line_of_a_fim_prompt_evaluates_what_it_changed() {
                     suffix: after[..600].to_owned(),
                     max_tokens: 1500,
                     file: None,
+                    context: Default::default(),
                 },
                 4,
             );
@@ -314,4 +315,65 @@ fn typing_on_a_line_of_a_fim_prompt_evaluates_what_it_changed() {
     // tokens evaluates 1 against 17-18 plus 179 taken back shifted).
     assert!(middle <= keys, "{middle} tokens for {keys} keystrokes");
     assert!(classic >= 8 * middle, "{classic} against {middle} tokens");
+}
+
+/// Chunks of other files in front of the current file's code (`Prompt::*::context`): while they
+/// stay the same, typing evaluates only what it changed and the answers are those of a cold
+/// run, token for token; a chunk added after them costs its own tokens, and the current file's
+/// code after it is taken back shifted instead of evaluated again.
+#[test]
+fn context_chunks_stay_in_the_cache_while_the_user_types() {
+    let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
+    let chunk = |from: usize, to: usize| amd_engine::ContextChunk {
+        path: format!("lib/part{from}.py"),
+        text: text[floor_boundary(&text, from)..floor_boundary(&text, to)].to_owned(),
+    };
+    let context = |chunks: Vec<amd_engine::ContextChunk>| amd_engine::Context {
+        chunks,
+        line_comment: "#".into(),
+        max_tokens: 1200,
+    };
+    let two = context(vec![chunk(9000, 9600), chunk(12000, 12500)]);
+    let doc = &text[..floor_boundary(&text, 2000)];
+    let prompt = |typed: &str, context: &amd_engine::Context| Prompt::Prefix {
+        text: format!("{doc}{typed}"),
+        max_tokens: 3000,
+        context: context.clone(),
+    };
+    let warm = engine_with(&tiny_model(), |_| {});
+    let cold = engine_with(&tiny_model(), |c| c.kv_reuse = false);
+    let ask = |engine: &Engine, prompt: Prompt| {
+        let mut req = CompletionRequest::greedy(prompt, 4);
+        req.document = Some(1);
+        match block_on(engine.submit(req)).expect("job") {
+            Outcome::Completed(c) => c,
+            Outcome::Cancelled(_) => panic!("nothing cancelled this job"),
+        }
+    };
+    let typed = "    return heap";
+    let first = ask(&warm, prompt("", &two));
+    assert!(first.stats.n_prompt > 600, "{:?}", first.stats);
+    for n in 1..=typed.len() {
+        let p = prompt(&typed[..n], &two);
+        let got = ask(&warm, p.clone());
+        assert!(got.stats.n_evaluated <= 3, "keystroke {n}: {:?}", got.stats);
+        assert_eq!(got.tokens, ask(&cold, p).tokens, "keystroke {n}");
+    }
+    // A third chunk after the two: its tokens are evaluated, the code after it is not.
+    let added = chunk(15000, 15400);
+    let n_added = block_on(warm.tokenize(format!("# {}\n{}\n", added.path, added.text), false))
+        .expect("tokenize")
+        .len();
+    let mut three = two.clone();
+    three.chunks.push(added);
+    let got = ask(&warm, prompt(typed, &three));
+    assert!(
+        got.stats.n_evaluated <= n_added + 16 + 8,
+        "{n_added} tokens added: {:?}",
+        got.stats
+    );
+    assert!(got.stats.n_shifted > 300, "{:?}", got.stats);
+    // And typing goes on from there at the cost of what is typed.
+    let got = ask(&warm, prompt(&format!("{typed}[0]"), &three));
+    assert!(got.stats.n_evaluated <= 3, "{:?}", got.stats);
 }

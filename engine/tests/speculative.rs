@@ -155,6 +155,7 @@ fn greedy_model_drafting_is_token_identical() {
                     suffix: "\n\nreturn result\n".into(),
                     max_tokens: 512,
                     file: None,
+                    context: Default::default(),
                 },
             ];
             for prompt in &prompts {

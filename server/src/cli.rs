@@ -87,6 +87,22 @@ pub enum BenchCommand {
     /// empty answers, characters a user would keep, block exact match, latency; with
     /// `--baseline URL`, the same positions sent to a llama-server side by side.
     Quality(QualityBenchArgs),
+    /// The workspace index behind `context`: files, chunks, time and memory to build it, and
+    /// the time to rank chunks for a query.
+    Index(IndexBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexBenchArgs {
+    /// Workspace folders.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Most files indexed (the `contextMaxFiles` setting).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_files: u32,
+    /// Queries ranked after the build (drawn from the indexed files' own lines).
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +133,10 @@ pub struct QualityBenchArgs {
     /// to it), then the cursor.
     #[arg(long)]
     pub warm: bool,
+    /// Only positions whose expected text uses a name defined in another file of the corpus
+    /// and not in its own (what `context` is for).
+    #[arg(long)]
+    pub cross_file: bool,
     /// Any other server setting, as KEY=JSON (e.g. `--set tokenHealing=false`); repeatable.
     #[arg(long = "set", value_name = "KEY=JSON", value_parser = parse_setting)]
     pub settings: Vec<(String, serde_json::Value)>,
@@ -189,6 +209,12 @@ pub struct ReplayBenchArgs {
     /// Fail unless the accepting typist took at least one suggestion (a CI harness check).
     #[arg(long, requires = "accept")]
     pub expect_accepts: bool,
+    /// The directories are the workspace (`context` indexes them) and documents are named by
+    /// their real paths, so context comes from the other files. The files on disk hold what the
+    /// script types, so other documents of the same file may show it: use for latency and
+    /// cost, not for the typist's acceptance.
+    #[arg(long)]
+    pub workspace: bool,
     /// Write the report as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -42,6 +42,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             command: BenchCommand::Quality(args),
         }) => commands::bench::quality::run(&args),
+        Some(Command::Bench {
+            command: BenchCommand::Index(args),
+        }) => commands::bench::index::run(&args),
         None if cli.stdio => serve_stdio(cli.model),
         None => {
             anyhow::bail!("nothing to do: pass --stdio to serve LSP, or a command (see --help)")

@@ -128,6 +128,13 @@ pub struct ServerConfig {
     /// Token healing: the prompt ends at a token boundary before the cursor and the model
     /// writes the rest of the cursor's token itself (no stray space after indentation).
     pub token_healing: bool,
+    /// Put chunks of other files of the project (those that share or define the identifiers
+    /// around the cursor) in front of the current file's code in the prompt.
+    pub context: bool,
+    /// Most tokens the other files' chunks take in a prompt (and at most half of it).
+    pub context_max_tokens: u32,
+    /// Most files of the workspace indexed for `context`.
+    pub context_max_files: u32,
 }
 
 impl Default for ServerConfig {
@@ -156,6 +163,9 @@ impl Default for ServerConfig {
             token_healing: true,
             min_confidence: 0.0,
             fim_line_in_middle: true,
+            context: true,
+            context_max_tokens: 512,
+            context_max_files: 10_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod completion;
 pub mod config;
+pub mod context;
 pub mod documents;
 mod handlers;
 pub(crate) mod lifecycle;

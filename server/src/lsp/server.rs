@@ -107,6 +107,7 @@ impl LanguageServer for Backend {
         // Loading starts now, so a request that follows sees "loading", not "unconfigured".
         lifecycle::retire(self.state.set_engine_slot(EngineSlot::Loading));
         tokio::spawn(load_engine(Arc::clone(&self.state)));
+        super::context::start_indexing(&self.state);
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -128,7 +129,9 @@ impl LanguageServer for Backend {
         text_document::handle_did_close(&self.state, params);
     }
 
-    async fn did_save(&self, _: DidSaveTextDocumentParams) {}
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        text_document::handle_did_save(&self.state, params);
+    }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
         workspace::handle_did_change_configuration(Arc::clone(&self.state), params).await;

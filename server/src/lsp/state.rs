@@ -14,6 +14,7 @@ use tower_lsp_server::Client;
 use super::completion::latest::LatestWins;
 use super::completion::typethrough::Shown;
 use super::config::ServerConfig;
+use super::context::ContextState;
 use super::documents::{DocumentStore, PositionEncoding};
 
 /// Where the model stands.
@@ -119,6 +120,8 @@ pub struct ServerState {
     /// Background work that gives way to the user (`prefillOnOpen`): cancelled by the next
     /// completion request of any document.
     idle_work: Mutex<CancellationToken>,
+    /// The workspace index and the chunks chosen per document (`context`).
+    pub context: ContextState,
     pub shutting_down: AtomicBool,
 }
 
@@ -160,6 +163,7 @@ impl ServerState {
             rhythm: Mutex::default(),
             last_job: Mutex::new(None),
             idle_work: Mutex::new(CancellationToken::new()),
+            context: ContextState::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -262,6 +266,7 @@ impl ServerState {
         lock(&self.shown).remove(uri);
         lock(&self.next).remove(uri);
         lock(&self.windows).remove(uri);
+        self.context.forget(uri);
         self.latest.cancel(uri);
     }
 

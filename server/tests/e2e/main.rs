@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{wait, ClientSetup, TestClient};
+use support::{file_uri, wait, ClientSetup, TestClient};
 
 const URI: &str = "file:///work/demo.py";
 const DOC: &str =
@@ -627,4 +627,83 @@ async fn the_first_request_after_loading_is_served() {
         "{first}"
     );
     c.shutdown().await;
+}
+
+/// Context from other files: the workspace's file that defines the names around the cursor
+/// goes into the prompt (shown in `amd/status`), a document open from outside the workspace
+/// does not, and typing on the line keeps the chunks and their KV cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_comes_from_the_workspace_and_stays_cached_while_typing() {
+    let base = std::env::temp_dir().join(format!("amd-lsp-e2e-context-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (ws, outside) = (base.join("ws"), base.join("outside"));
+    std::fs::create_dir_all(ws.join("pkg")).expect("mkdir");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(
+        ws.join("pkg/util.py"),
+        "import os\n\n\ndef parse_config(path, strict=False):\n    return {}\n",
+    )
+    .expect("write");
+    let app =
+        "from pkg.util import parse_config\n\n\ndef main():\n    cfg = parse_config('a')\n    ";
+    std::fs::write(ws.join("app.py"), app).expect("write");
+    let stray = "def parse_config(path):\n    return None\n";
+    std::fs::write(outside.join("stray.py"), stray).expect("write");
+
+    let setup = ClientSetup {
+        options: json!({"debounceMs": 0, "precomputeNext": false, "contextMaxTokens": 256}),
+        root: Some(ws.clone()),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    let mut status = c.status().await;
+    for _ in 0..400 {
+        if status["context"]["indexed"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        status = c.status().await;
+    }
+    assert_eq!(status["context"]["index"]["files"], 2, "{status}");
+    c.open(&file_uri(&outside.join("stray.py")), stray).await;
+    let uri = file_uri(&ws.join("app.py"));
+    c.open(&uri, app).await;
+    c.inline(&uri, 5, 4).await;
+    let status = c.status().await;
+    assert_eq!(
+        status["context"]["lastUsed"],
+        json!(["pkg/util.py:1-5"]),
+        "{status}"
+    );
+    let n_prompt = status["lastJob"]["nPrompt"].as_u64().expect("a job");
+    for (i, typed) in ["r", "e", "t"].into_iter().enumerate() {
+        let col = 4 + i as u32;
+        c.change(&uri, 2 + i as i32, [[5, col], [5, col]], typed)
+            .await;
+        c.inline(&uri, 5, col + 1).await;
+        let status = c.status().await;
+        assert_eq!(status["context"]["lastUsed"], json!(["pkg/util.py:1-5"]));
+        assert!(
+            status["lastJob"]["nEvaluated"].as_u64() <= Some(3),
+            "keystroke {i}: {}",
+            status["lastJob"]
+        );
+    }
+    // Off: no chunks, a shorter prompt.
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"context": false, "debounceMs": 0, "precomputeNext": false}}),
+    )
+    .await;
+    c.change(&uri, 5, [[5, 7], [5, 7]], "u").await;
+    c.inline(&uri, 5, 8).await;
+    let status = c.status().await;
+    assert_eq!(status["context"]["lastUsed"], json!([]), "{status}");
+    assert!(
+        status["lastJob"]["nPrompt"].as_u64() < Some(n_prompt),
+        "{status}"
+    );
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -49,6 +49,13 @@ pub(crate) fn stacked_target() -> PathBuf {
     path
 }
 
+/// The `file:` URI of a local path.
+pub(crate) fn file_uri(path: &Path) -> String {
+    url::Url::from_file_path(path)
+        .expect("an absolute path")
+        .to_string()
+}
+
 type Pending = Arc<Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<DuplexStream>>>;
@@ -67,6 +74,8 @@ pub(crate) struct ClientSetup {
     pub utf8: bool,
     pub(crate) options: Value,
     pub(crate) model: Option<PathBuf>,
+    /// The workspace folder (`rootUri`), if any.
+    pub(crate) root: Option<PathBuf>,
 }
 
 impl Default for ClientSetup {
@@ -76,6 +85,7 @@ impl Default for ClientSetup {
             utf8: false,
             options: json!({"debounceMs": 0}),
             model: Some(tiny_model()),
+            root: None,
         }
     }
 }
@@ -122,7 +132,8 @@ impl TestClient {
         let init = client
             .request(
                 "initialize",
-                json!({"processId": null, "capabilities": caps, "initializationOptions": options}),
+                json!({"processId": null, "capabilities": caps, "initializationOptions": options,
+                    "rootUri": setup.root.as_ref().map(|r| file_uri(r))}),
             )
             .await;
         client.notify("initialized", json!({})).await;

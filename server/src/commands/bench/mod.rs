@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 mod humaneval;
+pub(crate) mod index;
 pub(crate) mod quality;
 pub(crate) mod replay;
 pub(crate) mod soak;

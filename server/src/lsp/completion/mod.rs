@@ -111,14 +111,27 @@ pub async fn suggest(
         max_chars: config.window_max_chars.max(64),
         keep_chars: config.window_max_chars.max(64) / 2,
     };
+    let context_max = config.context_max_tokens as usize;
     if !window::slides(sticky, cursor, policy) && ReuseMode::from_env() == ReuseMode::Full {
         let rate = state.engine().and_then(|e| e.counters().prefill_rate());
-        policy.keep_chars = window::first_window_chars(policy, config.first_suggestion_ms, rate);
+        // Context from other files takes its share of the first suggestion's time.
+        let (window_ms, context_tokens) = window::share_first_budget(
+            config.first_suggestion_ms,
+            rate,
+            config.context,
+            context_max,
+        );
+        policy.keep_chars = window::first_window_chars(policy, window_ms, rate);
+        if params.selected.is_none() {
+            state.context.start_budget(&params.uri, context_tokens);
+        }
         tracing::debug!(
             keep_chars = policy.keep_chars,
             ?rate,
             "prompt window starts afresh"
         );
+    } else if params.selected.is_none() {
+        state.context.grow_budget(&params.uri, context_max);
     }
     let start = window_start(&rope, cursor, sticky, policy);
     if params.selected.is_none() {
@@ -536,11 +549,13 @@ fn prompt_for(
             suffix: at.suffix.clone(),
             max_tokens: budget,
             file: super::project::repo_file(uri, &state.roots()),
+            context: super::context::for_prompt(state, uri, at, config),
         }
     } else {
         Prompt::Prefix {
             text: at.prefix.clone(),
             max_tokens: budget,
+            context: super::context::for_prompt(state, uri, at, config),
         }
     }
 }

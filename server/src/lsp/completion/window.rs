@@ -16,7 +16,7 @@ pub struct WindowPolicy {
 }
 
 /// The cursor's surroundings in a document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Surroundings {
     pub line: usize,
     /// Char offset where the prompt window starts (a line start, when possible).
@@ -73,6 +73,27 @@ pub fn first_window_chars(
         FIRST_WINDOW_MIN_CHARS.min(policy.keep_chars),
         policy.keep_chars,
     )
+}
+
+/// Splits a first window's time budget (`firstSuggestionMs`) between the file's window and
+/// the context from other files: with context on, each gets half, the context as tokens at
+/// `tokens_per_s` (unknown before the first job: a quarter of `context_max`). Returns the
+/// window's milliseconds and the context's tokens. A budget of 0 ms limits neither.
+pub fn share_first_budget(
+    budget_ms: u32,
+    tokens_per_s: Option<f64>,
+    context: bool,
+    context_max: usize,
+) -> (u32, usize) {
+    if budget_ms == 0 || !context || context_max == 0 {
+        return (budget_ms, context_max);
+    }
+    let half = budget_ms / 2;
+    let tokens = match tokens_per_s {
+        Some(rate) => (rate * f64::from(half) / 1000.0) as usize,
+        None => context_max / 4,
+    };
+    (half.max(1), tokens.min(context_max))
 }
 
 /// Chooses the window start: the previous one while it is still a line start at most
@@ -181,6 +202,18 @@ mod tests {
         assert!(!slides(None, 4300, policy));
         assert!(!slides(Some(5000), 4300, policy));
         assert!(!slides(Some(100), 100 + 4096 + 2048 + 1, policy));
+    }
+
+    #[test]
+    fn context_takes_half_of_a_first_windows_time() {
+        // 400 tokens/s, 700 ms: 350 ms for the window, 140 tokens of context.
+        assert_eq!(share_first_budget(700, Some(400.0), true, 512), (350, 140));
+        // A fast machine: the whole context; unmeasured: a quarter of it.
+        assert_eq!(share_first_budget(700, Some(5000.0), true, 512), (350, 512));
+        assert_eq!(share_first_budget(700, None, true, 512), (350, 128));
+        // Context off, or no time budget: nothing shared.
+        assert_eq!(share_first_budget(700, Some(400.0), false, 512), (700, 512));
+        assert_eq!(share_first_budget(0, Some(400.0), true, 512), (0, 512));
     }
 
     #[test]

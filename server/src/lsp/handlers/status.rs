@@ -115,5 +115,6 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         "debounceMs": debounce,
         "afterDebounceMs": after_debounce,
         "lastJob": last_job,
+        "context": state.context.status(&state.config()),
     })
 }

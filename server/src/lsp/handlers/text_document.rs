@@ -3,6 +3,7 @@
 
 use tower_lsp_server::gen_lsp_types::{
     DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+    DidSaveTextDocumentParams,
 };
 
 use std::sync::Arc;
@@ -16,7 +17,19 @@ pub(crate) fn handle_did_open(state: &Arc<ServerState>, params: DidOpenTextDocum
     tracing::debug!(uri = %doc.uri, version = doc.version, n_bytes = doc.text.len(), "didOpen");
     state.forget(&doc.uri);
     state.docs.open(doc.uri.clone(), &doc.text, doc.version);
+    state.context.update(&doc.uri, &doc.text);
     prefill_on_open(state, &doc.uri);
+}
+
+/// A saved document's text is what other documents' context now reads from its file.
+pub(crate) fn handle_did_save(state: &ServerState, params: DidSaveTextDocumentParams) {
+    let uri = params.text_document.uri;
+    let text = params
+        .text
+        .or_else(|| state.docs.snapshot(&uri).map(|d| d.rope.to_string()));
+    if let Some(text) = text {
+        state.context.update(&uri, &text);
+    }
 }
 
 pub(crate) fn handle_did_change(state: &ServerState, params: DidChangeTextDocumentParams) {
@@ -44,4 +57,6 @@ pub(crate) fn handle_did_close(state: &ServerState, params: DidCloseTextDocument
     if !state.docs.close(&uri) {
         tracing::warn!(uri = %uri, "didClose for a document that is not open");
     }
+    // Unsaved edits are gone with the document: the index goes back to the file.
+    state.context.reread(&uri);
 }

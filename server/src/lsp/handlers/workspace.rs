@@ -31,6 +31,9 @@ pub(crate) async fn handle_did_change_configuration(
         reload = previous.needs_reload(&next),
         "configuration changed"
     );
+    if next.context && (!previous.context || previous.context_max_files != next.context_max_files) {
+        crate::lsp::context::start_indexing(&state);
+    }
     if previous.needs_reload(&next) {
         load_engine(state).await;
     }

@@ -283,7 +283,12 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
                 .replace("\r\n", "\n")
         })
         .collect();
-    let positions = positions::sample(&texts, &kinds, args.positions, args.seed);
+    let filter = if args.cross_file {
+        positions::Filter::CrossFile
+    } else {
+        positions::Filter::All
+    };
+    let positions = positions::sample(&texts, &kinds, args.positions, args.seed, filter);
     eprintln!(
         "bench quality: {} positions from {} files ({})",
         positions.len(),
@@ -304,7 +309,7 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
     }
     let mut client = Client::spawn(&args.model, &[])?;
     client.initialize_in(settings.clone(), &dirs, true)?;
-    let status = client.call("amd/status", Value::Null, 30)?;
+    let status = wait_for_index(&mut client)?;
     let fim = status["result"]["model"]["fim"].as_bool().unwrap_or(false);
     let window_max_chars = settings["windowMaxChars"].as_u64().unwrap_or(4096) as usize;
     let baseline = args.baseline.as_ref().map(|url| Baseline {
@@ -392,6 +397,25 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `amd/status` once the workspace index for `context` is built (or `context` is off).
+pub(crate) fn wait_for_index(client: &mut Client) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let status = client.call("amd/status", Value::Null, 30)?;
+        let context = &status["result"]["context"];
+        let on = context["enabled"] == Value::Bool(true)
+            && context["indexed"] == Value::Bool(false)
+            && started.elapsed().as_secs() < 120;
+        if !on {
+            if let Some(stats) = context.get("index").filter(|s| !s.is_null()) {
+                eprintln!("bench quality: workspace index {stats}");
+            }
+            return Ok(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// What llama.vim shows of a llama-server answer: one line where one was asked for, trailing

@@ -3,6 +3,8 @@
 //! to write (the truth). Pure.
 
 use rand::seq::SliceRandom;
+
+use crate::lsp::context::terms;
 use rand::SeedableRng;
 use serde::Serialize;
 
@@ -188,14 +190,44 @@ fn candidates(text: &str, file: usize, kind: Kind, rng: &mut impl rand::Rng) -> 
     out
 }
 
-/// `per_kind` positions of each of `kinds` from `files`, chosen by `seed`; the same arguments
-/// give the same positions.
+/// Which candidate positions `sample` may choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filter {
+    All,
+    /// Positions whose truth uses a name defined in another file of the corpus and not in its
+    /// own (CrossCodeEval's construction): the model cannot know it from the file alone.
+    CrossFile,
+}
+
+/// For each file, the names it defines (`terms::definition`).
+fn definitions(files: &[String]) -> Vec<std::collections::HashSet<&str>> {
+    files
+        .iter()
+        .map(|text| text.lines().filter_map(terms::definition).collect())
+        .collect()
+}
+
+/// Whether `p`'s truth uses a name that another file defines and its own file does not.
+fn is_cross_file(p: &Position, defined: &[std::collections::HashSet<&str>]) -> bool {
+    terms::identifiers(&p.truth).any(|w| {
+        !defined[p.file].contains(w)
+            && defined
+                .iter()
+                .enumerate()
+                .any(|(i, d)| i != p.file && d.contains(w))
+    })
+}
+
+/// `per_kind` positions of each of `kinds` from `files` that pass `filter`, chosen by `seed`;
+/// the same arguments give the same positions.
 pub(crate) fn sample(
     files: &[String],
     kinds: &[Kind],
     per_kind: usize,
     seed: u64,
+    filter: Filter,
 ) -> Vec<Position> {
+    let defined = definitions(files);
     let mut out = Vec::new();
     for &kind in kinds {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (kind as u64) << 32);
@@ -203,6 +235,7 @@ pub(crate) fn sample(
             .iter()
             .enumerate()
             .flat_map(|(i, text)| candidates(text, i, kind, &mut rng))
+            .filter(|p| filter == Filter::All || is_cross_file(p, &defined))
             .collect();
         all.shuffle(&mut rng);
         // At most a quarter of a kind's positions from one file, so one long file does not
@@ -295,10 +328,20 @@ mod tests {
     #[test]
     fn sampling_is_deterministic_and_bounded_per_file() {
         let files = vec![RUST.to_owned(), RUST.replace("compute", "other")];
-        let a = sample(&files, &[Kind::Line, Kind::Mid], 4, 3);
-        let b = sample(&files, &[Kind::Line, Kind::Mid], 4, 3);
+        let a = sample(&files, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
+        let b = sample(&files, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
         assert_eq!(a, b);
         assert_eq!(a.iter().filter(|p| p.kind == Kind::Line).count(), 2);
         assert!(a.iter().all(|p| p.file < 2));
+    }
+
+    #[test]
+    fn cross_file_positions_use_a_name_defined_only_elsewhere() {
+        let lib = "def compute(a, b):\n    return a + b\n".to_owned();
+        let files = vec![RUST.to_owned(), lib];
+        let got = sample(&files, &[Kind::Line], 10, 1, Filter::CrossFile);
+        let truths: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
+        // `compute` is defined in the other file; `main` and `done` nowhere else.
+        assert_eq!(truths, ["let x = compute(1, 2);"]);
     }
 }

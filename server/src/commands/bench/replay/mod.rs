@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use self::script::{Action, KeyKind, Step, Style};
 use super::client::{rss_mib, Client};
+use super::quality::wait_for_index;
 use crate::cli::ReplayBenchArgs;
 use crate::lsp::config::ReuseMode;
 
@@ -144,7 +145,7 @@ struct Report<'a> {
 }
 
 pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
-    let files = corpus(&args.dirs, args.files, args.seed)?;
+    let files = corpus(&args.dirs, args.files, args.seed, args.workspace)?;
     let style = Style {
         keystrokes: args.keystrokes,
         look_ms: args.look_ms,
@@ -281,7 +282,9 @@ pub(crate) fn run(args: &ReplayBenchArgs) -> Result<()> {
 
 /// Source files from `dirs` (default: this machine's Python standard library), sorted, then
 /// `n` of them chosen by `seed`.
-fn corpus(dirs: &[PathBuf], n: usize, seed: u64) -> Result<Vec<(String, String)>> {
+/// Files to replay as (name, text); with `paths`, the name is the file's absolute path.
+fn corpus(dirs: &[PathBuf], n: usize, seed: u64, paths: bool) -> Result<Vec<(String, String)>> {
+    let named_by_path = paths;
     let dirs = if dirs.is_empty() {
         vec![python_stdlib().context(
             "no directory given and no Python standard library found (python3 -c 'import sysconfig')",
@@ -318,9 +321,15 @@ fn corpus(dirs: &[PathBuf], n: usize, seed: u64) -> Result<Vec<(String, String)>
     let mut files = Vec::new();
     for path in paths {
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let name = path
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let name = if named_by_path {
+                std::fs::canonicalize(&path)
+                    .unwrap_or_else(|_| path.clone())
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            };
             files.push((name, text.replace("\r\n", "\n")));
         }
     }
@@ -497,13 +506,37 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     for (key, value) in &args.settings {
         options[key] = value.clone();
     }
-    client.initialize(options, true)?;
+    let roots: Vec<PathBuf> = if args.workspace {
+        args.dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    client.initialize_in(options, &roots, true)?;
+    if args.workspace {
+        wait_for_index(&mut client)?;
+    }
 
     let mut run = Run {
         variant: variant.to_owned(),
         ..Run::default()
     };
-    let uri = |doc: usize, name: &str| format!("file:///replay/{doc}/{name}");
+    // With a workspace, a file's first document has its real path (context leaves it out);
+    // later documents of the same file get a name of their own.
+    let mut first_doc_of: HashMap<String, usize> = HashMap::new();
+    let workspace = args.workspace;
+    let mut uri = move |doc: usize, name: &str| {
+        let first = *first_doc_of.entry(name.to_owned()).or_insert(doc);
+        match url::Url::from_file_path(name) {
+            Ok(u) if workspace && first == doc => u.to_string(),
+            _ => format!(
+                "file:///replay/{doc}/{}",
+                name.rsplit('/').next().unwrap_or(name)
+            ),
+        }
+    };
     let mut names: Vec<String> = Vec::new();
     let mut versions: Vec<i64> = Vec::new();
     let mut sent: HashMap<i64, (Instant, KeyKind)> = HashMap::new();

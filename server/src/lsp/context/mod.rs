@@ -1,0 +1,337 @@
+//! Context from the rest of the project (`context`): chunks of other files that share the
+//! identifiers around the cursor or define them, put in front of the current file's code in
+//! the prompt. The chunks are chosen from the lines around the cursor's line, not the line
+//! itself, so typing on a line keeps the same chunks, and they keep their order from one
+//! request to the next (new ones go last): the prompt's start, and so its KV cache, stays the
+//! same while the user types.
+
+pub mod index;
+pub mod terms;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use amd_engine::{Context, ContextChunk};
+use tower_lsp_server::gen_lsp_types::Uri;
+
+use self::index::{ChunkRef, Index, Limits};
+use super::completion::window::Surroundings;
+use super::config::ServerConfig;
+use super::project::file_path;
+use super::state::ServerState;
+
+/// Lines before the cursor's line (and after it) whose identifiers make the query.
+const QUERY_LINES_BEFORE: usize = 24;
+const QUERY_LINES_AFTER: usize = 6;
+/// Characters per token assumed when filling the budget (the engine then cuts exactly).
+const CHARS_PER_TOKEN: usize = 3;
+/// Chunks sharing more of their identifiers than this with a chosen one are left out.
+const MAX_SIMILARITY: f32 = 0.9;
+/// Files larger than this are not indexed.
+pub(crate) const MAX_FILE_BYTES: u64 = 512 * 1024;
+
+/// The chunks chosen for a document's last query.
+#[derive(Clone, Debug)]
+struct Picked {
+    key: u64,
+    chunks: Vec<(ChunkRef, String)>,
+}
+
+/// The context side of the server's state.
+#[derive(Debug, Default)]
+pub struct ContextState {
+    /// `None` until the workspace is indexed (or with `context` off).
+    index: Mutex<Option<Index>>,
+    /// Bumped on every change to the index: a document's chunks are chosen again after it.
+    generation: AtomicU64,
+    picked: Mutex<HashMap<Uri, Picked>>,
+    /// The chunks of the last prompt, as `path:first-last` (1-based lines), for `amd/status`.
+    last_used: Mutex<Vec<String>>,
+    /// Per document: the tokens its context may take now (see [`ContextState::start_budget`]);
+    /// `contextMaxTokens` where unset.
+    budgets: Mutex<HashMap<Uri, usize>>,
+}
+
+/// Tokens a document's context budget grows by per request after a window that started
+/// afresh, until it reaches `contextMaxTokens`.
+pub const BUDGET_GROWTH: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ContextState {
+    /// What `amd/status` shows.
+    pub fn status(&self, config: &ServerConfig) -> serde_json::Value {
+        let stats = lock(&self.index).as_ref().map(|i| i.stats);
+        serde_json::json!({
+            "enabled": config.context,
+            "indexed": stats.is_some(),
+            "index": stats,
+            "lastUsed": *lock(&self.last_used),
+        })
+    }
+
+    /// Indexes `text` as the content of the file behind `uri`, if it is one of the workspace's.
+    pub fn update(&self, uri: &Uri, text: &str) {
+        let Some(path) = file_path(uri) else { return };
+        if let Some(index) = lock(&self.index).as_mut() {
+            if index.covers(&path) {
+                index.update(&path, text);
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Indexes the file behind `uri` again from disk (a closed document's unsaved edits are
+    /// gone).
+    pub fn reread(&self, uri: &Uri) {
+        let Some(path) = file_path(uri) else { return };
+        let covered = lock(&self.index)
+            .as_ref()
+            .is_some_and(|index| index.may_read(&path));
+        // Only a workspace file is read (the check before the read, not after).
+        if let Some(text) = covered
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+        {
+            self.update(uri, &text);
+        }
+    }
+
+    pub fn forget(&self, uri: &Uri) {
+        lock(&self.picked).remove(uri);
+        lock(&self.budgets).remove(uri);
+    }
+
+    /// A window that starts afresh (nothing cached) gets context within its time budget: like
+    /// the window, the context then grows as the user types ([`ContextState::grow_budget`]),
+    /// so its cost is spread over keystrokes instead of added to the first suggestion.
+    pub fn start_budget(&self, uri: &Uri, tokens: usize) {
+        lock(&self.budgets).insert(uri.clone(), tokens);
+    }
+
+    /// One more request in the same window: the budget grows by [`BUDGET_GROWTH`] up to `max`.
+    pub fn grow_budget(&self, uri: &Uri, max: usize) {
+        if let Some(b) = lock(&self.budgets).get_mut(uri) {
+            *b = (*b + BUDGET_GROWTH).min(max);
+        }
+    }
+
+    fn budget(&self, uri: &Uri, max: usize) -> usize {
+        lock(&self.budgets).get(uri).map_or(max, |&b| b.min(max))
+    }
+}
+
+/// Indexes the workspace in the background when `context` is on and there is one.
+pub fn start_indexing(state: &Arc<ServerState>) {
+    let config = state.config();
+    let roots = state.roots();
+    if !config.context || roots.is_empty() {
+        return;
+    }
+    let limits = Limits {
+        max_files: config.context_max_files as usize,
+        max_file_bytes: MAX_FILE_BYTES,
+    };
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let index = Index::build(&roots, limits);
+        tracing::info!(stats = ?index.stats, "workspace indexed for context");
+        *lock(&state.context.index) = Some(index);
+        state.context.generation.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// The context for a prompt at `at` in `uri`'s document.
+pub fn for_prompt(
+    state: &ServerState,
+    uri: &Uri,
+    at: &Surroundings,
+    config: &ServerConfig,
+) -> Context {
+    let path = file_path(uri);
+    let line_comment = path
+        .as_deref()
+        .and_then(Path::extension)
+        .and_then(|e| e.to_str())
+        .map_or("//", terms::line_comment);
+    let budget = state
+        .context
+        .budget(uri, config.context_max_tokens as usize);
+    let mut context = Context {
+        chunks: Vec::new(),
+        line_comment: line_comment.to_owned(),
+        max_tokens: budget,
+    };
+    if !config.context || budget == 0 {
+        lock(&state.context.last_used).clear();
+        return context;
+    }
+    let query = query_text(at);
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        query.hash(&mut h);
+        budget.hash(&mut h);
+        state
+            .context
+            .generation
+            .load(Ordering::Relaxed)
+            .hash(&mut h);
+        h.finish()
+    };
+    let cs = &state.context;
+    let previous = lock(&cs.picked).get(uri).cloned();
+    let chunks = match previous {
+        Some(p) if p.key == key => p.chunks,
+        previous => {
+            let chosen = choose(state, &query, at, path.as_deref(), budget);
+            // The best chunk nearest the current file's code.
+            let chosen = chosen.into_iter().rev().collect();
+            let chunks = keep_order(previous.map(|p| p.chunks).unwrap_or_default(), chosen);
+            lock(&cs.picked).insert(
+                uri.clone(),
+                Picked {
+                    key,
+                    chunks: chunks.clone(),
+                },
+            );
+            chunks
+        }
+    };
+    *lock(&cs.last_used) = chunks
+        .iter()
+        .map(|(r, _)| format!("{}:{}-{}", r.rel, r.start + 1, r.end))
+        .collect();
+    context.chunks = chunks
+        .into_iter()
+        .map(|(r, text)| ContextChunk { path: r.rel, text })
+        .collect();
+    context
+}
+
+/// The lines around the cursor's line (not the line itself: typing on it changes nothing).
+fn query_text(at: &Surroundings) -> String {
+    let before = at.prefix.rfind('\n').map_or("", |i| &at.prefix[..i]);
+    let before: Vec<&str> = before.lines().rev().take(QUERY_LINES_BEFORE).collect();
+    let after = at.next_lines();
+    let mut text: Vec<&str> = before.into_iter().rev().collect();
+    text.extend(after.lines().take(QUERY_LINES_AFTER));
+    text.join("\n")
+}
+
+/// Chunks for `query`, best first, within the budget, without near-duplicates.
+fn choose(
+    state: &ServerState,
+    query: &str,
+    at: &Surroundings,
+    path: Option<&Path>,
+    budget_tokens: usize,
+) -> Vec<(ChunkRef, String)> {
+    let budget = budget_tokens * CHARS_PER_TOKEN;
+    let words: Vec<&str> = terms::identifiers(query).collect();
+    let local: Vec<&str> = at
+        .prefix
+        .lines()
+        .chain(at.suffix.lines())
+        .filter_map(terms::definition)
+        .collect();
+    let ranked = match lock(&state.context.index).as_ref() {
+        Some(index) => index.rank(&words, &local, path, 32),
+        None => return Vec::new(),
+    };
+    let mut chosen: Vec<(ChunkRef, String, HashSet<String>)> = Vec::new();
+    let mut used = 0;
+    for (r, _score) in ranked {
+        if used >= budget {
+            break;
+        }
+        let Some(text) = chunk_text(state, &r) else {
+            continue;
+        };
+        if text.trim().is_empty() || used + text.len() > budget + budget / 4 {
+            continue;
+        }
+        let ids: HashSet<String> = terms::identifiers(&text).map(str::to_owned).collect();
+        if chosen
+            .iter()
+            .any(|(_, _, other)| similarity(&ids, other) > MAX_SIMILARITY)
+        {
+            continue;
+        }
+        used += text.len();
+        chosen.push((r, text, ids));
+    }
+    chosen.into_iter().map(|(r, text, _)| (r, text)).collect()
+}
+
+/// Jaccard similarity of two sets of identifiers.
+fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f32 / union as f32
+}
+
+/// The chosen chunks in prompt order: those chosen before keep their order, new ones go last
+/// (in the order given).
+fn keep_order<T: PartialEq + Clone>(previous: Vec<T>, chosen: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = previous
+        .into_iter()
+        .filter(|c| chosen.contains(c))
+        .collect();
+    for c in chosen {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A chunk's lines: from the open document when it is open (its unsaved text), else from the
+/// file (a file of the workspace: the index holds no other).
+fn chunk_text(state: &ServerState, r: &ChunkRef) -> Option<String> {
+    let uri = url::Url::from_file_path(&r.path)
+        .ok()
+        .map(|u| Uri::from(u.as_str()));
+    let text = match uri.and_then(|u| state.docs.snapshot(&u)) {
+        Some(doc) => doc.rope.to_string(),
+        None => {
+            let allowed = lock(&state.context.index)
+                .as_ref()
+                .is_some_and(|index| index.may_read(&r.path));
+            if !allowed {
+                return None;
+            }
+            std::fs::read_to_string(&r.path).ok()?
+        }
+    };
+    let lines: Vec<&str> = text.lines().skip(r.start).take(r.end - r.start).collect();
+    (!lines.is_empty()).then(|| lines.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_their_order_and_new_ones_go_last() {
+        assert_eq!(keep_order(vec![1, 2, 3], vec![3, 4, 1]), [1, 3, 4]);
+        assert_eq!(keep_order(Vec::new(), vec![5, 4]), [5, 4]);
+        assert_eq!(keep_order(vec![1, 2], Vec::new()), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn the_query_leaves_out_the_cursors_line() {
+        let at = Surroundings {
+            prefix: "import alpha\nbeta = 1\n    gam".into(),
+            suffix: "ma()\ndelta()\n".into(),
+            ..Surroundings::default()
+        };
+        assert_eq!(query_text(&at), "import alpha\nbeta = 1\ndelta()");
+    }
+}

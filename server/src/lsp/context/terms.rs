@@ -1,0 +1,261 @@
+//! The words context retrieval works with: identifiers, and the names a line defines. Plain
+//! scanning, no parser: the same for every language, a few MB/s, and good enough to rank
+//! chunks (what a tree-sitter tags query would add is measured in docs/benchmarks.md).
+
+/// Identifiers shorter than this say too little to rank by (`i`, `x`, `id`).
+const MIN_LEN: usize = 3;
+
+/// Words of the common languages that every file has; they rank nothing.
+const KEYWORDS: &[&str] = &[
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "bool",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "crate",
+    "def",
+    "default",
+    "del",
+    "elif",
+    "else",
+    "enum",
+    "except",
+    "export",
+    "extern",
+    "false",
+    "final",
+    "finally",
+    "for",
+    "from",
+    "func",
+    "function",
+    "global",
+    "impl",
+    "import",
+    "interface",
+    "lambda",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "new",
+    "none",
+    "None",
+    "not",
+    "null",
+    "package",
+    "pass",
+    "private",
+    "protected",
+    "pub",
+    "public",
+    "raise",
+    "ref",
+    "return",
+    "self",
+    "Self",
+    "static",
+    "str",
+    "struct",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "trait",
+    "true",
+    "True",
+    "False",
+    "try",
+    "type",
+    "unsafe",
+    "use",
+    "usize",
+    "var",
+    "void",
+    "where",
+    "while",
+    "with",
+    "yield",
+    "String",
+    "Option",
+    "Result",
+    "Some",
+    "Vec",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "i32",
+    "i64",
+    "f32",
+    "f64",
+    "int",
+    "float",
+    "char",
+    "the",
+];
+
+fn is_start(c: char) -> bool {
+    c.is_alphabetic() || c == '_'
+}
+
+fn is_inner(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Every identifier of `text` worth ranking by, in order (with repeats).
+pub fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || loop {
+        let start = rest.find(is_start)?;
+        // Not the tail of a number or of a longer word (`0x1f`, `a1b`).
+        let glued = rest[..start].chars().next_back().is_some_and(is_inner);
+        let len = rest[start..]
+            .find(|c| !is_inner(c))
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + len];
+        rest = &rest[start + len..];
+        if !glued && word.len() >= MIN_LEN && !KEYWORDS.contains(&word) {
+            return Some(word);
+        }
+    })
+}
+
+/// Words that introduce a definition of the identifier that follows them.
+const DEFINERS: &[&str] = &[
+    "fn",
+    "struct",
+    "enum",
+    "trait",
+    "type",
+    "union",
+    "mod",
+    "const",
+    "static",
+    "macro_rules!",
+    "def",
+    "class",
+    "function",
+    "interface",
+    "func",
+    "module",
+    "object",
+    "val",
+    "var",
+    "let",
+    "typedef",
+];
+
+/// Words that may stand before a definer (`pub(crate) async fn`, `export default class`).
+const MODIFIERS: &[&str] = &[
+    "pub",
+    "pub(crate)",
+    "pub(super)",
+    "async",
+    "unsafe",
+    "extern",
+    "export",
+    "default",
+    "abstract",
+    "public",
+    "private",
+    "protected",
+    "static",
+    "final",
+    "inline",
+    "const",
+    "override",
+    "open",
+    "data",
+    "sealed",
+];
+
+/// The name a line defines, if it does: `fn name`, `class Name`, `def name`, `type Name`,
+/// and a top-level `NAME = …` (a Python constant or module-level name).
+pub fn definition(line: &str) -> Option<&str> {
+    let trimmed = line.trim_start();
+    let mut words = trimmed.split_whitespace().peekable();
+    while words
+        .peek()
+        .is_some_and(|w| MODIFIERS.contains(w) && !DEFINERS.contains(w) || *w == "const")
+    {
+        let w = words.next()?;
+        if w == "const" && words.peek().is_none_or(|n| !DEFINERS.contains(n)) {
+            // `const NAME: …` (Rust), `const name = …` (JavaScript).
+            return name_at(words.next()?);
+        }
+    }
+    match words.next()? {
+        w if DEFINERS.contains(&w) => name_at(words.next()?),
+        w if trimmed.len() == line.len() => {
+            // Top-level assignment: `NAME = …`, `NAME: Type = …`.
+            let after = trimmed[w.len()..].trim_start();
+            let name = w.trim_end_matches(':');
+            let assigns = (after.starts_with('=') && !after.starts_with("=="))
+                || (w.ends_with(':') && after.contains('='));
+            (assigns && name.chars().next().is_some_and(is_start) && name.chars().all(is_inner))
+                .then_some(name)
+        }
+        _ => None,
+    }
+}
+
+/// The identifier at the start of `word` (`name(` → `name`, `Name<T>` → `Name`).
+fn name_at(word: &str) -> Option<&str> {
+    let word = word.trim_start_matches('*').trim_start_matches('&');
+    let len = word.find(|c| !is_inner(c)).unwrap_or(word.len());
+    let name = &word[..len];
+    (name.chars().next().is_some_and(is_start)).then_some(name)
+}
+
+/// What starts a line comment in the language of a file with this extension.
+pub fn line_comment(extension: &str) -> &'static str {
+    match extension {
+        "py" | "pyi" | "sh" | "bash" | "rb" | "pl" | "r" | "R" | "jl" | "nim" | "toml" | "yaml"
+        | "yml" | "cmake" | "ex" | "exs" | "cr" | "tcl" | "ps1" => "#",
+        "lua" | "sql" | "hs" | "elm" | "ada" => "--",
+        "lisp" | "el" | "clj" | "scm" | "rkt" => ";;",
+        "erl" | "hrl" | "tex" => "%",
+        "vim" => "\"",
+        _ => "//",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_skip_keywords_short_words_and_numbers() {
+        let got: Vec<&str> =
+            identifiers("let value = self.parse_header(0x1f, ab, données);").collect();
+        assert_eq!(got, ["value", "parse_header", "données"]);
+    }
+
+    #[test]
+    fn definitions_across_languages() {
+        let check = |line: &str, want: Option<&str>| assert_eq!(definition(line), want, "{line}");
+        check("pub(crate) async fn send_all<T>(x: T) {", Some("send_all"));
+        check("    def parse(self, text):", Some("parse"));
+        check("class Message(Base):", Some("Message"));
+        check("pub struct Semaphore {", Some("Semaphore"));
+        check("const MAX_PERMITS: usize = 1;", Some("MAX_PERMITS"));
+        check("export default function render() {", Some("render"));
+        check("impl<T> Sender<T> {", None);
+        check("DEFAULT_CHARSET = 'us-ascii'", Some("DEFAULT_CHARSET"));
+        check("CRLF: str = '\\r\\n'", Some("CRLF"));
+        check("    x = 1", None); // indented: a local
+        check("if a == b:", None);
+        check("func (s *Server) Serve() error {", None);
+        check("func Serve() error {", Some("Serve"));
+    }
+}
