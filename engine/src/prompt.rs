@@ -500,19 +500,34 @@ mod tests {
         assert!(!heals(b"  ", b""));
     }
 
-    #[test]
-    fn repository_tokens_name_the_file_before_the_prefix() {
-        let fim = FimTokens {
-            repo_name: Some(1005),
-            file_sep: Some(1006),
-            ..FIM
-        };
-        let model = PromptModel {
+    /// A model with Qwen2.5-Coder's kind of FIM: repository tokens 1005 and 1006, no BOS.
+    fn repo_model() -> PromptModel<'static> {
+        PromptModel {
             bos: None,
-            fim: Some(fim),
+            fim: Some(FimTokens {
+                repo_name: Some(1005),
+                file_sep: Some(1006),
+                ..FIM
+            }),
             tokenize: &chars,
             tokenize_continuation: &chars,
-        };
+        }
+    }
+
+    fn render_repo(tokens: &[TokenId]) -> String {
+        tokens
+            .iter()
+            .map(|&t| match t {
+                1005 => "<REPO>".to_owned(),
+                1006 => "<FILE>".to_owned(),
+                t => render(&[t]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repository_tokens_name_the_file_before_the_prefix() {
+        let model = repo_model();
         let prompt = |max_tokens| Prompt::Fim {
             prefix: "x = ".into(),
             middle: String::new(),
@@ -524,15 +539,7 @@ mod tests {
             }),
             context: Default::default(),
         };
-        let render = |t: &[TokenId]| {
-            t.iter()
-                .map(|&t| match t {
-                    1005 => "<REPO>".to_owned(),
-                    1006 => "<FILE>".to_owned(),
-                    t => render(&[t]),
-                })
-                .collect::<String>()
-        };
+        let render = render_repo;
         assert_eq!(
             render(&build(&model, &prompt(100))),
             "<REPO>r\n<FILE>src/a.py\n<PRE>x = <SUF>\n<MID>"
@@ -557,17 +564,7 @@ mod tests {
 
     #[test]
     fn other_files_go_between_the_repository_and_the_current_file() {
-        let fim = FimTokens {
-            repo_name: Some(1005),
-            file_sep: Some(1006),
-            ..FIM
-        };
-        let model = PromptModel {
-            bos: None,
-            fim: Some(fim),
-            tokenize: &chars,
-            tokenize_continuation: &chars,
-        };
+        let model = repo_model();
         let prompt = |context| Prompt::Fim {
             prefix: "x = ".into(),
             middle: String::new(),
@@ -579,15 +576,7 @@ mod tests {
             }),
             context,
         };
-        let render = |t: &[TokenId]| {
-            t.iter()
-                .map(|&t| match t {
-                    1005 => "<REPO>".to_owned(),
-                    1006 => "<FILE>".to_owned(),
-                    t => render(&[t]),
-                })
-                .collect::<String>()
-        };
+        let render = render_repo;
         let two = [("b.py", "def f():\n"), ("c.py", "Y = 1")];
         assert_eq!(
             render(&build(&model, &prompt(context(&two, 100)))),

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use super::client::rss_mib;
 use super::replay::Quantiles;
@@ -11,11 +11,7 @@ use crate::lsp::context::index::{Index, Limits};
 use crate::lsp::context::terms;
 
 pub(crate) fn run(args: &IndexBenchArgs) -> Result<()> {
-    let roots: Vec<_> = args
-        .dirs
-        .iter()
-        .map(|d| std::fs::canonicalize(d).with_context(|| format!("no such path {}", d.display())))
-        .collect::<Result<_>>()?;
+    let roots = super::quality::canonical_dirs(&args.dirs)?;
     let pid = std::process::id();
     let before = rss_mib(pid);
     let index = Index::build(

@@ -27,6 +27,8 @@ const QUERY_LINES_BEFORE: usize = 24;
 const QUERY_LINES_AFTER: usize = 6;
 /// Characters per token assumed when filling the budget (the engine then cuts exactly).
 const CHARS_PER_TOKEN: usize = 3;
+/// Chunks ranked for a query; a chunk chosen before stays while it is among them.
+const CANDIDATES: usize = 24;
 /// Chunks sharing more of their identifiers than this with a chosen one are left out.
 const MAX_SIMILARITY: f32 = 0.9;
 /// Files larger than this are not indexed.
@@ -188,10 +190,8 @@ pub fn for_prompt(
     let chunks = match previous {
         Some(p) if p.key == key => p.chunks,
         previous => {
-            let chosen = choose(state, &query, at, path.as_deref(), budget);
-            // The best chunk nearest the current file's code.
-            let chosen = chosen.into_iter().rev().collect();
-            let chunks = keep_order(previous.map(|p| p.chunks).unwrap_or_default(), chosen);
+            let previous = previous.map(|p| p.chunks).unwrap_or_default();
+            let chunks = choose(state, &query, at, path.as_deref(), budget, &previous);
             lock(&cs.picked).insert(
                 uri.clone(),
                 Picked {
@@ -223,13 +223,15 @@ fn query_text(at: &Surroundings) -> String {
     text.join("\n")
 }
 
-/// Chunks for `query`, best first, within the budget, without near-duplicates.
+/// Chunks for `query` in prompt order (see [`arrange`]), within the budget, without
+/// near-duplicates.
 fn choose(
     state: &ServerState,
     query: &str,
     at: &Surroundings,
     path: Option<&Path>,
     budget_tokens: usize,
+    previous: &[(ChunkRef, String)],
 ) -> Vec<(ChunkRef, String)> {
     let budget = budget_tokens * CHARS_PER_TOKEN;
     let words: Vec<&str> = terms::identifiers(query).collect();
@@ -240,32 +242,70 @@ fn choose(
         .filter_map(terms::definition)
         .collect();
     let ranked = match lock(&state.context.index).as_ref() {
-        Some(index) => index.rank(&words, &local, path, 32),
+        Some(index) => index.rank(&words, &local, path, CANDIDATES),
         None => return Vec::new(),
     };
-    let mut chosen: Vec<(ChunkRef, String, HashSet<String>)> = Vec::new();
-    let mut used = 0;
+    // Candidates with their text, best first, near-duplicates of better ones left out.
+    let mut candidates: Vec<(ChunkRef, String, HashSet<String>)> = Vec::new();
     for (r, _score) in ranked {
-        if used >= budget {
-            break;
-        }
         let Some(text) = chunk_text(state, &r) else {
             continue;
         };
-        if text.trim().is_empty() || used + text.len() > budget + budget / 4 {
+        if text.trim().is_empty() {
             continue;
         }
         let ids: HashSet<String> = terms::identifiers(&text).map(str::to_owned).collect();
-        if chosen
+        if candidates
             .iter()
             .any(|(_, _, other)| similarity(&ids, other) > MAX_SIMILARITY)
         {
             continue;
         }
-        used += text.len();
-        chosen.push((r, text, ids));
+        candidates.push((r, text, ids));
     }
-    chosen.into_iter().map(|(r, text, _)| (r, text)).collect()
+    let previous: Vec<&ChunkRef> = previous.iter().map(|(r, _)| r).collect();
+    let sized: Vec<(&ChunkRef, usize)> = candidates.iter().map(|(r, t, _)| (r, t.len())).collect();
+    let order = arrange(&previous, &sized, budget);
+    order
+        .into_iter()
+        .filter_map(|r| {
+            candidates
+                .iter()
+                .find(|(c, _, _)| c == r)
+                .map(|(c, t, _)| (c.clone(), t.clone()))
+        })
+        .collect()
+}
+
+/// Which of `ranked` (best first, with their sizes) go into the prompt, in prompt order. Those
+/// in `previous` that are still candidates keep their place, so the prompt's start and its KV
+/// cache stay valid while the cursor moves among related code; new ones fill what is left of
+/// `budget`, the best last (nearest the current file's code).
+fn arrange<T: PartialEq + Copy>(previous: &[T], ranked: &[(T, usize)], budget: usize) -> Vec<T> {
+    let size = |t: &T| ranked.iter().find(|(r, _)| r == t).map(|(_, n)| *n);
+    let mut out: Vec<T> = Vec::new();
+    let mut used = 0;
+    for p in previous {
+        if let Some(n) = size(p) {
+            if used + n <= budget + budget / 4 {
+                used += n;
+                out.push(*p);
+            }
+        }
+    }
+    let mut new = Vec::new();
+    for (r, n) in ranked {
+        if used >= budget {
+            break;
+        }
+        if out.contains(r) || used + n > budget + budget / 4 {
+            continue;
+        }
+        used += n;
+        new.push(*r);
+    }
+    out.extend(new.into_iter().rev());
+    out
 }
 
 /// Jaccard similarity of two sets of identifiers.
@@ -275,21 +315,6 @@ fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
         return 1.0;
     }
     a.intersection(b).count() as f32 / union as f32
-}
-
-/// The chosen chunks in prompt order: those chosen before keep their order, new ones go last
-/// (in the order given).
-fn keep_order<T: PartialEq + Clone>(previous: Vec<T>, chosen: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = previous
-        .into_iter()
-        .filter(|c| chosen.contains(c))
-        .collect();
-    for c in chosen {
-        if !out.contains(&c) {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A chunk's lines: from the open document when it is open (its unsaved text), else from the
@@ -319,10 +344,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_keep_their_order_and_new_ones_go_last() {
-        assert_eq!(keep_order(vec![1, 2, 3], vec![3, 4, 1]), [1, 3, 4]);
-        assert_eq!(keep_order(Vec::new(), vec![5, 4]), [5, 4]);
-        assert_eq!(keep_order(vec![1, 2], Vec::new()), Vec::<i32>::new());
+    fn chunks_chosen_before_keep_their_place_and_new_ones_go_last_best_last() {
+        // Fresh: best first in the ranking, best last in the prompt, within the budget.
+        assert_eq!(arrange(&[], &[(1, 40), (2, 40), (3, 40)], 80), [2, 1]);
+        // Chunk 9 is still a candidate (ranked low): it stays first; 7 is gone; the best new
+        // one fills the rest.
+        assert_eq!(arrange(&[7, 9], &[(1, 40), (2, 40), (9, 40)], 80), [9, 1]);
+        // A chunk over what is left (a quarter over the budget at most) is passed over.
+        assert_eq!(arrange(&[], &[(1, 90), (2, 30)], 80), [1]);
+        assert_eq!(arrange(&[], &[(1, 200), (2, 30)], 80), [2]);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub(crate) struct Scored {
     pub kept_chars: usize,
     pub truth_chars: usize,
     pub latency_ms: f64,
+    /// The chunks of other files in the prompt (`amd/status` → `context.lastUsed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
 }
 
 /// Figures over a set of answers.
@@ -120,6 +123,7 @@ pub(crate) fn score(p: &Position, file: &str, suggestion: &str, latency_ms: f64)
         kept_chars,
         truth_chars: truth_cmp.chars().count(),
         latency_ms,
+        context: Vec::new(),
     }
 }
 
@@ -260,12 +264,16 @@ impl Side {
     }
 }
 
-pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
-    let dirs: Vec<PathBuf> = args
-        .dirs
-        .iter()
+/// The directories as absolute paths without links (what the server is told as workspace
+/// folders); a missing one is an error.
+pub(crate) fn canonical_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    dirs.iter()
         .map(|d| std::fs::canonicalize(d).with_context(|| format!("no such path {}", d.display())))
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
+    let dirs = canonical_dirs(&args.dirs)?;
     if dirs.is_empty() {
         bail!("give at least one directory of source code");
     }
@@ -354,7 +362,15 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
         }
         open(&mut client, &uri, &p.document)?;
         let (text, ms) = ask(&mut client, &uri, line, character)?;
-        ours.push(score(p, &name, &text, ms));
+        let mut scored = score(p, &name, &text, ms);
+        let status = client.call("amd/status", Value::Null, 30)?;
+        scored.context = status["result"]["context"]["lastUsed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        ours.push(scored);
         close(&mut client, &uri)?;
         if let Some(b) = &baseline {
             let policy = WindowPolicy {
