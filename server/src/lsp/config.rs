@@ -163,7 +163,7 @@ impl Default for ServerConfig {
             token_healing: true,
             min_confidence: 0.0,
             fim_line_in_middle: true,
-            context: true,
+            context: false,
             context_max_tokens: 512,
             context_max_files: 10_000,
         }

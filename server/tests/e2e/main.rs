@@ -651,7 +651,7 @@ async fn context_comes_from_the_workspace_and_stays_cached_while_typing() {
     std::fs::write(outside.join("stray.py"), stray).expect("write");
 
     let setup = ClientSetup {
-        options: json!({"debounceMs": 0, "precomputeNext": false, "contextMaxTokens": 256}),
+        options: json!({"debounceMs": 0, "precomputeNext": false, "context": true, "contextMaxTokens": 256}),
         root: Some(ws.clone()),
         ..ClientSetup::default()
     };
