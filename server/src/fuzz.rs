@@ -101,6 +101,26 @@ pub fn check_document_edits(data: &[u8]) {
             assert_eq!(naive_offset(&naive, p, enc), offset, "{p:?}");
         }
     }
+    check_context_scanning(&doc.rope.to_string());
+}
+
+/// What context retrieval reads of any text: chunks cover its lines in order, and scanning
+/// identifiers and definitions never panics and returns pieces of the text.
+fn check_context_scanning(text: &str) {
+    use crate::lsp::context::{index::chunk_lines, terms};
+    let chunks = chunk_lines(text);
+    let mut next = 0;
+    for &(start, end) in &chunks {
+        assert!(start == next && end > start, "{chunks:?}");
+        next = end;
+    }
+    assert_eq!(next, text.lines().count());
+    for line in text.lines() {
+        if let Some(name) = terms::definition(line) {
+            assert!(line.contains(name));
+        }
+        assert!(terms::identifiers(line).all(|w| line.contains(w)));
+    }
 }
 
 /// The LSP's rules, written as plainly as possible.

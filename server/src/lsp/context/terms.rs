@@ -184,11 +184,13 @@ const MODIFIERS: &[&str] = &[
 pub fn definition(line: &str) -> Option<&str> {
     let trimmed = line.trim_start();
     let mut words = trimmed.split_whitespace().peekable();
+    let mut modified = false;
     while words
         .peek()
         .is_some_and(|w| MODIFIERS.contains(w) && !DEFINERS.contains(w) || *w == "const")
     {
         let w = words.next()?;
+        modified = true;
         if w == "const" && words.peek().is_none_or(|n| !DEFINERS.contains(n)) {
             // `const NAME: …` (Rust), `const name = …` (JavaScript).
             return name_at(words.next()?);
@@ -196,7 +198,8 @@ pub fn definition(line: &str) -> Option<&str> {
     }
     match words.next()? {
         w if DEFINERS.contains(&w) => name_at(words.next()?),
-        w if trimmed.len() == line.len() => {
+        w if !modified && trimmed.len() == line.len() => {
+            // `w` is the line's first word: it starts at byte 0.
             // Top-level assignment: `NAME = …`, `NAME: Type = …`.
             let after = trimmed[w.len()..].trim_start();
             let name = w.trim_end_matches(':');
@@ -257,5 +260,25 @@ mod tests {
         check("if a == b:", None);
         check("func (s *Server) Serve() error {", None);
         check("func Serve() error {", Some("Serve"));
+        check("pub ééé = 1", None);
+    }
+
+    #[test]
+    fn any_text_is_scanned_without_panicking() {
+        for line in [
+            "pub é = 1",
+            "é:=",
+            "const",
+            "fn",
+            "pub(crate)",
+            "𝔘 = 2",
+            "x\u{0}y = 1",
+            "  const é",
+            "def",
+            "export default",
+        ] {
+            let _ = definition(line);
+            let _ = identifiers(line).count();
+        }
     }
 }
