@@ -43,7 +43,7 @@ pub(crate) fn run(args: &IndexBenchArgs) -> Result<()> {
         let query = lines[mid.saturating_sub(24)..mid].join("\n");
         let words: Vec<&str> = terms::identifiers(&query).collect();
         let started = Instant::now();
-        let ranked = index.rank(&words, &[], None, 32);
+        let ranked = index.rank(&words, &[], &[], None, 32);
         times.push(started.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(ranked);
     }

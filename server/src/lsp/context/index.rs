@@ -101,6 +101,21 @@ impl Posting {
     }
 }
 
+/// How much more a chunk of a module the current file imports counts.
+const IMPORT_BOOST: f32 = 1.5;
+
+/// The names a file goes by in imports: its stem (`queues` for `asyncio/queues.py`), and its
+/// folder's name for a package file (`sync` for `sync/mod.rs`, `email` for `email/__init__.py`).
+fn module_names(rel: &str) -> impl Iterator<Item = &str> {
+    let mut parts = rel.rsplit('/');
+    let file = parts.next().unwrap_or("");
+    let stem = file.split('.').next().unwrap_or(file);
+    let folder = matches!(stem, "mod" | "__init__" | "index" | "lib")
+        .then(|| parts.next())
+        .flatten();
+    std::iter::once(stem).chain(folder)
+}
+
 /// Chunks beyond this cannot be told apart in a [`Posting`]: indexing stops there.
 const MAX_CHUNKS: usize = 1 << 24;
 
@@ -312,11 +327,14 @@ impl Index {
 
     /// The chunks that best match `query` (identifiers around the cursor, with repeats), best
     /// first, at most `n`, none from `exclude` (the current file). Identifiers in `local` (defined
-    /// in the current file) do not pull in other files' definitions of them.
+    /// in the current file) do not pull in other files' definitions of them. Chunks of files
+    /// whose name (or folder, for `mod.rs` / `__init__.py`) is one of `imported` (the modules the
+    /// current file imports) count [`IMPORT_BOOST`] times.
     pub fn rank(
         &self,
         query: &[&str],
         local: &[&str],
+        imported: &[&str],
         exclude: Option<&Path>,
         n: usize,
     ) -> Vec<(ChunkRef, f32)> {
@@ -366,6 +384,14 @@ impl Index {
             }
         }
         let mut ranked: Vec<(u32, f32)> = scores.into_iter().collect();
+        if !imported.is_empty() {
+            for (c, score) in &mut ranked {
+                let file = &self.files[self.chunks[*c as usize].file as usize];
+                if module_names(&file.rel).any(|m| imported.contains(&m)) {
+                    *score *= IMPORT_BOOST;
+                }
+            }
+        }
         // Best first; ties by position in the index, so the order never depends on hashing.
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked
@@ -437,7 +463,7 @@ mod tests {
 
     fn found(index: &Index, words: &[&str]) -> Vec<String> {
         let mut rels: Vec<String> = index
-            .rank(words, &[], None, 100)
+            .rank(words, &[], &[], None, 100)
             .into_iter()
             .map(|(r, _)| r.rel)
             .collect();
@@ -508,7 +534,7 @@ mod tests {
         let mut index = Index::build(std::slice::from_ref(&root), LIMITS);
         let top = |index: &Index, exclude: Option<&Path>| {
             index
-                .rank(&["parse_config"], &[], exclude, 1)
+                .rank(&["parse_config"], &[], &[], exclude, 1)
                 .first()
                 .map(|(r, _)| r.rel.clone())
         };
@@ -520,7 +546,7 @@ mod tests {
             Some("app.py")
         );
         // A name defined in the current file does not pull in others' definitions.
-        let local = index.rank(&["parse_config"], &["parse_config"], None, 1);
+        let local = index.rank(&["parse_config"], &["parse_config"], &[], None, 1);
         assert_eq!(local[0].0.rel, "app.py");
         index.update(
             &root.join("util.py"),
@@ -529,6 +555,15 @@ mod tests {
         assert_eq!(top(&index, None).as_deref(), Some("app.py"));
         assert_eq!(index.stats.chunks, 2);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn files_are_known_by_their_module_names() {
+        let names = |rel| module_names(rel).collect::<Vec<_>>();
+        assert_eq!(names("asyncio/queues.py"), ["queues"]);
+        assert_eq!(names("src/sync/mod.rs"), ["mod", "sync"]);
+        assert_eq!(names("email/__init__.py"), ["__init__", "email"]);
+        assert_eq!(names("lib.rs"), ["lib"]);
     }
 
     #[test]

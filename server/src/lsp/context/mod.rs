@@ -27,6 +27,8 @@ const QUERY_LINES_BEFORE: usize = 24;
 const QUERY_LINES_AFTER: usize = 6;
 /// Characters per token assumed when filling the budget (the engine then cuts exactly).
 const CHARS_PER_TOKEN: usize = 3;
+/// Lines at the top of a document read for its imports.
+const IMPORT_LINES: usize = 200;
 /// Chunks ranked for a query; a chunk chosen before stays while it is among them.
 const CANDIDATES: usize = 24;
 /// Chunks sharing more of their identifiers than this with a chosen one are left out.
@@ -191,7 +193,7 @@ pub fn for_prompt(
         Some(p) if p.key == key => p.chunks,
         previous => {
             let previous = previous.map(|p| p.chunks).unwrap_or_default();
-            let chunks = choose(state, &query, at, path.as_deref(), budget, &previous);
+            let chunks = choose(state, uri, &query, at, path.as_deref(), budget, &previous);
             lock(&cs.picked).insert(
                 uri.clone(),
                 Picked {
@@ -227,6 +229,7 @@ fn query_text(at: &Surroundings) -> String {
 /// near-duplicates.
 fn choose(
     state: &ServerState,
+    uri: &Uri,
     query: &str,
     at: &Surroundings,
     path: Option<&Path>,
@@ -241,8 +244,22 @@ fn choose(
         .chain(at.suffix.lines())
         .filter_map(terms::definition)
         .collect();
+    // Imports sit at the top of a file, usually outside the window.
+    let head: String = state
+        .docs
+        .snapshot(uri)
+        .map(|d| {
+            let n = d.rope.len_lines().min(IMPORT_LINES);
+            d.rope.slice(..d.rope.line_to_char(n)).to_string()
+        })
+        .unwrap_or_default();
+    let imported: Vec<&str> = head
+        .lines()
+        .chain(at.prefix.lines())
+        .flat_map(terms::imported_modules)
+        .collect();
     let ranked = match lock(&state.context.index).as_ref() {
-        Some(index) => index.rank(&words, &local, path, CANDIDATES),
+        Some(index) => index.rank(&words, &local, &imported, path, CANDIDATES),
         None => return Vec::new(),
     };
     // Candidates with their text, best first, near-duplicates of better ones left out.

@@ -220,6 +220,31 @@ fn name_at(word: &str) -> Option<&str> {
     (name.chars().next().is_some_and(is_start)).then_some(name)
 }
 
+/// The modules an import line names: `from .a.b import c` → `a`, `b`; `import a.b as c` →
+/// `a`, `b`; `use crate::x::y::{Z, W};` → `x`, `y`; `import {a} from "./dir/mod.js"` → `dir`, `mod`.
+pub fn imported_modules(line: &str) -> Vec<&str> {
+    let t = line.trim_start();
+    let path = if let Some(rest) = t.strip_prefix("from ") {
+        rest.split_whitespace().next().unwrap_or("")
+    } else if let Some(rest) = t.strip_prefix("import ") {
+        match rest.rsplit_once(" from ") {
+            Some((_, source)) => source.trim_matches(|c| matches!(c, '"' | '\'' | ';' | ' ')),
+            None => rest.split([' ', ',']).next().unwrap_or(""),
+        }
+    } else if let Some(rest) = t
+        .strip_prefix("use ")
+        .or_else(|| t.strip_prefix("pub use "))
+    {
+        rest.split(['{', ';']).next().unwrap_or("")
+    } else {
+        return Vec::new();
+    };
+    path.split(['.', '/', ':'])
+        .filter(|p| p.len() >= MIN_LEN && !matches!(*p, "crate" | "super" | "self" | "std"))
+        .filter(|p| p.chars().all(is_inner))
+        .collect()
+}
+
 /// What starts a line comment in the language of a file with this extension.
 pub fn line_comment(extension: &str) -> &'static str {
     match extension {
@@ -261,6 +286,28 @@ mod tests {
         check("func (s *Server) Serve() error {", None);
         check("func Serve() error {", Some("Serve"));
         check("pub ééé = 1", None);
+    }
+
+    #[test]
+    fn imports_name_their_modules() {
+        assert_eq!(imported_modules("from .queues import Queue"), ["queues"]);
+        assert_eq!(
+            imported_modules("from email._policybase import Policy"),
+            ["email", "_policybase"]
+        );
+        assert_eq!(
+            imported_modules("import asyncio.events as ev"),
+            ["asyncio", "events"]
+        );
+        assert_eq!(
+            imported_modules("use crate::sync::mpsc::{self, chan};"),
+            ["sync", "mpsc"]
+        );
+        assert_eq!(
+            imported_modules("import { a } from './util/strings.js';"),
+            ["util", "strings"]
+        );
+        assert!(imported_modules("x = 1").is_empty());
     }
 
     #[test]
