@@ -125,7 +125,8 @@ pub struct ServerState {
     pub shutting_down: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks a short-held mutex; a panic elsewhere while it was held does not poison the server.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

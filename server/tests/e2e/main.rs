@@ -700,6 +700,8 @@ async fn context_comes_from_the_workspace_and_stays_cached_while_typing() {
     c.inline(&uri, 5, 8).await;
     let status = c.status().await;
     assert_eq!(status["context"]["lastUsed"], json!([]), "{status}");
+    // Turned off, the index is let go.
+    assert_eq!(status["context"]["indexed"], false, "{status}");
     assert!(
         status["lastJob"]["nPrompt"].as_u64() < Some(n_prompt),
         "{status}"

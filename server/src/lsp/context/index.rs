@@ -122,6 +122,9 @@ const MAX_CHUNKS: usize = 1 << 24;
 #[derive(Debug, Default)]
 pub struct Index {
     roots: Vec<PathBuf>,
+    /// The roots with links resolved, once at build: what every read from disk is checked
+    /// against ([`Index::may_read`]).
+    real_roots: Vec<PathBuf>,
     files: Vec<File>,
     by_path: HashMap<PathBuf, u32>,
     chunks: Vec<Chunk>,
@@ -163,6 +166,10 @@ impl Index {
         let started = Instant::now();
         let mut index = Index {
             roots: roots.to_vec(),
+            real_roots: roots
+                .iter()
+                .filter_map(|r| std::fs::canonicalize(r).ok())
+                .collect(),
             ..Index::default()
         };
         'roots: for root in roots {
@@ -219,12 +226,7 @@ impl Index {
         let Ok(real) = std::fs::canonicalize(path) else {
             return false;
         };
-        self.covers(path)
-            && self
-                .roots
-                .iter()
-                .filter_map(|r| std::fs::canonicalize(r).ok())
-                .any(|r| real.starts_with(r))
+        self.covers(path) && self.real_roots.iter().any(|r| real.starts_with(r))
     }
 
     fn root_of(&self, path: &Path) -> Option<&PathBuf> {

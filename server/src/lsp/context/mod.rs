@@ -1,9 +1,9 @@
 //! Context from the rest of the project (`context`): chunks of other files that share the
 //! identifiers around the cursor or define them, put in front of the current file's code in
 //! the prompt. The chunks are chosen from the lines around the cursor's line, not the line
-//! itself, so typing on a line keeps the same chunks, and they keep their order from one
-//! request to the next (new ones go last): the prompt's start, and so its KV cache, stays the
-//! same while the user types.
+//! itself, so typing on a line keeps the same chunks, and a chunk chosen before keeps its place
+//! while it is still a good candidate (new ones go after it): the prompt's start, and so its KV
+//! cache, stays the same while the user types.
 
 pub mod index;
 pub mod terms;
@@ -11,7 +11,7 @@ pub mod terms;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use amd_engine::{Context, ContextChunk};
 use tower_lsp_server::gen_lsp_types::Uri;
@@ -20,7 +20,7 @@ use self::index::{ChunkRef, Index, Limits};
 use super::completion::window::Surroundings;
 use super::config::ServerConfig;
 use super::project::file_path;
-use super::state::ServerState;
+use super::state::{lock, ServerState};
 
 /// Lines before the cursor's line (and after it) whose identifiers make the query.
 const QUERY_LINES_BEFORE: usize = 24;
@@ -62,10 +62,6 @@ pub struct ContextState {
 /// afresh, until it reaches `contextMaxTokens`.
 pub const BUDGET_GROWTH: usize = 64;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl ContextState {
     /// What `amd/status` shows.
     pub fn status(&self, config: &ServerConfig) -> serde_json::Value {
@@ -103,6 +99,15 @@ impl ContextState {
         {
             self.update(uri, &text);
         }
+    }
+
+    /// `context` was turned off: the index and the choices go (a large workspace's index
+    /// holds tens of MiB).
+    pub fn clear(&self) {
+        *lock(&self.index) = None;
+        lock(&self.picked).clear();
+        lock(&self.last_used).clear();
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn forget(&self, uri: &Uri) {
@@ -264,8 +269,13 @@ fn choose(
     };
     // Candidates with their text, best first, near-duplicates of better ones left out.
     let mut candidates: Vec<(ChunkRef, String, HashSet<String>)> = Vec::new();
+    // Several candidates often come from one file: each file is read once per choice.
+    let mut files: HashMap<std::path::PathBuf, Option<String>> = HashMap::new();
     for (r, _score) in ranked {
-        let Some(text) = chunk_text(state, &r) else {
+        let file = files
+            .entry(r.path.clone())
+            .or_insert_with(|| file_text(state, &r.path));
+        let Some(text) = file.as_deref().and_then(|t| lines_of(t, &r)) else {
             continue;
         };
         if text.trim().is_empty() {
@@ -334,24 +344,25 @@ fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
     a.intersection(b).count() as f32 / union as f32
 }
 
-/// A chunk's lines: from the open document when it is open (its unsaved text), else from the
-/// file (a file of the workspace: the index holds no other).
-fn chunk_text(state: &ServerState, r: &ChunkRef) -> Option<String> {
-    let uri = url::Url::from_file_path(&r.path)
+/// A file's text: the open document's (its unsaved edits), else the file's on disk when it is
+/// one the index may read (inside the workspace, links resolved).
+fn file_text(state: &ServerState, path: &Path) -> Option<String> {
+    let uri = url::Url::from_file_path(path)
         .ok()
         .map(|u| Uri::from(u.as_str()));
-    let text = match uri.and_then(|u| state.docs.snapshot(&u)) {
-        Some(doc) => doc.rope.to_string(),
-        None => {
-            let allowed = lock(&state.context.index)
-                .as_ref()
-                .is_some_and(|index| index.may_read(&r.path));
-            if !allowed {
-                return None;
-            }
-            std::fs::read_to_string(&r.path).ok()?
-        }
-    };
+    if let Some(doc) = uri.and_then(|u| state.docs.snapshot(&u)) {
+        return Some(doc.rope.to_string());
+    }
+    let allowed = lock(&state.context.index)
+        .as_ref()
+        .is_some_and(|index| index.may_read(path));
+    allowed
+        .then(|| std::fs::read_to_string(path).ok())
+        .flatten()
+}
+
+/// A chunk's lines of its file's text.
+fn lines_of(text: &str, r: &ChunkRef) -> Option<String> {
     let lines: Vec<&str> = text.lines().skip(r.start).take(r.end - r.start).collect();
     (!lines.is_empty()).then(|| lines.join("\n") + "\n")
 }

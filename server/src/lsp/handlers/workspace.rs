@@ -33,6 +33,8 @@ pub(crate) async fn handle_did_change_configuration(
     );
     if next.context && (!previous.context || previous.context_max_files != next.context_max_files) {
         crate::lsp::context::start_indexing(&state);
+    } else if previous.context && !next.context {
+        state.context.clear();
     }
     if previous.needs_reload(&next) {
         load_engine(state).await;
