@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType};
+use amd_engine::testing::testmodel::{write_random_llama, LlamaShape, WeightType};
 use amd_engine::{CompletionRequest, Engine, EngineConfig, KvType, Prompt};
 
 const N_PREFILL: usize = 512;

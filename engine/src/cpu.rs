@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::EngineCounters;
+use crate::stats::EngineCounters;
 
 /// How often the load is looked at while llama.cpp calls follow one another.
 pub(crate) const RECHECK: Duration = Duration::from_millis(100);
@@ -266,6 +266,48 @@ pub(crate) fn before_call() {
     });
 }
 
+/// The thread counts (decode, batch) of the engine's contexts for the configured ones (0: ours
+/// to choose). With both left to us, llama.cpp runs on all [`adaptive_threads`] only while
+/// other processes leave those cores free, and on one thread otherwise ([`install`]).
+pub(crate) fn thread_counts(
+    n_threads: u32,
+    n_threads_batch: u32,
+    counters: Arc<EngineCounters>,
+) -> (u32, u32) {
+    if n_threads == 0 && n_threads_batch == 0 && install(n_cores(), adaptive_threads(), counters) {
+        return (adaptive_threads(), adaptive_threads());
+    }
+    let decode = match n_threads {
+        0 => default_decode_threads(),
+        n => n,
+    };
+    let batch = match n_threads_batch {
+        0 => n_cores(),
+        n => n,
+    };
+    (decode, batch)
+}
+
+fn n_cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Decode threads when the configuration says 0 and the thread count cannot follow the load:
+/// one fewer than the cores, so that a busy neighbour does not stall decoding (measured in
+/// docs/benchmarks.md).
+fn default_decode_threads() -> u32 {
+    n_cores().saturating_sub(1).max(1)
+}
+
+/// Threads for every call when the count follows the load ([`install`]): all cores on a machine
+/// of two, one fewer on larger ones (the editor and the rest of the desktop keep one).
+fn adaptive_threads() -> u32 {
+    match n_cores() {
+        n @ 0..=2 => n.max(1),
+        n => n - 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +383,8 @@ ctxt 99
             return;
         }
         let dir = std::env::temp_dir().join("amd-engine-unit-models");
-        let path = crate::testmodel::cached_tiny_model_head64(&dir).expect("write test model");
+        let path =
+            crate::testing::testmodel::cached_tiny_model_head64(&dir).expect("write test model");
         let model = Model::load(
             &path,
             &ModelParams {

@@ -5,31 +5,41 @@
 //! llama.cpp (model, context, KV cache); the KV cache is reused across requests by longest
 //! common prefix, so a keystroke costs only the tokens that changed.
 
-pub mod convert;
-mod cpu;
+// Top-down: the handle and the engine thread, then what a job runs on (sessions,
+// speculation), then llama.cpp's wall and the pure modules. No module imports one above it
+// except for the API types in this file and `error`.
 mod engine;
-mod error;
-#[doc(hidden)]
-pub mod fuzz;
-pub mod gguf;
+mod job;
+mod worker;
+
+mod cpu;
 mod kv_states;
+mod session;
+pub mod speculative;
+mod stats;
+
 mod llama;
+
+mod logits;
 mod prompt;
 pub mod reuse;
-pub mod scratch;
-mod session;
-pub mod spec;
-mod speculative;
-pub mod testmodel;
 pub mod text;
-pub mod validate;
+
+pub mod convert;
+mod error;
+pub mod gguf;
+
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::PathBuf;
 
-pub use engine::{CancelToken, Engine, EngineCounters, JobHandle};
+pub use engine::Engine;
 pub use error::{EngineError, LoadError};
+pub use job::{CancelToken, JobHandle};
 pub use llama::{quantize, QuantType};
 pub use prompt::{Context, ContextChunk, Prompt, RepoFile};
+pub use stats::EngineCounters;
 pub use text::StopRules;
 
 /// A token id in the model's vocabulary.
@@ -350,7 +360,7 @@ pub struct Lookup {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DraftLength {
     Fixed(usize),
-    /// Chosen before each verification from measured costs and acceptance (`spec::CostModel`,
+    /// Chosen before each verification from measured costs and acceptance (`speculative::math::CostModel`,
     /// kept across jobs): `init` until the first timings exist, then the length with the best
     /// expected tokens per millisecond up to `max`, 0 (plain decoding) included.
     Adaptive {

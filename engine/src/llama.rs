@@ -535,7 +535,6 @@ impl Context<'_> {
         logits: Logits,
     ) -> Result<(), EngineError> {
         debug_assert!(tokens.len() <= self.n_batch);
-        crate::cpu::before_call();
         self.batch.clear();
         self.outputs = 0;
         for (i, &t) in tokens.iter().enumerate() {

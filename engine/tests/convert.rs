@@ -205,7 +205,7 @@ fn codellama_vocabulary_converts_with_its_fim_tokens() {
     )
     .expect("copy");
     let mut tokenizer = std::fs::read(checkpoint().join("tokenizer.model")).expect("tokenizer");
-    for text in amd_engine::testmodel::codellama_extra_tokens() {
+    for text in amd_engine::testing::testmodel::codellama_extra_tokens() {
         tokenizer.extend(spm_piece(&text));
     }
     std::fs::write(dir.join("tokenizer.model"), tokenizer).expect("tokenizer");

@@ -173,7 +173,7 @@ fn broken_model_files_give_clear_errors() {
     // Other architectures get llama.cpp's own tensor checks; its reason reaches the error.
     for arch in ["qwen2", "gemma3"] {
         let damaged = dir.join(format!("{arch}-damaged.gguf"));
-        amd_engine::testmodel::write_as_architecture(
+        amd_engine::testing::testmodel::write_as_architecture(
             &tiny_model(),
             arch,
             Some("blk.1.ffn_down.weight"),

@@ -267,7 +267,7 @@ fn a_prompt_asked_again_evaluates_nothing() {
 #[test]
 fn typing_on_a_line_of_a_fim_prompt_evaluates_what_it_changed() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let model = amd_engine::testmodel::cached_tiny_model(dir, true).expect("write");
+    let model = amd_engine::testing::testmodel::cached_tiny_model(dir, true).expect("write");
     let text = std::fs::read_to_string(fixtures().join("documents/heapq.py")).expect("heapq.py");
     let (before, after) = text.split_at(floor_boundary(&text, 2000));
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);

@@ -9,7 +9,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use amd_engine::testmodel::{write_random_llama, LlamaShape, WeightType, GENERATOR_VERSION};
+use amd_engine::testing::testmodel::{
+    write_random_llama, LlamaShape, WeightType, GENERATOR_VERSION,
+};
 use amd_engine::{CompletionRequest, Engine, EngineConfig, Prompt};
 use common::{block_on, vocab_gguf};
 

@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use amd_engine::testmodel::{cached_tiny_model, write_stacked_target};
+use amd_engine::testing::testmodel::{cached_tiny_model, write_stacked_target};
 use amd_engine::{
-    spec, Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, EngineError,
-    LoadError, Lookup, ModelRole, Prompt, Sampling, Speculation, TargetConfig,
+    speculative::math, Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig,
+    EngineError, LoadError, Lookup, ModelRole, Prompt, Sampling, Speculation, TargetConfig,
 };
 use common::{block_on, tiny_model, tiny_model_head64, vocab_gguf};
 
@@ -28,7 +28,7 @@ fn tmp() -> &'static Path {
 fn stacked_target(extra: u32, scale: f32, codellama: bool) -> PathBuf {
     let path = tmp().join(format!(
         "stacked-target-v{}-{extra}-{scale}-{codellama}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
+        amd_engine::testing::testmodel::GENERATOR_VERSION
     ));
     if !path.exists() {
         write_stacked_target(
@@ -190,7 +190,7 @@ fn greedy_model_drafting_with_q8_0_keys_is_token_identical() {
     let draft = tiny_model_head64();
     let target = tmp().join(format!(
         "stacked-head64-target-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
+        amd_engine::testing::testmodel::GENERATOR_VERSION
     ));
     if !target.exists() {
         write_stacked_target(&draft, &vocab_gguf(), 1, 0.02, false, 3, &target)
@@ -333,9 +333,9 @@ fn sampled_speculation_matches_the_target_distribution() {
     eprintln!("exact rule: chi2 {x2:.1}, critical {critical:.1}");
     assert!(x2 < critical, "exact rule: chi2 {x2} ≥ {critical}");
 
-    spec::use_broken_rule_for_tests(true);
+    math::broken_rule::set(true);
     let bad = draw(&engine, N, spec_k2);
-    spec::use_broken_rule_for_tests(false);
+    math::broken_rule::set(false);
     let (x2, critical) = homogeneity(&target, &bad);
     eprintln!("naive rule: chi2 {x2:.1}, critical {critical:.1}");
     assert!(

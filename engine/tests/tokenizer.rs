@@ -81,7 +81,7 @@ fn multibyte_characters_split_across_tokens_come_out_whole() {
 fn codellama_vocabulary_has_fim_tokens_that_user_text_cannot_produce() {
     use amd_engine::FimTokens;
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let path = amd_engine::testmodel::cached_tiny_model(dir, true).expect("write");
+    let path = amd_engine::testing::testmodel::cached_tiny_model(dir, true).expect("write");
     let engine = Engine::start(EngineConfig::new(&path)).expect("load");
     assert_eq!(engine.info().n_vocab, 32016);
     assert_eq!(

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| amd_engine::fuzz::check_gguf(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| amd_engine::testing::fuzz::check_gguf(data));

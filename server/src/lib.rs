@@ -7,8 +7,7 @@ pub mod fuzz;
 pub mod logging;
 pub mod lsp;
 pub mod models;
-pub mod pull;
-pub mod threads;
+pub mod openmp;
 
 use anyhow::Result;
 
@@ -64,7 +63,10 @@ fn serve_stdio(model: Option<std::path::PathBuf>) -> Result<()> {
     runtime.block_on(async {
         #[cfg(unix)]
         tokio::spawn(lsp::lifecycle::exit_on_signal());
-        let options = lsp::ServeOptions { model };
+        let options = lsp::ServeOptions {
+            model,
+            reuse: lsp::config::ReuseMode::from_env(),
+        };
         lsp::serve(tokio::io::stdin(), tokio::io::stdout(), options).await;
     });
     // tokio reads stdin on a blocking thread that cannot be interrupted: after `exit` from a

@@ -29,7 +29,7 @@ fn framing_corpus() {
 
 #[test]
 fn gguf_corpus() {
-    replay("gguf", amd_engine::fuzz::check_gguf);
+    replay("gguf", amd_engine::testing::fuzz::check_gguf);
 }
 
 /// Seeds of other architectures than llama (qwen2; gemma3 with per-layer KV heads and an
@@ -43,7 +43,7 @@ fn gguf_corpus_has_accepted_headers_of_other_architectures() {
     ] {
         let bytes = std::fs::read(dir.join(seed)).expect("seed");
         let header = amd_engine::gguf::parse_header(&bytes).expect("parses");
-        let checked = amd_engine::validate::check_header(&header, false).expect("accepted");
+        let checked = amd_engine::gguf::validate::check_header(&header, false).expect("accepted");
         assert_eq!(checked.architecture, arch);
     }
 }

@@ -407,9 +407,9 @@ fn broken_models_are_reported_and_the_server_keeps_running() {
         amd_engine::gguf::Value::String("gpt2".into()),
     );
     w.write(&not_llama).expect("write");
-    let vocab_only = amd_engine::testmodel::fixture_vocab();
+    let vocab_only = amd_engine::testing::testmodel::fixture_vocab();
     let damaged_qwen2 = dir.join("qwen2-damaged.gguf");
-    amd_engine::testmodel::write_as_architecture(
+    amd_engine::testing::testmodel::write_as_architecture(
         &tiny_model(),
         "qwen2",
         Some("blk.1.ffn_down.weight"),

@@ -119,7 +119,7 @@ fn sigterm_during_a_conversion_leaves_no_temporary_file() {
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "gguf"))
     {
-        amd_engine::validate::check_model_file(f, false).expect("a whole model");
+        amd_engine::gguf::validate::check_model_file(f, false).expect("a whole model");
     }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -14,10 +14,10 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::error::LoadError;
+use crate::gguf::scratch::ScratchPath;
+use crate::gguf::shape::LlamaShape;
 use crate::gguf::{GgmlType, GgufWriter, TensorData, Value};
 use crate::llama::{quantize, QuantType};
-use crate::scratch::ScratchPath;
-use crate::testmodel::LlamaShape;
 
 /// What the converter writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

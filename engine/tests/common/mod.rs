@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amd_engine::testmodel::{cached_tiny_model, cached_tiny_model_head64};
+use amd_engine::testing::testmodel::{cached_tiny_model, cached_tiny_model_head64};
 use amd_engine::{Engine, EngineConfig};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -15,7 +15,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn vocab_gguf() -> PathBuf {
-    amd_engine::testmodel::fixture_vocab()
+    amd_engine::testing::testmodel::fixture_vocab()
 }
 
 /// The tiny random Llama (2 layers, hidden 64, real Llama-2 vocabulary), written once per
@@ -51,13 +51,13 @@ pub fn tiny_bpe_model() -> Option<PathBuf> {
     }
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "tiny-bpe-smollm2-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
+        amd_engine::testing::testmodel::GENERATOR_VERSION
     ));
     if !out.is_file() {
-        amd_engine::testmodel::write_random_llama(
+        amd_engine::testing::testmodel::write_random_llama(
             &vocab,
-            &amd_engine::testmodel::LlamaShape::tiny(),
-            amd_engine::testmodel::WeightType::F32,
+            &amd_engine::testing::testmodel::LlamaShape::tiny(),
+            amd_engine::testing::testmodel::WeightType::F32,
             1,
             &out,
         )

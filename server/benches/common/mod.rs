@@ -6,7 +6,7 @@ use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use amd_engine::testmodel::cached_tiny_model;
+use amd_engine::testing::testmodel::cached_tiny_model;
 use serde_json::{json, Value};
 
 pub struct Client {

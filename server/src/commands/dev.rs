@@ -1,6 +1,8 @@
 //! `amd-lsp dev make-model`: deterministic random-weight test models.
 
-use amd_engine::testmodel::{write_random_llama, write_stacked_target, LlamaShape, WeightType};
+use amd_engine::testing::testmodel::{
+    write_random_llama, write_stacked_target, LlamaShape, WeightType,
+};
 use anyhow::{Context, Result};
 
 use crate::cli::{MakeModelArgs, ModelSize, ModelType};

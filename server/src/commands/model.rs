@@ -23,8 +23,9 @@ fn out_type(t: ConvertType) -> (OutType, &'static str) {
 /// `amd-lsp model pull`: download, verify, convert, cache; prints the GGUF's path.
 pub(crate) fn pull(args: &PullArgs) -> Result<()> {
     let (t, name) = out_type(args.out_type);
-    let path = crate::pull::pull(&args.repo, &args.revision, t, name, &Locations::from_env())
-        .with_context(|| format!("cannot pull {}", args.repo))?;
+    let path =
+        crate::models::pull::pull(&args.repo, &args.revision, t, name, &Locations::from_env())
+            .with_context(|| format!("cannot pull {}", args.repo))?;
     writeln!(std::io::stdout(), "{}", path.display())?;
     Ok(())
 }

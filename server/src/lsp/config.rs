@@ -189,14 +189,14 @@ pub enum ReuseMode {
 impl ReuseMode {
     pub const ENV: &'static str = "AMD_LSP_BENCH_REUSE";
 
-    /// The mode named by `AMD_LSP_BENCH_REUSE` (`full`, `prefix`, `cold`), read once.
+    /// The mode named by `AMD_LSP_BENCH_REUSE` (`full`, `prefix`, `cold`). Read once, when
+    /// the server starts, into its options.
     pub fn from_env() -> ReuseMode {
-        static MODE: std::sync::OnceLock<ReuseMode> = std::sync::OnceLock::new();
-        *MODE.get_or_init(|| match std::env::var(Self::ENV).as_deref() {
+        match std::env::var(Self::ENV).as_deref() {
             Ok("prefix") => ReuseMode::Prefix,
             Ok("cold") => ReuseMode::Cold,
             _ => ReuseMode::Full,
-        })
+        }
     }
 }
 
@@ -280,17 +280,17 @@ impl ServerConfig {
         ServerConfig::from_json(&ServerConfig::merged(init, settings))
     }
 
-    /// The engine settings these keys imply, for the model at `model`.
-    pub fn engine_config(&self, model: &Path) -> EngineConfig {
+    /// The engine settings these keys imply, for the model at `model`, with `reuse`.
+    pub fn engine_config(&self, model: &Path, reuse: ReuseMode) -> EngineConfig {
         let mut config = EngineConfig::new(model);
         config.n_threads = self.threads;
         config.n_ctx = self.context_size;
         config.gpu_layers = self.gpu_layers.unwrap_or_else(default_gpu_layers);
         config.kv_types.keys = self.cache_type_k.into();
-        config.kv_reuse = ReuseMode::from_env() != ReuseMode::Cold;
-        config.kv_shift = ReuseMode::from_env() == ReuseMode::Full;
+        config.kv_reuse = reuse != ReuseMode::Cold;
+        config.kv_shift = reuse == ReuseMode::Full;
         // The baselines (llama-server's one slot, or no reuse) keep one cache.
-        config.kv_documents_bytes = match ReuseMode::from_env() {
+        config.kv_documents_bytes = match reuse {
             ReuseMode::Full => (self.document_cache_mb as usize) << 20,
             ReuseMode::Prefix | ReuseMode::Cold => 0,
         };
@@ -333,10 +333,19 @@ mod tests {
     fn cache_type_k_reaches_the_engine_and_reloads_the_model() {
         let model = Path::new("m.gguf");
         let default = ServerConfig::default();
-        assert_eq!(default.engine_config(model).kv_types.keys, KvType::Q8_0);
+        assert_eq!(
+            default.engine_config(model, ReuseMode::Full).kv_types.keys,
+            KvType::Q8_0
+        );
         let f16 = ServerConfig::from_json(&json!({"cacheTypeK": "f16"})).expect("f16");
-        assert_eq!(f16.engine_config(model).kv_types.keys, KvType::F16);
-        assert_eq!(f16.engine_config(model).kv_types.values, KvType::F16);
+        assert_eq!(
+            f16.engine_config(model, ReuseMode::Full).kv_types.keys,
+            KvType::F16
+        );
+        assert_eq!(
+            f16.engine_config(model, ReuseMode::Full).kv_types.values,
+            KvType::F16
+        );
         assert!(default.needs_reload(&f16));
         assert!(ServerConfig::from_json(&json!({"cacheTypeK": "q4_0"})).is_err());
     }

@@ -56,9 +56,10 @@ pub(crate) async fn load_engine(state: Arc<ServerState>) {
     } else {
         None
     };
+    let reuse = state.reuse;
     let result = tokio::task::spawn_blocking(move || {
         let gguf = models::resolve(&found).map_err(|e| format!("{e:#}"))?;
-        Engine::start(config.engine_config(&gguf)).map_err(|e| e.to_string())
+        Engine::start(config.engine_config(&gguf, reuse)).map_err(|e| e.to_string())
     })
     .await;
     if let Some(progress) = progress {
@@ -159,7 +160,7 @@ fn process_exists(_pid: u32) -> bool {
 /// `atexit` handler (llama.cpp's, OpenMP's) runs while the engine thread may be inside
 /// llama.cpp. Nothing is lost: documents live in the editor, models are written atomically.
 pub(crate) fn exit_now(reason: &str) -> ! {
-    let removed = amd_engine::scratch::remove_all();
+    let removed = amd_engine::gguf::scratch::remove_all();
     tracing::info!(reason, removed_temp_files = removed, "exiting now");
     #[cfg(unix)]
     // SAFETY: `_exit` is async-signal-safe and takes no pointers; it never returns.

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_lsp_server::{LspService, Server};
 
+use self::config::ReuseMode;
 use self::server::Backend;
 
 /// Options from the command line.
@@ -25,6 +26,8 @@ use self::server::Backend;
 pub struct ServeOptions {
     /// Model used when the client's configuration names none.
     pub model: Option<PathBuf>,
+    /// How much of the KV cache completions reuse (`full` but for the benchmarks' baselines).
+    pub reuse: ReuseMode,
 }
 
 /// Requests handled at once; superseded completions answer immediately, so this only has to
@@ -37,7 +40,7 @@ where
     I: AsyncRead + Unpin,
     O: AsyncWrite,
 {
-    let (service, socket) = LspService::build(|client| Backend::new(client, options.model))
+    let (service, socket) = LspService::build(|client| Backend::new(client, options))
         .custom_method("amd/status", Backend::status)
         .finish();
     // The editor's bytes reach tower-lsp-server only through the wire guard (transport.rs).

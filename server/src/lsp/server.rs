@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -22,6 +21,7 @@ use super::config::ServerConfig;
 use super::handlers::{self, completion, status, text_document, workspace};
 use super::lifecycle::{self, load_engine};
 use super::state::{EngineSlot, ServerState};
+use super::ServeOptions;
 
 pub(crate) struct Backend {
     state: Arc<ServerState>,
@@ -30,9 +30,9 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn new(client: Client, model: Option<PathBuf>) -> Backend {
+    pub(crate) fn new(client: Client, options: ServeOptions) -> Backend {
         Backend {
-            state: Arc::new(ServerState::new(client, model)),
+            state: Arc::new(ServerState::new(client, options.model, options.reuse)),
             init_warning: Mutex::new(None),
         }
     }

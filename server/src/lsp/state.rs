@@ -13,7 +13,7 @@ use tower_lsp_server::Client;
 
 use super::completion::latest::LatestWins;
 use super::completion::typethrough::Shown;
-use super::config::ServerConfig;
+use super::config::{ReuseMode, ServerConfig};
 use super::context::ContextState;
 use super::documents::{DocumentStore, PositionEncoding};
 
@@ -91,6 +91,8 @@ pub struct ServerState {
     pub docs: DocumentStore,
     /// The model from `--model` / `AMD_LSP_MODEL`, used when the configuration names none.
     pub cli_model: Option<PathBuf>,
+    /// How much of the KV cache completions reuse, read once at start-up.
+    pub reuse: ReuseMode,
     config: Mutex<Arc<ServerConfig>>,
     init_options: Mutex<serde_json::Value>,
     client_facts: Mutex<ClientFacts>,
@@ -140,9 +142,10 @@ fn put<T>(map: &Mutex<HashMap<Uri, T>>, uri: &Uri, value: Option<T>) {
 }
 
 impl ServerState {
-    pub fn new(client: Client, cli_model: Option<PathBuf>) -> ServerState {
+    pub fn new(client: Client, cli_model: Option<PathBuf>, reuse: ReuseMode) -> ServerState {
         ServerState {
             client,
+            reuse,
             docs: DocumentStore::default(),
             cli_model,
             config: Mutex::new(Arc::new(ServerConfig::default())),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amd_engine::testmodel::cached_tiny_model;
+use amd_engine::testing::testmodel::cached_tiny_model;
 use amd_lsp::lsp::{serve, ServeOptions};
 use serde_json::{json, Value};
 use tokio::io::{
@@ -32,12 +32,12 @@ pub(crate) fn stacked_target() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!(
         "e2e-stacked-target-v{}.gguf",
-        amd_engine::testmodel::GENERATOR_VERSION
+        amd_engine::testing::testmodel::GENERATOR_VERSION
     ));
     if !path.exists() {
-        amd_engine::testmodel::write_stacked_target(
+        amd_engine::testing::testmodel::write_stacked_target(
             &tiny_model(),
-            &amd_engine::testmodel::fixture_vocab(),
+            &amd_engine::testing::testmodel::fixture_vocab(),
             1,
             0.05,
             true,
@@ -95,7 +95,10 @@ impl TestClient {
     pub(crate) async fn start(setup: ClientSetup) -> (TestClient, Value) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let (server_read, server_write) = tokio::io::split(server_io);
-        let options = ServeOptions { model: setup.model };
+        let options = ServeOptions {
+            model: setup.model,
+            ..ServeOptions::default()
+        };
         let server = tokio::spawn(serve(server_read, server_write, options));
         let (client_read, writer) = tokio::io::split(client_io);
         let pending: Pending = Arc::default();

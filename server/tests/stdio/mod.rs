@@ -159,7 +159,7 @@ impl Drop for StdioServer {
 
 /// The tiny random Llama with the real Llama-2 vocabulary, written once per target dir.
 pub fn tiny_model() -> std::path::PathBuf {
-    amd_engine::testmodel::cached_tiny_model(
+    amd_engine::testing::testmodel::cached_tiny_model(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
         false,
     )

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use amd_engine::spec::{expected_tokens, leviathan_speedup};
+use amd_engine::speculative::math::{expected_tokens, leviathan_speedup};
 use amd_engine::{
     Completion, CompletionRequest, DraftLength, Drafter, Engine, EngineConfig, JobStats, ModelRole,
     Outcome, Prompt, Sampling, Speculation, StopRules, TargetConfig,

@@ -5,9 +5,9 @@
 //! a multi-line completion inside the block it started in, and do not close brackets the
 //! suffix already closes.
 
-/// The text around the cursor that post-processing needs.
+/// Where a suggestion lands, as post-processing needs it: the cursor's line and what follows.
 #[derive(Clone, Copy, Debug)]
-pub struct Around<'a> {
+pub struct Placement<'a> {
     /// The cursor's line up to the cursor.
     pub line_prefix: &'a str,
     /// The cursor's line after the cursor.
@@ -18,7 +18,7 @@ pub struct Around<'a> {
 }
 
 /// Returns the text to suggest, or `None` when nothing useful is left.
-pub fn clean(raw: &str, around: &Around<'_>) -> Option<String> {
+pub fn clean(raw: &str, around: &Placement<'_>) -> Option<String> {
     // A lone CR is a line break to an LSP client: the suggestion uses `\n` only.
     let mut text = raw.replace("\r\n", "\n").replace('\r', "\n");
     if !around.multi_line {
@@ -110,7 +110,7 @@ fn cut_at_dedent(text: &mut String, line_prefix: &str) {
 
 /// Never repeats the next non-empty line of the document, indentation included: a closing
 /// `    }` of the suggestion's own block is not the document's `}` one level out.
-fn cut_at_next_line_repeat(text: &mut String, around: &Around<'_>) {
+fn cut_at_next_line_repeat(text: &mut String, around: &Placement<'_>) {
     let Some(next) = around
         .next_lines
         .lines()
@@ -199,7 +199,7 @@ fn drop_closers_the_suffix_has(text: &mut String, line_suffix: &str) {
 /// the token budget) unless the document's next line closes it at the opener's indentation:
 /// it is cut back to its last line end where every bracket it opened is closed, or to its
 /// first line.
-fn cut_unclosed_block(text: &mut String, around: &Around<'_>) {
+fn cut_unclosed_block(text: &mut String, around: &Placement<'_>) {
     if !text.contains('\n') {
         return;
     }
@@ -241,7 +241,7 @@ mod tests {
         let (before, after) = doc.split_once("$0").expect("cursor marker");
         let line_prefix = before.rsplit('\n').next().unwrap_or("");
         let (line_suffix, next_lines) = after.split_once('\n').unwrap_or((after, ""));
-        let around = Around {
+        let around = Placement {
             line_prefix,
             line_suffix,
             next_lines,

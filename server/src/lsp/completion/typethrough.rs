@@ -1,7 +1,7 @@
 //! Type-through: while the user types characters that match the suggestion on screen, the
 //! rest of it is served from here without asking the model. Pure.
 
-use super::window::Surroundings;
+use super::window::CursorWindow;
 
 /// The suggestion last shown for a document, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,12 +18,12 @@ pub struct Shown {
 /// Chars of the following lines compared.
 const NEXT_LINES_CHARS: usize = 256;
 
-fn next_lines_head(at: &Surroundings) -> String {
+fn next_lines_head(at: &CursorWindow) -> String {
     at.next_lines().chars().take(NEXT_LINES_CHARS).collect()
 }
 
 impl Shown {
-    pub fn new(at: &Surroundings, text: String) -> Shown {
+    pub fn new(at: &CursorWindow, text: String) -> Shown {
         Shown {
             line: at.line,
             line_prefix: at.line_prefix.clone(),
@@ -35,7 +35,7 @@ impl Shown {
     }
 
     /// The part of the suggestion still to type, if the cursor is inside it.
-    pub fn remaining(&self, at: &Surroundings) -> Option<&str> {
+    pub fn remaining(&self, at: &CursorWindow) -> Option<&str> {
         if at.line != self.line
             || at.line_suffix != self.line_suffix
             || at.context_tail != self.context_tail
@@ -53,13 +53,13 @@ impl Shown {
 mod tests {
     use ropey::Rope;
 
-    use super::super::window::surroundings;
+    use super::super::window::cursor_window;
     use super::*;
 
-    fn at(doc: &str) -> Surroundings {
+    fn at(doc: &str) -> CursorWindow {
         let (before, after) = doc.split_once("$0").expect("cursor");
         let rope = Rope::from_str(&format!("{before}{after}"));
-        surroundings(&rope, before.chars().count(), 0)
+        cursor_window(&rope, before.chars().count(), 0)
     }
 
     #[test]

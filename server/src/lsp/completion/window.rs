@@ -1,4 +1,4 @@
-//! What the model sees: the cursor's surroundings cut from a document snapshot, with a
+//! What the model sees: the window of text around the cursor, cut from a document snapshot, with a
 //! prompt-window start that is sticky so typing keeps the KV cache append-only. Pure.
 
 use ropey::Rope;
@@ -15,9 +15,10 @@ pub struct WindowPolicy {
     pub keep_chars: usize,
 }
 
-/// The cursor's surroundings in a document.
+/// The window of a document around the cursor that a prompt is made from (and where a
+/// suggestion lands: the cursor's line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Surroundings {
+pub struct CursorWindow {
     pub line: usize,
     /// Char offset where the prompt window starts (a line start, when possible).
     pub window_start: usize,
@@ -31,7 +32,7 @@ pub struct Surroundings {
     pub context_tail: String,
 }
 
-impl Surroundings {
+impl CursorWindow {
     /// The lines after the cursor's line, from the bounded suffix.
     pub fn next_lines(&self) -> &str {
         self.suffix.split_once('\n').map_or("", |(_, rest)| rest)
@@ -129,8 +130,8 @@ pub fn window_start(
     }
 }
 
-/// Cuts the surroundings of `cursor` (a char offset) out of `rope`.
-pub fn surroundings(rope: &Rope, cursor: usize, window_start: usize) -> Surroundings {
+/// Cuts the window of `cursor` (a char offset) out of `rope`, from `window_start`.
+pub fn cursor_window(rope: &Rope, cursor: usize, window_start: usize) -> CursorWindow {
     let cursor = cursor.min(rope.len_chars());
     let window_start = window_start.min(cursor);
     let line = rope.char_to_line(cursor);
@@ -146,7 +147,7 @@ pub fn surroundings(rope: &Rope, cursor: usize, window_start: usize) -> Surround
         .take_while(|c| *c != '\n' && *c != '\r')
         .collect();
     let suffix_end = (cursor + SUFFIX_CHARS).min(rope.len_chars());
-    Surroundings {
+    CursorWindow {
         line,
         window_start,
         prefix: rope.slice(window_start..cursor).to_string(),
@@ -220,7 +221,7 @@ mod tests {
     fn surroundings_of_a_cursor() {
         let rope = Rope::from_str("def f(x):\n    return x + 1\nprint(f(2))\n");
         let cursor = "def f(x):\n    return x".chars().count();
-        let s = surroundings(&rope, cursor, 0);
+        let s = cursor_window(&rope, cursor, 0);
         assert_eq!(s.line, 1);
         assert_eq!(s.prefix, "def f(x):\n    return x");
         assert_eq!(s.line_prefix, "    return x");

@@ -17,7 +17,7 @@ use amd_engine::{Context, ContextChunk};
 use tower_lsp_server::gen_lsp_types::Uri;
 
 use self::index::{ChunkRef, Index, Limits};
-use super::completion::window::Surroundings;
+use super::completion::window::CursorWindow;
 use super::config::ServerConfig;
 use super::project::file_path;
 use super::state::{lock, ServerState};
@@ -158,7 +158,7 @@ pub fn start_indexing(state: &Arc<ServerState>) {
 pub fn for_prompt(
     state: &ServerState,
     uri: &Uri,
-    at: &Surroundings,
+    at: &CursorWindow,
     config: &ServerConfig,
 ) -> Context {
     let path = file_path(uri);
@@ -221,7 +221,7 @@ pub fn for_prompt(
 }
 
 /// The lines around the cursor's line (not the line itself: typing on it changes nothing).
-fn query_text(at: &Surroundings) -> String {
+fn query_text(at: &CursorWindow) -> String {
     let before = at.prefix.rfind('\n').map_or("", |i| &at.prefix[..i]);
     let before: Vec<&str> = before.lines().rev().take(QUERY_LINES_BEFORE).collect();
     let after = at.next_lines();
@@ -236,7 +236,7 @@ fn choose(
     state: &ServerState,
     uri: &Uri,
     query: &str,
-    at: &Surroundings,
+    at: &CursorWindow,
     path: Option<&Path>,
     budget_tokens: usize,
     previous: &[(ChunkRef, String)],
@@ -385,10 +385,10 @@ mod tests {
 
     #[test]
     fn the_query_leaves_out_the_cursors_line() {
-        let at = Surroundings {
+        let at = CursorWindow {
             prefix: "import alpha\nbeta = 1\n    gam".into(),
             suffix: "ma()\ndelta()\n".into(),
-            ..Surroundings::default()
+            ..CursorWindow::default()
         };
         assert_eq!(query_text(&at), "import alpha\nbeta = 1\ndelta()");
     }

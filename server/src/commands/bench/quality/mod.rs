@@ -20,7 +20,7 @@ use self::positions::{Kind, Position};
 use super::client::Client;
 use super::replay::Quantiles;
 use crate::cli::QualityBenchArgs;
-use crate::lsp::completion::window::{surroundings, window_start, WindowPolicy};
+use crate::lsp::completion::window::{cursor_window, window_start, WindowPolicy};
 
 /// Source files outside these sizes are left out (tiny ones have no context, huge ones are
 /// generated more often than written).
@@ -377,10 +377,10 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
                 max_chars: window_max_chars.max(64),
                 keep_chars: window_max_chars.max(64) / 2,
             };
-            let at = surroundings(&rope, p.cursor, window_start(&rope, p.cursor, None, policy));
+            let at = cursor_window(&rope, p.cursor, window_start(&rope, p.cursor, None, policy));
             if args.warm {
                 let line_start = rope.line_to_char(line);
-                let head = surroundings(
+                let head = cursor_window(
                     &rope,
                     line_start,
                     window_start(&rope, line_start, None, policy),

@@ -1,11 +1,10 @@
 //! The arithmetic of speculative decoding, kept pure: the target's sampling distribution,
 //! the exact accept/resample rule, adaptive draft length, prompt lookup, and the speedup
-//! Leviathan et al. predict. The loop that drives models is `speculative.rs`.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! Leviathan et al. predict. The loop that drives models is [`super`].
 
 use rand::Rng;
 
+use crate::logits::argmax;
 use crate::{DraftLength, Sampling, TokenId};
 
 /// A sampling distribution over tokens: the candidates left after top-k/top-p, with
@@ -58,10 +57,6 @@ fn softmax(values: impl Iterator<Item = f64>) -> Vec<f64> {
     e.into_iter().map(|x| x / sum).collect()
 }
 
-fn argmax(logits: &[f32]) -> TokenId {
-    crate::session::argmax(logits)
-}
-
 /// The probability of `token` under `dist`.
 pub fn prob(dist: &[(TokenId, f64)], token: TokenId) -> f64 {
     dist.iter().find(|(t, _)| *t == token).map_or(0.0, |p| p.1)
@@ -88,13 +83,24 @@ pub enum Verdict {
     Replace(TokenId),
 }
 
-static BROKEN_RULE: AtomicBool = AtomicBool::new(false);
-
-/// Test hook: replaces the resampling step with a naive draw from the target distribution
-/// (biased towards the drafted token), so that tests can show they detect a wrong rule.
+/// Test hook, compiled only with the `test-hooks` feature (the engine's own tests turn it on;
+/// no build of the server does): replaces the resampling step with a naive draw from the
+/// target distribution (biased towards the drafted token), so that tests can show they detect
+/// a wrong rule.
+#[cfg(any(test, feature = "test-hooks"))]
 #[doc(hidden)]
-pub fn use_broken_rule_for_tests(on: bool) {
-    BROKEN_RULE.store(on, Ordering::SeqCst);
+pub mod broken_rule {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    pub fn set(on: bool) {
+        ON.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
 }
 
 /// The exact rule of speculative sampling (Leviathan et al. 2023; Chen et al. 2023): accept a
@@ -112,7 +118,8 @@ pub fn verify(
     if qx > 0.0 && (px >= qx || rng.random::<f64>() * qx < px) {
         return Verdict::Accept;
     }
-    if BROKEN_RULE.load(Ordering::Relaxed) {
+    #[cfg(any(test, feature = "test-hooks"))]
+    if broken_rule::on() {
         return Verdict::Replace(sample(p, rng));
     }
     let residual: Dist = p
@@ -397,7 +404,7 @@ mod tests {
         const CRITICAL: f64 = 16.27;
         let probs: Vec<f64> = p.iter().map(|x| x.1).collect();
         for broken in [false, true] {
-            use_broken_rule_for_tests(broken);
+            broken_rule::set(broken);
             for (i, q) in drafts.iter().enumerate() {
                 let mut rng = ChaCha8Rng::seed_from_u64(7 + i as u64);
                 let mut counts = [0u64; 4];
@@ -412,7 +419,7 @@ mod tests {
                 }
             }
         }
-        use_broken_rule_for_tests(false);
+        broken_rule::set(false);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use crate::error::LoadError;
+pub use crate::gguf::shape::AttentionShape;
 use crate::gguf::{self, GgufHeader, Value};
 use crate::{KvType, KvTypes};
 
@@ -21,20 +22,6 @@ const MAX_FF: u64 = 1 << 20;
 const MAX_CTX: u64 = 1 << 24;
 const MAX_VOCAB: u64 = 1 << 20;
 const MAX_HEAD_DIM: u64 = 1 << 12;
-
-/// What the KV cache of a model needs: its attention shape.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub n_layer: u32,
-    pub n_embd: u32,
-    pub n_head: u32,
-    /// The most key/value heads of any layer (some architectures vary them per layer).
-    pub n_head_kv: u32,
-    /// Width of one key head and one value head (`n_embd / n_head` unless the file says).
-    pub head_dim_k: u32,
-    pub head_dim_v: u32,
-    pub n_ctx_train: u32,
-}
 
 /// What the checks learned: the architecture, its attention shape and the vocabulary size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,8 +297,8 @@ pub fn available_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::shape::LlamaShape;
     use crate::gguf::{GgmlType, TensorInfo};
-    use crate::testmodel::LlamaShape;
 
     /// A header for `shape` with every tensor present (no data; the checks read shapes only).
     fn header(shape: &LlamaShape, n_vocab: u64) -> GgufHeader {

@@ -7,6 +7,13 @@
 //!
 //! We write this ourselves rather than take a crate: the GGUF crates on crates.io either
 //! pull in a whole ML framework (candle) or do not bound what they read.
+//!
+//! Beside it: `validate` (the checks every model file passes before llama.cpp sees it),
+//! `shape` (model shapes) and `scratch` (files written beside their destination).
+
+pub mod scratch;
+pub mod shape;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -550,7 +557,7 @@ impl GgufWriter {
     /// Writes to `path` through a temporary file in the same directory and a rename, so a
     /// reader never sees a half-written model.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let tmp = crate::scratch::ScratchPath::beside(path, "write");
+        let tmp = crate::gguf::scratch::ScratchPath::beside(path, "write");
         self.write_to(tmp.path())?;
         tmp.persist(path)
     }

@@ -2,6 +2,8 @@
 //! `AMD_LSP_MODEL`, our cache, and a checkpoint of the default model already in the Hugging
 //! Face cache (converted to GGUF into our cache on first use).
 
+pub mod pull;
+
 use std::path::{Path, PathBuf};
 
 use amd_engine::convert::{convert, OutType};

@@ -1,7 +1,7 @@
 //! Checks shared by the fuzz targets (`fuzz/`) and the tests that replay their corpora.
 
 use crate::gguf;
-use crate::validate;
+use crate::gguf::validate;
 
 /// The GGUF reader and the model checks never panic on any bytes, and a header they accept
 /// describes only tensors inside the file.
