@@ -12,11 +12,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{cursor, model_arg, read_frame, source, start_server, write_frame, Client};
-use serde_json::{json, Value};
+use common::{cursor, model_arg, source, start_server, status};
+use serde_json::json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -72,32 +71,15 @@ impl Lcg {
 }
 
 fn run(model: &std::path::Path, debounce: u64, n_keys: usize) -> RunResult {
-    let (mut child, c) = start_server(model, json!({"debounceMs": debounce}));
-    let Client {
-        stdin,
-        mut stdout,
-        mut next_id,
-    } = c;
-    let mut stdin = stdin;
-    let (tx, rx) = mpsc::channel::<(i64, Instant, Value)>();
-    let reader = std::thread::spawn(move || {
-        while let Some(msg) = read_frame(&mut stdout) {
-            if let (Some(id), None) = (msg["id"].as_i64(), msg.get("method")) {
-                let _ = tx.send((id, Instant::now(), msg["result"].clone()));
-            }
-        }
-    });
-    let mut send = |msg: Value| write_frame(&mut stdin, &msg);
-    let notify =
-        |method: &str, params: Value| json!({"jsonrpc": "2.0", "method": method, "params": params});
-
+    let mut c = start_server(model, json!({"debounceMs": debounce}));
     let source = source();
     let uri = "file:///bench/heapq.py";
     let mut doc: String = source[..3000].to_owned();
-    send(notify(
+    c.notify(
         "textDocument/didOpen",
         json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": doc}}),
-    ));
+    )
+    .expect("write");
     let mut typed = source[3000..].chars();
     let mut rng = Lcg(7);
     let mut sent: HashMap<i64, (Instant, bool)> = HashMap::new();
@@ -106,21 +88,22 @@ fn run(model: &std::path::Path, debounce: u64, n_keys: usize) -> RunResult {
         let ch = typed.next().unwrap_or('\n');
         let (line, col) = cursor(&doc);
         doc.push(ch);
-        send(notify(
+        c.notify(
             "textDocument/didChange",
             json!({"textDocument": {"uri": uri, "version": key + 2}, "contentChanges": [{
                 "range": {"start": {"line": line, "character": col}, "end": {"line": line, "character": col}},
                 "text": ch.to_string(),
             }]}),
-        ));
+        )
+        .expect("write");
         let (line, col) = cursor(&doc);
-        next_id += 1;
-        let id = next_id;
-        send(
-            json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/inlineCompletion", "params": {
-            "textDocument": {"uri": uri}, "position": {"line": line, "character": col},
-            "context": {"triggerKind": 2}}}),
-        );
+        let id = c
+            .request(
+                "textDocument/inlineCompletion",
+                json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": col},
+                       "context": {"triggerKind": 2}}),
+            )
+            .expect("write");
         burst_left -= 1;
         let pause = burst_left == 0;
         sent.insert(id, (Instant::now(), pause));
@@ -132,34 +115,21 @@ fn run(model: &std::path::Path, debounce: u64, n_keys: usize) -> RunResult {
         };
         std::thread::sleep(Duration::from_millis(wait_ms));
     }
+    c.wait_all(sent.keys().copied(), 60);
     let mut pause_latencies = Vec::new();
     let mut n_suggestions = 0;
-    let mut n_answered = 0;
-    while n_answered < sent.len() {
-        let (id, at, result) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a response");
-        n_answered += 1;
-        let (sent_at, pause) = sent[&id];
-        if !result.is_null() {
+    for (id, (sent_at, pause)) in &sent {
+        let answers = c.answers();
+        let answer = answers.get(id).expect("every request is answered");
+        if !answer.msg["result"].is_null() {
             n_suggestions += 1;
-            if pause {
-                pause_latencies.push(at.duration_since(sent_at).as_secs_f64() * 1e3);
+            if *pause {
+                pause_latencies.push(answer.arrived.duration_since(*sent_at).as_secs_f64() * 1e3);
             }
         }
     }
-    let status_id = next_id + 1;
-    send(json!({"jsonrpc": "2.0", "id": status_id, "method": "amd/status"}));
-    let status = loop {
-        let (id, _, result) = rx.recv_timeout(Duration::from_secs(60)).expect("status");
-        if id == status_id {
-            break result;
-        }
-    };
-    send(json!({"jsonrpc": "2.0", "id": status_id + 1, "method": "shutdown"}));
-    send(notify("exit", Value::Null));
-    let _ = child.wait();
-    let _ = reader.join();
+    let status = status(&mut c);
+    c.shutdown().expect("shutdown");
     pause_latencies.sort_by(f64::total_cmp);
     let q = |p: f64| {
         if pause_latencies.is_empty() {

@@ -12,8 +12,8 @@ mod common;
 
 use std::io::Write;
 
-use common::{cursor, model_arg, source, start_server};
-use serde_json::{json, Value};
+use common::{call, cursor, model_arg, source, start_server, status};
+use serde_json::json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +22,7 @@ fn main() {
     let model = model_arg(&args);
     let source = source();
 
-    let (mut child, mut c) = start_server(&model, json!({"debounceMs": 0}));
+    let mut c = start_server(&model, json!({"debounceMs": 0}));
 
     let uri = "file:///bench/heapq.py";
     let split = 3000;
@@ -30,7 +30,8 @@ fn main() {
     c.notify(
         "textDocument/didOpen",
         json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": doc}}),
-    );
+    )
+    .expect("write");
     let mut typed_source = source[split..].chars();
     let mut version = 1;
     let mut shown = String::new();
@@ -53,9 +54,11 @@ fn main() {
                 "range": {"start": {"line": line, "character": col}, "end": {"line": line, "character": col}},
                 "text": ch.to_string(),
             }]}),
-        );
+        )
+        .expect("write");
         let (line, col) = cursor(&doc);
-        let result = c.request(
+        let result = call(
+            &mut c,
             "textDocument/inlineCompletion",
             json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": col},
                    "context": {"triggerKind": 2}}),
@@ -67,10 +70,8 @@ fn main() {
             .unwrap_or("")
             .to_owned();
     }
-    let status = c.request("amd/status", Value::Null);
-    c.request("shutdown", Value::Null);
-    c.notify("exit", Value::Null);
-    let _ = child.wait();
+    let status = status(&mut c);
+    c.shutdown().expect("shutdown");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "model: {}", model.display());
     let _ = writeln!(out, "steps: {steps}, counters: {}", status["counters"]);

@@ -1,6 +1,8 @@
 //! amd-lsp: the language server and its command-line tools. The only crate that speaks LSP.
 
 pub mod cli;
+#[doc(hidden)]
+pub mod client;
 mod commands;
 #[doc(hidden)]
 pub mod fuzz;

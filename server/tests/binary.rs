@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use stdio::{read_frame, tiny_model, StdioServer, BIN};
+use stdio::{tiny_model, StdioServer, BIN};
 
 #[test]
 fn version_and_help() {
@@ -69,7 +69,7 @@ fn a_whole_session_over_stdio() {
         .starts_with("    return a"));
     // No network at run time: after loading and completing, no Internet socket is open
     // (only `model pull` uses the network).
-    let sockets = stdio::inet_sockets(server.child.id());
+    let sockets = stdio::inet_sockets(server.client.pid());
     assert!(sockets.is_empty(), "{sockets:?}");
     let stderr = server.shutdown();
     assert!(
@@ -144,8 +144,8 @@ fn exits_when_the_editor_process_dies() {
     // stdin stays open: only the parent check can end the server (or the watchdog, failing
     // the test). The read returns at EOF.
     let started = std::time::Instant::now();
-    while read_frame(&mut server.stdout).is_some() {}
-    let status = server.child.wait().expect("wait");
+    server.drain();
+    let status = server.child().wait().expect("wait");
     eprintln!("exited {:?} after the editor died", started.elapsed());
     assert!(
         status.success(),

@@ -5,7 +5,6 @@
 mod stdio;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
@@ -339,24 +338,22 @@ fn hostile_input_never_ends_the_session() {
     let answer = wait_for(&mut s, id);
     assert_eq!(error_code(&answer), Some(INVALID_REQUEST), "{answer}");
     s.notify("exit", Value::Null);
-    assert!(stdio::read_frame(&mut s.stdout).is_none());
-    assert!(s.child.wait().expect("wait").success());
+    s.assert_output_ended();
+    assert!(s.child().wait().expect("wait").success());
 }
 
-/// Sends `n` completion requests in one write (from another thread, so the server's answers
-/// are read meanwhile) and counts the answers per id.
+/// Sends `n` completion requests in one write (the client reads the server's answers on its own
+/// thread meanwhile) and counts the answers per id.
 fn burst(s: &mut StdioServer, n: i64) -> HashMap<i64, usize> {
     let first = s.next_id();
-    s.next_id += n;
+    for _ in 0..n {
+        s.next_id();
+    }
     let mut bytes = Vec::new();
     for i in 0..n {
         bytes.extend(framed(&body(&inline(first + i, DOC, 1, (i % 12) as u32))));
     }
-    let mut stdin = s.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || {
-        stdin.write_all(&bytes).expect("write the burst");
-        stdin
-    });
+    s.send_raw(&bytes);
     let mut counts = HashMap::new();
     while counts.values().sum::<usize>() < n as usize {
         let msg = s.read();
@@ -368,7 +365,6 @@ fn burst(s: &mut StdioServer, n: i64) -> HashMap<i64, usize> {
             *counts.entry(id).or_insert(0) += 1;
         }
     }
-    s.stdin = Some(writer.join().expect("writer"));
     // Nothing more arrives for the burst: the probe is the next answer.
     let seen = exchange(s, b"");
     assert!(

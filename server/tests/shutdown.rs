@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use stdio::{read_frame, tiny_model, StdioServer, BIN};
+use stdio::{tiny_model, StdioServer, BIN};
 
 fn started() -> StdioServer {
     let mut cmd = Command::new(BIN);
@@ -30,15 +30,15 @@ fn started() -> StdioServer {
 /// Waits for the process to end (stdout closes first); returns how long it took and whether
 /// it exited with 0.
 fn time_to_exit(s: &mut StdioServer, since: Instant) -> (Duration, bool) {
-    while read_frame(&mut s.stdout).is_some() {}
-    let status = s.child.wait().expect("wait");
+    s.drain();
+    let status = s.child().wait().expect("wait");
     (since.elapsed(), status.success())
 }
 
 fn sigterm(s: &StdioServer) -> Instant {
     let t = Instant::now();
     let ok = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
+        .args(["-TERM", &s.client.pid().to_string()])
         .status()
         .expect("kill");
     assert!(ok.success());
@@ -60,7 +60,7 @@ fn shutdown_then_exit() {
 fn stdin_closed() {
     let mut s = started();
     let t = Instant::now();
-    drop(s.stdin.take());
+    s.client.close_stdin();
     let (took, ok) = time_to_exit(&mut s, t);
     eprintln!("stdin closed → process gone: {took:?}");
     assert!(ok);

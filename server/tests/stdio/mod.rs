@@ -4,66 +4,31 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use amd_lsp::client::{Client, Messages};
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_amd-lsp");
 
 /// How long any one server may live in a test.
 const WATCHDOG: Duration = Duration::from_secs(180);
 
-pub fn frame(msg: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(msg).expect("json");
-    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
-    out.extend(body);
-    out
-}
-
-/// Reads one framed message; `None` at end of stream.
-pub fn read_frame(r: &mut impl BufRead) -> Option<Value> {
-    let mut n = None;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).expect("read") == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let value = line
-            .strip_prefix("Content-Length: ")
-            .expect("only Content-Length headers on stdout");
-        n = Some(value.parse::<usize>().expect("length"));
-    }
-    let mut body = vec![0; n.expect("Content-Length")];
-    r.read_exact(&mut body).expect("body");
-    Some(serde_json::from_slice(&body).expect("stdout carries only JSON-RPC frames"))
-}
-
-/// `amd-lsp --stdio` as a child process, spoken to over its pipes.
+/// `amd-lsp --stdio` as a child process, spoken to over its pipes through the project's one
+/// client (`amd_lsp::client`), synchronously: every call panics on failure, and `read` takes
+/// the server's messages in order.
 pub struct StdioServer {
-    pub child: Child,
-    pub stdin: Option<ChildStdin>,
-    pub stdout: BufReader<ChildStdout>,
-    pub next_id: i64,
+    pub client: Client,
     watchdog: Option<mpsc::Sender<()>>,
 }
 
 impl StdioServer {
     pub fn spawn(command: &mut Command, stderr: Stdio) -> StdioServer {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn amd-lsp");
+        let client = Client::start(command.stderr(stderr), Messages::Keep).expect("spawn amd-lsp");
         let (done, watch) = mpsc::channel::<()>();
-        let pid = child.id().to_string();
+        let pid = client.pid().to_string();
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(WATCHDOG) {
                 eprintln!("watchdog: killing amd-lsp {pid}");
@@ -71,29 +36,28 @@ impl StdioServer {
             }
         });
         StdioServer {
-            stdin: child.stdin.take(),
-            stdout: BufReader::new(child.stdout.take().expect("stdout")),
-            child,
-            next_id: 0,
+            client,
             watchdog: Some(done),
         }
     }
 
+    pub fn child(&mut self) -> &mut Child {
+        self.client.child()
+    }
+
     pub fn send(&mut self, msg: &Value) {
-        self.stdin().write_all(&frame(msg)).expect("write");
+        self.client.send(msg).expect("write");
     }
 
     pub fn notify(&mut self, method: &str, params: Value) {
-        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+        self.client.notify(method, params).expect("write");
     }
 
     /// Sends a request and returns its whole response, skipping other messages.
     pub fn request(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let id = self.client.request(method, params).expect("write");
         loop {
-            let msg = read_frame(&mut self.stdout).expect("server alive");
+            let msg = self.read();
             if msg["id"] == id && msg.get("method").is_none() {
                 return msg;
             }
@@ -115,44 +79,53 @@ impl StdioServer {
     pub fn shutdown(mut self) -> String {
         self.request("shutdown", Value::Null);
         self.notify("exit", Value::Null);
-        drop(self.stdin.take());
-        assert!(read_frame(&mut self.stdout).is_none(), "nothing after exit");
+        self.client.close_stdin();
+        self.assert_output_ended();
         let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).expect("stderr");
+        if let Some(mut pipe) = self.child().stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("stderr");
         }
-        let status = self.child.wait().expect("wait");
+        let status = self.client.wait_exit().expect("wait");
         assert!(status.success(), "{status}");
         stderr
     }
 
     /// Writes raw bytes (for malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stdin().write_all(bytes).expect("write");
-        self.stdin().flush().expect("flush");
+        self.client.send_raw(bytes).expect("write");
     }
 
     /// The next message from the server; panics at end of stream.
     pub fn read(&mut self) -> Value {
-        read_frame(&mut self.stdout).expect("the server is alive")
+        self.client.next_message().expect("the server is alive")
     }
 
-    pub fn stdin(&mut self) -> &mut ChildStdin {
-        self.stdin.as_mut().expect("stdin is open")
+    /// The next message, or `None` once the server's output has ended.
+    pub fn try_read(&mut self) -> Option<Value> {
+        self.client.next_message()
+    }
+
+    /// Nothing more comes from the server: its output ends.
+    pub fn assert_output_ended(&mut self) {
+        let rest = self.try_read();
+        assert!(rest.is_none(), "nothing after exit: {rest:?}");
+    }
+
+    /// Reads (and drops) messages until the server's output ends.
+    pub fn drain(&mut self) {
+        while self.try_read().is_some() {}
     }
 
     /// A fresh request id.
     pub fn next_id(&mut self) -> i64 {
-        self.next_id += 1;
-        self.next_id
+        self.client.next_id()
     }
 }
 
 impl Drop for StdioServer {
     fn drop(&mut self) {
-        // A server still running when its test ends (a failed assertion) is killed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A server still running when its test ends is killed (by the client); the watchdog
+        // is no longer needed.
         drop(self.watchdog.take());
     }
 }

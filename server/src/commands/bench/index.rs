@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::client::rss_mib;
 use super::replay::Quantiles;
 use crate::cli::IndexBenchArgs;
+use crate::client::rss_mib;
 use crate::lsp::context::index::{Index, Limits};
 use crate::lsp::context::terms;
 

@@ -1,6 +1,5 @@
 //! `amd-lsp bench …`: benchmarks users can run on their own models and machines.
 
-pub(crate) mod client;
 mod humaneval;
 pub(crate) mod index;
 pub(crate) mod quality;

@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::client::{rss_mib, Client};
 use crate::cli::SoakBenchArgs;
+use crate::client::{rss_mib, Client};
 
 #[derive(Debug, Default, Serialize)]
 struct Report {

@@ -17,9 +17,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::positions::{Kind, Position};
-use super::client::Client;
 use super::replay::Quantiles;
 use crate::cli::QualityBenchArgs;
+use crate::client::Client;
 use crate::lsp::completion::window::{cursor_window, window_start, WindowPolicy};
 
 /// Source files outside these sizes are left out (tiny ones have no context, huge ones are

@@ -23,9 +23,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use self::script::{Action, KeyKind, Step, Style};
-use super::client::{rss_mib, Client};
 use super::quality::wait_for_index;
 use crate::cli::ReplayBenchArgs;
+use crate::client::{rss_mib, Client};
 use crate::lsp::config::ReuseMode;
 
 /// Source files larger than this are left out of the corpus (they dominate a short replay).
@@ -448,7 +448,7 @@ fn typist_figures(
     texts: &[ropey::Rope],
     sent: &HashMap<i64, (Instant, KeyKind)>,
     doc_of: &HashMap<i64, usize>,
-    answers: &HashMap<i64, super::client::Answer>,
+    answers: &HashMap<i64, crate::client::Answer>,
     takes: &[Taken],
     keystrokes: usize,
 ) -> TypistFigures {
