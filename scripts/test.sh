@@ -36,6 +36,10 @@ tests/editors/run-emacs.sh
 # accepting it, a key typed while a request is pending, multi-line items, :lsp-restart, another
 # model, and a ~230-keystroke typing session that must leave the file byte-identical.
 tests/editors/run-helix.sh
+# The release archive (scripts/package.sh) as a user gets it: the checksum matches SHA256SUMS,
+# and in a fresh directory with an empty HOME its binary runs and serves one completion.
+archive=$(scripts/package.sh | tail -n 1)
+tests/package/check.sh "$archive" "$AMD_LSP_PROXY_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Reliability (docs/reliability.md): a short soak of the real binary (every completion request
 # answered exactly once, the server still alive), then each fuzz target briefly on its corpus.
 soak_model=target/soak-tiny.gguf

@@ -387,7 +387,8 @@ pub enum SpeculateArg {
 pub enum ModelCommand {
     /// Show where amd-lsp looks for a model, in order, and which one the server would use.
     List,
-    /// Download a checkpoint from the Hugging Face hub, verify, convert and cache it.
+    /// Download a checkpoint from the Hugging Face hub, verify, convert and cache it; or, with
+    /// `--file`, a ready GGUF file of a repository, verified and cached as it is.
     Pull(PullArgs),
     /// Convert a Hugging Face Llama checkpoint (config.json, safetensors, tokenizer.model) to GGUF.
     Convert(ConvertArgs),
@@ -400,8 +401,13 @@ pub struct PullArgs {
     pub repo: String,
     #[arg(long, default_value = "main")]
     pub revision: String,
+    /// The quantization the checkpoint is converted to.
     #[arg(long = "type", value_enum, default_value = "q8_0")]
     pub out_type: ConvertType,
+    /// Download this GGUF file of the repository as it is, instead of converting a checkpoint
+    /// (e.g. `Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF --file qwen2.5-coder-0.5b-instruct-q4_k_m.gguf`).
+    #[arg(long, value_name = "NAME.gguf", conflicts_with = "out_type")]
+    pub file: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

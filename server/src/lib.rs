@@ -1,5 +1,6 @@
 //! amd-lsp: the language server and its command-line tools. The only crate that speaks LSP.
 
+pub mod backend;
 pub mod cli;
 #[doc(hidden)]
 pub mod client;

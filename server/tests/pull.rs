@@ -1,6 +1,7 @@
 //! `amd-lsp model pull` against a local HTTP server that serves the hub's URL layout and
 //! headers: a full download, an interrupted one that resumes, a corrupted file that is
-//! rejected and not left in the cache, and offline mode that uses the cache without a network.
+//! rejected and not left in the cache, offline mode that uses the cache without a network, and a
+//! ready GGUF file pulled as it is (`--file`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,6 +26,7 @@ enum Fault {
 }
 
 struct Hub {
+    repo: String,
     files: Vec<(String, Vec<u8>)>,
     fault: Fault,
     truncated: bool,
@@ -39,6 +41,7 @@ fn sha256(data: &[u8]) -> String {
         .collect()
 }
 
+/// The hub serving the tiny checkpoint as `REPO`.
 fn start_hub(fault: Fault) -> (String, Arc<Mutex<Hub>>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama-hf");
     let files = [
@@ -55,7 +58,17 @@ fn start_hub(fault: Fault) -> (String, Arc<Mutex<Hub>>) {
         )
     })
     .collect();
+    start_hub_with(REPO, files, fault)
+}
+
+/// The hub serving `files` as `repo`.
+fn start_hub_with(
+    repo: &str,
+    files: Vec<(String, Vec<u8>)>,
+    fault: Fault,
+) -> (String, Arc<Mutex<Hub>>) {
     let hub = Arc::new(Mutex::new(Hub {
+        repo: repo.to_owned(),
         files,
         fault,
         truncated: false,
@@ -92,7 +105,8 @@ fn handle(mut stream: TcpStream, hub: &Mutex<Hub>) -> std::io::Result<()> {
     let mut hub = hub.lock().expect("lock");
     hub.log
         .push(format!("GET {path} {}", range.clone().unwrap_or_default()));
-    if path == format!("/api/models/{REPO}/revision/main") {
+    let repo = hub.repo.clone();
+    if path == format!("/api/models/{repo}/revision/main") {
         let siblings: Vec<String> = hub
             .files
             .iter()
@@ -109,7 +123,7 @@ fn handle(mut stream: TcpStream, hub: &Mutex<Hub>) -> std::io::Result<()> {
             body.as_bytes(),
         );
     }
-    let Some(file) = path.strip_prefix(&format!("/{REPO}/resolve/main/")) else {
+    let Some(file) = path.strip_prefix(&format!("/{repo}/resolve/main/")) else {
         return respond(&mut stream, "404 Not Found", &[], b"not found");
     };
     let Some((_, data)) = hub.files.iter().find(|(n, _)| n == file).cloned() else {
@@ -117,7 +131,7 @@ fn handle(mut stream: TcpStream, hub: &Mutex<Hub>) -> std::io::Result<()> {
     };
     let etag = sha256(&data);
     let mut body = data.clone();
-    if hub.fault == Fault::Corrupt && file == "model.safetensors" {
+    if hub.fault == Fault::Corrupt && (file == "model.safetensors" || file.ends_with(".gguf")) {
         let mid = body.len() / 2;
         body[mid] ^= 0xff;
     }
@@ -141,7 +155,7 @@ fn handle(mut stream: TcpStream, hub: &Mutex<Hub>) -> std::io::Result<()> {
             format!("bytes {start}-{end}/{}", body.len()),
         ),
     ];
-    if LFS.contains(&file) {
+    if LFS.contains(&file) || file.ends_with(".gguf") {
         headers.push(("x-linked-etag", format!("\"{etag}\"")));
         headers.push(("etag", "\"pointer-sha1\"".to_owned()));
     } else {
@@ -196,8 +210,14 @@ impl Dirs {
     }
 
     fn pull(&self, endpoint: &str, offline: bool) -> Output {
+        self.pull_with(&["--type", "f16"], endpoint, offline)
+    }
+
+    /// `amd-lsp model pull ARGS…` with this directory's caches and `endpoint` as the hub.
+    fn pull_with(&self, args: &[&str], endpoint: &str, offline: bool) -> Output {
         let mut c = Command::new(BIN);
-        c.args(["model", "pull", "--type", "f16"])
+        c.args(["model", "pull"])
+            .args(args)
             .env("HF_ENDPOINT", endpoint)
             .env("HF_HOME", self.root.join("hf"))
             .env("AMD_LSP_CACHE", self.root.join("cache"))
@@ -314,4 +334,128 @@ fn a_corrupted_file_is_rejected_and_not_kept() {
     ));
     assert!(!snapshot.exists());
     assert!(!dirs.gguf().exists());
+}
+
+const GGUF_REPO: &str = "someone/Tiny-Code-GGUF";
+const GGUF_FILE: &str = "tiny-code-q8_0.gguf";
+
+/// A GGUF repository holding the tiny test model and a README.
+fn start_gguf_hub(fault: Fault) -> (String, Arc<Mutex<Hub>>, Vec<u8>) {
+    let model = amd_engine::testing::testmodel::cached_tiny_model(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        false,
+    )
+    .expect("tiny model");
+    let data = std::fs::read(model).expect("read");
+    let files = vec![
+        (GGUF_FILE.to_owned(), data.clone()),
+        ("README.md".to_owned(), b"# tiny\n".to_vec()),
+        // Intact as uploaded (its sha256 matches) but cut short: not a model.
+        ("half.gguf".to_owned(), data[..data.len() / 2].to_vec()),
+    ];
+    let (url, hub) = start_hub_with(GGUF_REPO, files, fault);
+    (url, hub, data)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_ready_gguf_is_pulled_as_it_is_and_then_works_offline() {
+    let (endpoint, _hub, data) = start_gguf_hub(Fault::None);
+    let dirs = Dirs::new("gguf");
+    let args = [GGUF_REPO, "--file", GGUF_FILE];
+    let out = dirs.pull_with(&args, &endpoint, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cached = dirs
+        .root
+        .join("cache/models/someone--Tiny-Code-GGUF")
+        .join(GGUF_FILE);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        cached.display().to_string()
+    );
+    assert!(
+        std::fs::read(&cached).expect("cached") == data,
+        "byte for byte"
+    );
+
+    // The pulled file is a model the server completes with.
+    let complete = Command::new(BIN)
+        .args([
+            "complete",
+            "--max-tokens",
+            "4",
+            "--prompt",
+            "def f(a):",
+            "--model",
+        ])
+        .arg(&cached)
+        .output()
+        .expect("run complete");
+    assert!(complete.status.success(), "{}", stderr(&complete));
+
+    // Offline: taken from the Hugging Face cache, nothing asked of the network.
+    std::fs::remove_file(&cached).expect("remove");
+    let out = dirs.pull_with(&args, "http://127.0.0.1:9", true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&cached).expect("cached") == data);
+}
+
+#[test]
+fn a_gguf_that_is_not_there_or_corrupted_is_refused() {
+    let (endpoint, _hub, _) = start_gguf_hub(Fault::None);
+    let dirs = Dirs::new("gguf-absent");
+    let out = dirs.pull_with(&[GGUF_REPO, "--file", "other.gguf"], &endpoint, false);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("its GGUF files: {GGUF_FILE}")),
+        "{}",
+        stderr(&out)
+    );
+    for bad in ["../escape.gguf", "README.md", ".gguf"] {
+        let out = dirs.pull_with(&[GGUF_REPO, "--file", bad], &endpoint, false);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("is not the name of a GGUF file"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    let out = dirs.pull_with(
+        &[GGUF_REPO, "--file", GGUF_FILE, "--type", "f16"],
+        &endpoint,
+        false,
+    );
+    assert!(
+        !out.status.success(),
+        "--file takes the GGUF as it is: no --type"
+    );
+    let out = dirs.pull_with(&[GGUF_REPO, "--file", "half.gguf"], &endpoint, false);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("half.gguf is not a usable model"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dirs
+        .root
+        .join("cache/models/someone--Tiny-Code-GGUF/half.gguf")
+        .exists());
+
+    let (endpoint, _hub, _) = start_gguf_hub(Fault::Corrupt);
+    let dirs = Dirs::new("gguf-corrupt");
+    let out = dirs.pull_with(&[GGUF_REPO, "--file", GGUF_FILE], &endpoint, false);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not match the hub's"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dirs
+        .root
+        .join("cache/models/someone--Tiny-Code-GGUF")
+        .join(GGUF_FILE)
+        .exists());
 }

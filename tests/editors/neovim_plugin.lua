@@ -210,6 +210,51 @@ input(' +')
 check('vim.lsp.enable: ghost text appears', wait('ghost text (vim.lsp.enable)', 30000, ghost) ~= nil)
 check('vim.lsp.enable: one amd_lsp client', lua("return #require('amd_lsp').clients()") == 1)
 
+-- First run with no model: :checkhealth says to run :AmdLsp pull, which pulls the default model
+-- (offline here, from a Hugging Face cache holding the tiny checkpoint: the download itself is
+-- tested against a local hub in server/tests/pull.rs), makes it the model and restarts the server.
+vim.fn.jobstop(ch)
+local home = vim.fn.tempname()
+local snapshot = home .. '/hf/hub/models--amd--AMD-Llama-135m-code/snapshots/rev1'
+vim.fn.mkdir(snapshot, 'p')
+for _, name in ipairs({ 'config.json', 'model.safetensors', 'tokenizer.model', 'tokenizer_config.json' }) do
+  local from = assert(io.open('tests/fixtures/tiny-llama-hf/' .. name, 'rb'))
+  local to = assert(io.open(snapshot .. '/' .. name, 'wb'))
+  to:write(from:read('*a'))
+  from:close(); to:close()
+end
+vim.fn.mkdir(home .. '/hf/hub/models--amd--AMD-Llama-135m-code/refs', 'p')
+vim.fn.writefile({ 'rev1' }, home .. '/hf/hub/models--amd--AMD-Llama-135m-code/refs/main')
+ch = vim.fn.jobstart({ nvim_bin, '--embed', '--headless', '--clean', '--cmd', 'set rtp^=' .. plugin }, {
+  rpc = true,
+  env = { HF_HOME = home .. '/hf', HF_HUB_OFFLINE = '1', AMD_LSP_CACHE = home .. '/cache', AMD_LSP_MODEL = '' },
+})
+lua([[
+  require('amd_lsp').setup({ cmd = { ..., '--stdio' }, filetypes = { 'python' },
+    settings = { debounceMs = 0, maxTokens = 8 } })
+]], bin)
+local file3 = vim.fn.tempname() .. '.py'
+vim.fn.writefile({ 'def add(a, b):', '    return a' }, file3)
+vim.rpcrequest(ch, 'nvim_command', 'edit ' .. file3)
+wait('the server without a model', 30000, function()
+  return lua("local s = require('amd_lsp').status(1000); return s and s.state ~= 'loading' and s.state")
+end)
+vim.rpcrequest(ch, 'nvim_command', 'checkhealth amd_lsp')
+local first_health = table.concat(lua('return vim.api.nvim_buf_get_lines(0, 0, -1, false)'), '\n')
+table.insert(log, first_health)
+check('checkhealth with no model says :AmdLsp pull', first_health:find(':AmdLsp pull', 1, true) ~= nil, first_health)
+vim.rpcrequest(ch, 'nvim_command', 'bwipeout')
+vim.rpcrequest(ch, 'nvim_command', 'AmdLsp pull')
+local pulled = wait(':AmdLsp pull to set the model', 60000, function()
+  return lua("return require('amd_lsp.config').options.settings.model")
+end)
+check(':AmdLsp pull puts the model in our cache', pulled == home .. '/cache/models/amd--AMD-Llama-135m-code/q8_0.gguf', pulled)
+local ready = wait('the restarted server with the pulled model', 60000, function()
+  return lua("local s = require('amd_lsp').status(1000); return s and s.state == 'ready' and s.model.path")
+end)
+check('the server restarted with the pulled model', ready == pulled, ready)
+vim.fn.jobstop(ch)
+
 -- The help file has its tags (:helptags on a copy, so the repository stays clean).
 local docs = vim.fn.tempname()
 vim.fn.mkdir(docs .. '/doc', 'p')

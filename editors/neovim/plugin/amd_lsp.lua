@@ -10,15 +10,20 @@ vim.api.nvim_create_user_command('AmdLsp', function(cmd)
     if not s then return vim.notify('amd-lsp: ' .. tostring(err), vim.log.levels.WARN) end
     vim.notify(vim.inspect(s))
   elseif sub == 'restart' then
-    for _, c in ipairs(amd.clients()) do vim.lsp.stop_client(c.id) end
-    vim.defer_fn(function() amd.start(0) end, 200)
+    amd.restart()
+  elseif sub == 'pull' then
+    -- :AmdLsp pull                         the default model, converted
+    -- :AmdLsp pull OWNER/REPO FILE.gguf    a ready GGUF of a repository
+    local rest = vim.list_slice(cmd.fargs, 2)
+    if rest[2] then rest = { rest[1], '--file', rest[2] } end
+    amd.pull(rest)
   elseif sub == 'stop' then
     for _, c in ipairs(amd.clients()) do vim.lsp.stop_client(c.id) end
   else
     vim.notify('amd-lsp: unknown subcommand ' .. sub, vim.log.levels.ERROR)
   end
 end, {
-  nargs = '?',
-  complete = function() return { 'status', 'restart', 'stop' } end,
-  desc = 'amd-lsp: status | restart | stop',
+  nargs = '*',
+  complete = function() return { 'status', 'restart', 'stop', 'pull' } end,
+  desc = 'amd-lsp: status | restart | stop | pull [REPO FILE.gguf]',
 })

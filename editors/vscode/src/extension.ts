@@ -1,11 +1,20 @@
-// amd-lsp for VS Code: starts `amd-lsp --stdio` and lets vscode-languageclient turn its LSP 3.18
+// amd-lsp for VS Code: starts `amd-lsp --stdio` (the binary this platform's .vsix carries, else
+// `amdLsp.serverPath`, else `amd-lsp` on PATH) and lets vscode-languageclient turn its LSP 3.18
 // inline completions into VS Code's ghost text. Settings under `amdLsp.*` are the server's
 // configuration keys (docs/configuration.md); `serverPath` and `trace.server` are the client's.
+// With no model, a first run offers to download one (`amd-lsp model pull`, with its progress in
+// the notification) or to choose a GGUF file; the status bar shows loading / ready / no model /
+// error, and clicking it does what that state needs.
+import * as cp from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
   LanguageClient,
   LanguageClientOptions,
+  MessageType,
   ServerOptions,
+  ShowMessageNotification,
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
@@ -19,6 +28,13 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let poll: NodeJS.Timeout | undefined;
 let output: vscode.LogOutputChannel;
+let extensionPath = '';
+/** The last `amd/status` state seen (what a click on the status bar acts on). */
+let lastState = 'starting';
+let lastError: string | null | undefined;
+/** The first-run prompt is shown once per session (the status bar offers it again). */
+let offered = false;
+let pulling = false;
 
 /** The server's keys, as declared in package.json (so they cannot drift from the settings UI). */
 function serverKeys(context: vscode.ExtensionContext): string[] {
@@ -39,9 +55,23 @@ export function serverSettings(context: vscode.ExtensionContext): Record<string,
   return settings;
 }
 
+/** The binary a platform-specific .vsix carries (`bin/amd-lsp`), if this one does. */
+export function bundledServer(root: string): string | undefined {
+  const bin = path.join(root, 'bin', process.platform === 'win32' ? 'amd-lsp.exe' : 'amd-lsp');
+  if (!fs.existsSync(bin)) return undefined;
+  try {
+    fs.accessSync(bin, fs.constants.X_OK);
+  } catch {
+    // A zip does not always keep the executable bit.
+    fs.chmodSync(bin, 0o755);
+  }
+  return bin;
+}
+
 function serverCommand(): string {
   const configured = vscode.workspace.getConfiguration(SECTION).get<string>('serverPath');
-  return configured && configured.trim() !== '' ? configured : 'amd-lsp';
+  if (configured && configured.trim() !== '') return configured;
+  return bundledServer(extensionPath) ?? 'amd-lsp';
 }
 
 async function start(context: vscode.ExtensionContext): Promise<void> {
@@ -60,18 +90,35 @@ async function start(context: vscode.ExtensionContext): Promise<void> {
   // Inline completion is LSP 3.18, a proposed feature in vscode-languageclient 10.
   client.registerProposedFeatures();
   client.onDidChangeState((e) => {
-    if (e.newState === State.Stopped) showText('$(circle-slash) amd-lsp', 'amd-lsp is not running');
+    if (e.newState === State.Stopped) {
+      lastState = 'stopped';
+      showText('$(circle-slash) amd-lsp', 'amd-lsp is not running (click to restart)');
+    }
   });
+  lastState = 'starting';
   showText('$(loading~spin) amd-lsp', 'Starting amd-lsp');
   try {
     await client.start();
   } catch (e) {
-    showText('$(error) amd-lsp', `amd-lsp did not start (${command}): ${e}`);
+    lastState = 'error';
+    lastError = `amd-lsp did not start (${command}): ${e}`;
+    showText('$(error) amd-lsp', lastError);
     void vscode.window.showErrorMessage(
       `amd-lsp: could not start "${command}". Set amdLsp.serverPath to the amd-lsp binary. (${e})`,
     );
     return;
   }
+  // The server's "no model" message becomes the first-run prompt; others show as they are.
+  client.onNotification(ShowMessageNotification.type, (m) => {
+    if (m.message.startsWith('amd-lsp: no model found')) {
+      void offerModel();
+      return;
+    }
+    const show = m.type === MessageType.Error ? vscode.window.showErrorMessage
+      : m.type === MessageType.Warning ? vscode.window.showWarningMessage
+        : vscode.window.showInformationMessage;
+    void show(m.message);
+  });
   poll = setInterval(() => void refreshStatus(), STATUS_POLL_MS);
   void refreshStatus();
 }
@@ -100,9 +147,20 @@ interface Status {
 
 /** The status-bar item: model and latency, from the server's `amd/status`. */
 export function describeStatus(s: Status): { text: string; tooltip: string } {
+  if (s.state === 'loading') {
+    return { text: '$(loading~spin) amd-lsp: loading', tooltip: 'amd-lsp is loading its model' };
+  }
+  if (s.state === 'unconfigured') {
+    return {
+      text: '$(cloud-download) amd-lsp: no model',
+      tooltip: 'amd-lsp has no model: click to download one or choose a GGUF file',
+    };
+  }
   if (s.state !== 'ready') {
-    const icon = s.state === 'loading' ? '$(loading~spin)' : '$(warning)';
-    return { text: `${icon} amd-lsp: ${s.state}`, tooltip: s.error ?? s.state };
+    return {
+      text: '$(error) amd-lsp: error',
+      tooltip: `${s.error ?? s.state}\n(click for what to do)`,
+    };
   }
   const model = s.model?.name ?? s.model?.path?.split('/').pop() ?? 'model';
   const p50 = s.latencyMs?.p50;
@@ -121,6 +179,9 @@ async function refreshStatus(): Promise<Status | undefined> {
   if (!client || !client.isRunning()) return undefined;
   try {
     const s = await client.sendRequest<Status>('amd/status');
+    if (pulling) return s;
+    lastState = s.state;
+    lastError = s.error;
     const shown = describeStatus(s);
     showText(shown.text, shown.tooltip);
     return s;
@@ -129,11 +190,118 @@ async function refreshStatus(): Promise<Status | undefined> {
   }
 }
 
+/** What the first progress line of each downloaded file says, from `model pull`'s stderr. */
+export function parseProgress(line: string): { file: string; percent: number } | undefined {
+  const m = /downloading (\S+): (\d+)%/.exec(line);
+  return m ? { file: m[1], percent: Number(m[2]) } : undefined;
+}
+
+/** `amd-lsp model pull` with its progress in a notification; the GGUF's path, or undefined. */
+async function pullModel(): Promise<string | undefined> {
+  const command = serverCommand();
+  pulling = true;
+  showText('$(cloud-download) amd-lsp: downloading', 'amd-lsp is downloading its model');
+  try {
+    return await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'amd-lsp: downloading the model', cancellable: true },
+      (progress, token) => new Promise<string | undefined>((resolve, reject) => {
+        const child = cp.spawn(command, ['model', 'pull'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        let shown = 0;
+        let file = '';
+        child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+        child.stderr.on('data', (d: Buffer) => {
+          const text = d.toString();
+          stderr += text;
+          for (const line of text.split('\n')) {
+            output.info(line);
+            const p = parseProgress(line);
+            if (!p) continue;
+            if (p.file !== file) { file = p.file; shown = 0; }
+            progress.report({
+              message: p.percent === 100 ? `${p.file}: done; converting when all files are in` : `${p.file}: ${p.percent}%`,
+              increment: p.percent - shown,
+            });
+            shown = p.percent;
+          }
+        });
+        token.onCancellationRequested(() => child.kill());
+        child.on('error', reject);
+        child.on('close', (code) => {
+          if (token.isCancellationRequested) return resolve(undefined);
+          if (code === 0) return resolve(stdout.trim().split('\n').pop());
+          reject(new Error(stderr.trim().split('\n').slice(-3).join('\n') || `exit ${code}`));
+        });
+      }),
+    );
+  } finally {
+    pulling = false;
+  }
+}
+
+/** Makes `model` the model (user settings); the server loads it on the change. */
+async function useModel(model: string): Promise<void> {
+  await vscode.workspace.getConfiguration(SECTION).update('model', model, vscode.ConfigurationTarget.Global);
+  output.info(`amdLsp.model = ${model}`);
+}
+
+async function downloadModel(): Promise<void> {
+  try {
+    const model = await pullModel();
+    if (model) await useModel(model);
+  } catch (e) {
+    const pick = await vscode.window.showErrorMessage(
+      `amd-lsp: the download failed: ${e instanceof Error ? e.message : e}`, 'Choose GGUF…', 'Retry');
+    if (pick === 'Retry') return downloadModel();
+    if (pick === 'Choose GGUF…') return chooseModel();
+  } finally {
+    void refreshStatus();
+  }
+}
+
+async function chooseModel(): Promise<void> {
+  const picked = await vscode.window.showOpenDialog({
+    canSelectMany: false,
+    filters: { 'GGUF model': ['gguf'] },
+    openLabel: 'Use this model',
+  });
+  if (picked?.[0]) await useModel(picked[0].fsPath);
+}
+
+/** The first-run prompt: no model yet. */
+async function offerModel(force = false): Promise<void> {
+  if ((offered && !force) || pulling) return;
+  offered = true;
+  const pick = await vscode.window.showInformationMessage(
+    'amd-lsp needs a model to suggest code. Download the default one (AMD-Llama-135m-code, about 150 MB) ' +
+      'or choose a GGUF file you have (any model llama.cpp runs).',
+    'Download model', 'Choose GGUF…');
+  if (pick === 'Download model') await downloadModel();
+  else if (pick === 'Choose GGUF…') await chooseModel();
+}
+
+/** A click on the status bar: what the current state needs. */
+async function statusClicked(): Promise<void> {
+  if (lastState === 'unconfigured') return offerModel(true);
+  if (lastState === 'stopped') return vscode.commands.executeCommand('amdLsp.restart');
+  if (lastState === 'failed' || lastState === 'error') {
+    const pick = await vscode.window.showErrorMessage(`amd-lsp: ${lastError ?? lastState}`,
+      'Choose GGUF…', 'Download model', 'Show log');
+    if (pick === 'Choose GGUF…') return chooseModel();
+    if (pick === 'Download model') return downloadModel();
+    if (pick === 'Show log') output.show(true);
+    return;
+  }
+  await vscode.commands.executeCommand('amdLsp.showStatus');
+}
+
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  extensionPath = context.extensionPath;
   output = vscode.window.createOutputChannel('amd-lsp', { log: true });
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   statusItem.name = 'amd-lsp';
-  statusItem.command = 'amdLsp.showStatus';
+  statusItem.command = 'amdLsp.statusClicked';
   context.subscriptions.push(output, statusItem);
 
   context.subscriptions.push(
@@ -143,6 +311,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       output.show(true);
       return s;
     }),
+    vscode.commands.registerCommand('amdLsp.statusClicked', () => statusClicked()),
+    vscode.commands.registerCommand('amdLsp.downloadModel', () => downloadModel()),
+    vscode.commands.registerCommand('amdLsp.chooseModel', () => chooseModel()),
     vscode.commands.registerCommand('amdLsp.restart', async () => {
       await stop();
       await start(context);

@@ -222,6 +222,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ConvertError> {
     Err(ConvertError::NoWeights(dir.to_path_buf()))
 }
 
+/// The model's name for `general.name`: the checkpoint directory's name, or for a snapshot in
+/// the Hugging Face cache (`models--owner--name/snapshots/<commit>`) the repository's name rather
+/// than the commit.
+fn model_name(dir: &Path) -> String {
+    let base = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let parent = dir.parent();
+    if parent.and_then(base).as_deref() == Some("snapshots") {
+        if let Some(repo) = parent.and_then(Path::parent).and_then(base) {
+            if let Some(name) = repo
+                .strip_prefix("models--")
+                .and_then(|r| r.rsplit("--").next())
+            {
+                if !name.is_empty() {
+                    return name.to_owned();
+                }
+            }
+        }
+    }
+    base(dir).unwrap_or_else(|| "model".into())
+}
+
 fn write_metadata(
     w: &mut GgufWriter,
     dir: &Path,
@@ -230,10 +251,7 @@ fn write_metadata(
     matrix_type: GgmlType,
 ) -> Result<ConvertSummary, ConvertError> {
     let n_head_kv = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-    let name = dir
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    w.set("general.name", Value::String(name));
+    w.set("general.name", Value::String(model_name(dir)));
     let file_type = match matrix_type {
         GgmlType::F16 => 1,
         GgmlType::BF16 => 32,
@@ -510,5 +528,13 @@ mod tests {
         let out = permute_rows(&values, &[8, 1], 2).expect("permute");
         assert_eq!(out, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
         assert!(permute_rows(&values, &[8, 1], 3).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_is_named_after_its_repository() {
+        let snap = Path::new("/h/hub/models--amd--AMD-Llama-135m-code/snapshots/0123abcd");
+        assert_eq!(model_name(snap), "AMD-Llama-135m-code");
+        assert_eq!(model_name(Path::new("/m/tiny-llama-hf")), "tiny-llama-hf");
+        assert_eq!(model_name(Path::new("/x/snapshots/0123abcd")), "0123abcd");
     }
 }

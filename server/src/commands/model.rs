@@ -22,10 +22,16 @@ fn out_type(t: ConvertType) -> (OutType, &'static str) {
 
 /// `amd-lsp model pull`: download, verify, convert, cache; prints the GGUF's path.
 pub(crate) fn pull(args: &PullArgs) -> Result<()> {
-    let (t, name) = out_type(args.out_type);
-    let path =
-        crate::models::pull::pull(&args.repo, &args.revision, t, name, &Locations::from_env())
-            .with_context(|| format!("cannot pull {}", args.repo))?;
+    let loc = Locations::from_env();
+    let path = match &args.file {
+        Some(file) => crate::models::pull::pull_gguf(&args.repo, &args.revision, file, &loc)
+            .with_context(|| format!("cannot pull {file} from {}", args.repo))?,
+        None => {
+            let (t, name) = out_type(args.out_type);
+            crate::models::pull::pull(&args.repo, &args.revision, t, name, &loc)
+                .with_context(|| format!("cannot pull {}", args.repo))?
+        }
+    };
     writeln!(std::io::stdout(), "{}", path.display())?;
     Ok(())
 }

@@ -135,6 +135,9 @@ pub struct ServerConfig {
     pub context_max_tokens: u32,
     /// Most files of the workspace indexed for `context`.
     pub context_max_files: u32,
+    /// A shared inference server (llama-server, an OpenAI-compatible endpoint) that generates
+    /// instead of a local model.
+    pub backend: Option<crate::backend::BackendConfig>,
 }
 
 impl Default for ServerConfig {
@@ -166,6 +169,7 @@ impl Default for ServerConfig {
             context: false,
             context_max_tokens: 512,
             context_max_files: 10_000,
+            backend: None,
         }
     }
 }
@@ -304,6 +308,7 @@ impl ServerConfig {
     /// Whether a change from `self` to `next` needs the model reloaded.
     pub fn needs_reload(&self, next: &ServerConfig) -> bool {
         (
+            &self.backend,
             &self.model,
             &self.target_model,
             self.threads,
@@ -312,6 +317,7 @@ impl ServerConfig {
             self.document_cache_mb,
             self.cache_type_k,
         ) != (
+            &next.backend,
             &next.model,
             &next.target_model,
             next.threads,

@@ -19,6 +19,10 @@ or fetch the default model once with `amd-lsp model pull`. \
 pub(crate) async fn load_engine(state: Arc<ServerState>) {
     let generation = state.load_generation.fetch_add(1, Ordering::SeqCst) + 1;
     let config = state.config();
+    if let Some(backend) = &config.backend {
+        use_backend(&state, backend.clone()).await;
+        return;
+    }
     let explicit = Explicit {
         flag: state.cli_model.clone(),
         setting: config.model.clone(),
@@ -95,6 +99,25 @@ pub(crate) async fn load_engine(state: Arc<ServerState>) {
                 "amd-lsp: {message}. There are no completions until a model loads: \
                  set `model` in the server settings, pass `--model`, or set AMD_LSP_MODEL."
             );
+            state.client.show_message(MessageType::Error, text).await;
+        }
+    }
+}
+
+/// Sends generation to the configured inference server instead of a local model (none is
+/// loaded; a loaded one is let go).
+async fn use_backend(state: &ServerState, config: crate::backend::BackendConfig) {
+    state.backend_down.store(false, Ordering::Relaxed);
+    match crate::backend::Backend::new(config) {
+        Ok(backend) => {
+            tracing::info!(url = backend.url(), api = ?backend.api(), "completions from a backend");
+            retire(state.set_engine_slot(EngineSlot::Remote(Arc::new(backend))));
+        }
+        Err(e) => {
+            let message = format!("backend: {e}");
+            tracing::error!("{message}");
+            retire(state.set_engine_slot(EngineSlot::Failed(message.clone())));
+            let text = format!("amd-lsp: {message}. There are no completions until it is fixed.");
             state.client.show_message(MessageType::Error, text).await;
         }
     }

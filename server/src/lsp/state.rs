@@ -26,6 +26,8 @@ pub enum EngineSlot {
     Loading,
     Ready(Arc<Engine>),
     Failed(String),
+    /// Generation goes to a shared inference server (`backend`); no local model.
+    Remote(Arc<crate::backend::Backend>),
 }
 
 /// What the client told us in `initialize`.
@@ -125,6 +127,8 @@ pub struct ServerState {
     /// The workspace index and the chunks chosen per document (`context`).
     pub context: ContextState,
     pub shutting_down: AtomicBool,
+    /// The backend's last request failed (the user was told once; cleared by the next success).
+    pub backend_down: AtomicBool,
 }
 
 /// Locks a short-held mutex; a panic elsewhere while it was held does not poison the server.
@@ -169,6 +173,7 @@ impl ServerState {
             idle_work: Mutex::new(CancellationToken::new()),
             context: ContextState::default(),
             shutting_down: AtomicBool::new(false),
+            backend_down: AtomicBool::new(false),
         }
     }
 
@@ -218,6 +223,14 @@ impl ServerState {
     pub fn engine(&self) -> Option<Arc<Engine>> {
         match &*lock(&self.engine) {
             EngineSlot::Ready(engine) => Some(Arc::clone(engine)),
+            _ => None,
+        }
+    }
+
+    /// The shared inference server, when `backend` is configured.
+    pub fn backend(&self) -> Option<Arc<crate::backend::Backend>> {
+        match &*lock(&self.engine) {
+            EngineSlot::Remote(backend) => Some(Arc::clone(backend)),
             _ => None,
         }
     }

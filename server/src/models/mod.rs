@@ -62,7 +62,7 @@ pub fn valid_repo_id(repo: &str) -> bool {
 }
 
 /// Letters, digits, `-`, `_` and `.`, and not `.` or `..`: safe as one directory name.
-fn plain_component(s: &str) -> bool {
+pub(crate) fn plain_component(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
@@ -143,16 +143,25 @@ pub fn cached_gguf(loc: &Locations, repo: &str) -> Option<PathBuf> {
 
 /// A complete snapshot of `repo` in the Hugging Face cache (`refs/main`, else any snapshot).
 pub fn hf_snapshot(loc: &Locations, repo: &str) -> Option<PathBuf> {
-    let root = loc
-        .hf_hub
-        .as_ref()?
-        .join(format!("models--{}", repo.replace('/', "--")));
-    let complete = |dir: &Path| {
+    hf_snapshot_with(loc, repo, |dir| {
         dir.join("config.json").is_file()
             && dir.join("tokenizer.model").is_file()
             && (dir.join("model.safetensors").is_file()
                 || dir.join("model.safetensors.index.json").is_file())
-    };
+    })
+}
+
+/// The snapshot of `repo` in the Hugging Face cache that `complete` accepts: the one `main`
+/// points at, else the last one.
+pub fn hf_snapshot_with(
+    loc: &Locations,
+    repo: &str,
+    complete: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    let root = loc
+        .hf_hub
+        .as_ref()?
+        .join(format!("models--{}", repo.replace('/', "--")));
     let main = std::fs::read_to_string(root.join("refs/main"))
         .ok()
         .map(|rev| rev.trim().to_owned())

@@ -1,6 +1,7 @@
-// VS Code for real: code-server (VS Code 1.100 in the browser) with our .vsix installed, driven
-// in headless Chromium by playwright-core. Types into a Python file until the extension's inline
-// suggestion shows as ghost text, takes a screenshot, accepts it with Tab and checks the text.
+// VS Code for real: code-server (VS Code 1.100 in the browser) with our platform .vsix installed
+// and no model, driven in headless Chromium by playwright-core. Takes the first-run offer
+// ("Download model"), then types into a Python file until the extension's inline suggestion
+// shows as ghost text, takes a screenshot, accepts it with Tab and checks the text.
 // Usage: node e2e.mjs URL FILE_NAME OUT_DIR   (run-code-server.sh starts code-server first)
 import { chromium } from 'playwright-core';
 import { writeFileSync } from 'node:fs';
@@ -28,6 +29,17 @@ try {
   await page.keyboard.press('Enter');
   const editor = page.locator('.editor-instance .monaco-editor').first();
   await editor.waitFor({ timeout: 30_000 });
+  await editor.locator('.view-lines').click();
+  // The first run: no model, so the extension offers to download one; take it, as a user would.
+  step('waiting for the first-run notification');
+  const download = page.locator('.notifications-toasts .monaco-button', { hasText: 'Download model' }).first();
+  await download.waitFor({ state: 'visible', timeout: 60_000 });
+  await page.waitForFunction(() => /no model/.test(document.querySelector('.statusbar')?.textContent ?? ''),
+    null, { timeout: 10_000 }).catch(() => {});
+  const noModelStatus = (await page.locator('.statusbar-item').allTextContents()).join(' | ');
+  await page.screenshot({ path: `${outDir}/vscode-first-run.png` });
+  await download.click();
+  step('downloading (progress in a notification)');
   await editor.locator('.view-lines').click();
   step('waiting for amd-lsp to load its model (status bar)');
   const status = page.locator('#amdLsp\\.amd-lsp, [id="amd-lsp.amd-lsp"]').first();
@@ -57,8 +69,8 @@ try {
   const firstGhostLine = norm(ghostText).split('\n')[0];
   const ok = ghostText.length > 0 && norm(last).startsWith('    return open(pa') &&
     norm(last).length > '    return open(pa'.length && norm(last).includes(firstGhostLine.trim().slice(0, 8)) &&
-    /\u00b7 \d+ ms/.test(statusText);
-  writeFileSync(`${outDir}/vscode-e2e.json`, JSON.stringify({ ghostText, acceptedLine: last, statusText, ok }, null, 2));
+    /\u00b7 \d+ ms/.test(statusText) && /no model/.test(noModelStatus);
+  writeFileSync(`${outDir}/vscode-e2e.json`, JSON.stringify({ noModelStatus, ghostText, acceptedLine: last, statusText, ok }, null, 2));
   if (!ok) {
     step(`FAIL: accepted line ${JSON.stringify(last)} does not hold the ghost text`);
     process.exitCode = 1;

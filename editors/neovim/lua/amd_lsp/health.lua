@@ -28,7 +28,11 @@ function M.check()
   local bin = o.cmd[1]
   local path = vim.fn.exepath(bin)
   if path == '' then
-    err(bin .. ' not found', { 'Install it: cargo install --path server', 'Or set cmd = { "/path/to/amd-lsp", "--stdio" } in setup()' })
+    err(bin .. ' not found', {
+      'Build it from the repository: scripts/serve.sh --version (installs cmake and libclang, builds target/release/amd-lsp)',
+      'Install it on PATH: cargo install --locked --path server',
+      'Or unpack a release archive (amd-lsp-VERSION-TARGET.tar.gz) and set cmd = { "/path/to/bin/amd-lsp", "--stdio" } in setup()',
+    })
   else
     local out = vim.fn.system({ path, '--version' })
     if vim.v.shell_error == 0 then
@@ -45,13 +49,15 @@ function M.check()
   end
   model = model or vim.env.AMD_LSP_MODEL
   if not model then
-    warn('no model configured: the server uses the default model if it was pulled', {
-      'amd-lsp model pull', "or setup({ settings = { model = '/path/to/model.gguf' } })",
+    warn('no model configured: the server uses the default model if it was pulled (amd-lsp model list)', {
+      ':AmdLsp pull   (the default model, from the Hugging Face hub)',
+      ':AmdLsp pull Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF qwen2.5-coder-0.5b-instruct-q4_k_m.gguf   (a ready GGUF)',
+      "or setup({ settings = { model = '/path/to/model.gguf' } }) for a GGUF you have",
     })
   elseif vim.fn.filereadable(vim.fn.expand(model)) == 1 then
     ok(model .. string.format(' (%.1f MiB)', vim.fn.getfsize(vim.fn.expand(model)) / 1048576))
   else
-    err(model .. ' is not a readable file')
+    err(model .. ' is not a readable file', { 'Check the path, or :AmdLsp pull to download a model' })
   end
 
   start('amd-lsp: server')
@@ -68,7 +74,9 @@ function M.check()
   elseif s.state == 'loading' then
     warn('loading the model')
   else
-    err(s.state .. ': ' .. tostring(s.error))
+    err(s.state .. ': ' .. tostring(s.error), {
+      'The message says what is wrong with the model file; :AmdLsp pull gets a known-good one',
+    })
   end
   local c = s.counters or {}
   info(string.format('requests %d, suggestions %d, superseded %d, cache hits %d, errors %d',

@@ -89,6 +89,39 @@ function M.clients()
   return vim.lsp.get_active_clients({ name = M.name })
 end
 
+--- Stops the running clients and starts one again for the current buffer (with the current
+--- options: a changed `settings.model` takes effect).
+function M.restart()
+  for _, c in ipairs(M.clients()) do vim.lsp.stop_client(c.id) end
+  vim.defer_fn(function() M.start(0) end, 200)
+end
+
+--- Runs `amd-lsp model pull ARGS…` in the background (`{}`: the default model, converted;
+--- `{ 'owner/Repo-GGUF', '--file', 'name.gguf' }`: a ready GGUF). On success the pulled file
+--- becomes `settings.model` for this session and the server restarts with it. `done(path)` or
+--- `done(nil, err)` is called at the end.
+function M.pull(args, done)
+  local cmd = { config.options.cmd[1], 'model', 'pull' }
+  vim.list_extend(cmd, args or {})
+  vim.notify('amd-lsp: ' .. table.concat(cmd, ' ') .. ' (downloading; this can take a minute)')
+  local function finish(res)
+    if res.code ~= 0 then
+      local why = vim.trim(res.stderr or '')
+      vim.notify('amd-lsp: pull failed: ' .. why, vim.log.levels.ERROR)
+      if done then done(nil, why) end
+      return
+    end
+    local path = vim.trim(res.stdout or ''):match('[^\n]+$')
+    config.options.settings.model = path
+    vim.notify('amd-lsp: using ' .. path .. ' (for this session; to keep it, put it in '
+      .. 'setup({ settings = { model = ... } }))')
+    M.restart()
+    if done then done(path) end
+  end
+  local ok, err = pcall(vim.system, cmd, { text = true }, vim.schedule_wrap(finish))
+  if not ok then finish({ code = -1, stderr = tostring(err) }) end
+end
+
 --- The server's `amd/status` (model, counters, latency) from the first client, or nil, err.
 function M.status(timeout_ms)
   local client = M.clients()[1]

@@ -10,6 +10,7 @@ mod background;
 pub mod latest;
 mod plan;
 pub mod postprocess;
+mod remote;
 pub mod rhythm;
 pub mod typethrough;
 pub mod window;
@@ -95,6 +96,13 @@ pub async fn suggest(
     }
 
     let ticket = state.latest.begin(&params.uri);
+    if let Some(backend) = state.backend() {
+        let asked = remote::Asked {
+            started,
+            version: doc.version,
+        };
+        return remote::suggest(state, &config, &backend, placed, &params, &ticket, asked).await;
+    }
     let Some(engine) = state.engine() else {
         ServerState::bump(&state.counters.n_empty);
         return Ok(None);
@@ -105,21 +113,9 @@ pub async fn suggest(
     // debounce then only generates. Dropped (superseded), it stops between chunks.
     let _prefill = (state.reuse == ReuseMode::Full)
         .then(|| engine.submit(plan.prefill_job(&params.uri, &config)));
-    let wait_ms = if params.invoked {
-        config.debounce_ms
-    } else {
-        state.debounce_wait_ms(&config)
+    let Some(debounce_ms) = debounce(state, &config, &params, &ticket).await else {
+        return Ok(None);
     };
-    let debounce_started = Instant::now();
-    tokio::select! {
-        biased;
-        () = ticket.superseded.cancelled() => {
-            ServerState::bump(&state.counters.n_superseded);
-            return Ok(None);
-        }
-        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
-    }
-    let debounce_ms = ms_since(debounce_started);
     let after_debounce = Instant::now();
     let Some((texts, engine_ms)) =
         generate(state, &config, &engine, &plan, &placed.at, &params, &ticket).await?
@@ -154,6 +150,30 @@ pub async fn suggest(
     }
     ServerState::bump(&state.counters.n_suggestions);
     Ok(Some(suggestion))
+}
+
+/// Waits out the debounce; `None` when a newer request superseded this one meanwhile, else the
+/// milliseconds waited.
+async fn debounce(
+    state: &ServerState,
+    config: &ServerConfig,
+    params: &SuggestParams,
+    ticket: &Ticket,
+) -> Option<f64> {
+    let wait_ms = if params.invoked {
+        config.debounce_ms
+    } else {
+        state.debounce_wait_ms(config)
+    };
+    let debounce_started = Instant::now();
+    tokio::select! {
+        biased;
+        () = ticket.superseded.cancelled() => {
+            ServerState::bump(&state.counters.n_superseded);
+            None
+        }
+        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => Some(ms_since(debounce_started)),
+    }
 }
 
 /// The rest of the suggestion on screen when the user is typing through it (or of the next

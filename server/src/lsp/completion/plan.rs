@@ -161,12 +161,7 @@ impl Plan {
 
     /// Where its suggestion lands, for post-processing.
     pub(super) fn placement<'a>(&self, at: &'a CursorWindow) -> Placement<'a> {
-        Placement {
-            line_prefix: &at.line_prefix,
-            line_suffix: &at.line_suffix,
-            next_lines: at.next_lines(),
-            multi_line: self.multi_line,
-        }
+        placement(at, self.multi_line)
     }
 }
 
@@ -177,14 +172,7 @@ pub(super) fn plan(
     at: &CursorWindow,
     params: &SuggestParams,
 ) -> Plan {
-    let multi_line = match config.multi_line {
-        MultiLine::Always => true,
-        MultiLine::Never => false,
-        MultiLine::Auto => {
-            at.line_suffix.trim().is_empty()
-                && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
-        }
-    };
+    let multi_line = multi_line(config, at);
     let use_target = engine.target_info().is_some()
         && match config.use_target {
             UseTarget::Auto => multi_line || params.invoked,
@@ -223,6 +211,28 @@ pub(super) fn plan(
         prompt,
         model,
         speculation,
+        multi_line,
+    }
+}
+
+/// Whether the suggestion at `at` may take several lines (`multiLine`).
+pub(super) fn multi_line(config: &ServerConfig, at: &CursorWindow) -> bool {
+    match config.multi_line {
+        MultiLine::Always => true,
+        MultiLine::Never => false,
+        MultiLine::Auto => {
+            at.line_suffix.trim().is_empty()
+                && (at.line_prefix.trim().is_empty() || postprocess::opens_block(&at.line_prefix))
+        }
+    }
+}
+
+/// Where a suggestion lands, for post-processing.
+pub(super) fn placement(at: &CursorWindow, multi_line: bool) -> Placement<'_> {
+    Placement {
+        line_prefix: &at.line_prefix,
+        line_suffix: &at.line_suffix,
+        next_lines: at.next_lines(),
         multi_line,
     }
 }

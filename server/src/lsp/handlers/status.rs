@@ -17,7 +17,15 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         EngineSlot::Loading => ("loading", None, None),
         EngineSlot::Ready(engine) => ("ready", None, Some(engine)),
         EngineSlot::Failed(message) => ("failed", Some(message), None),
+        EngineSlot::Remote(_) => ("ready", None, None),
     };
+    let backend = state.backend().map(|b| {
+        json!({
+            "url": b.url(),
+            "api": b.api(),
+            "reachable": !state.backend_down.load(Ordering::Relaxed),
+        })
+    });
     let describe = |i: &amd_engine::ModelInfo| {
         json!({
             "path": i.path,
@@ -32,7 +40,10 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "device": i.device,
         })
     };
-    let model = engine.as_ref().map(|e| describe(e.info()));
+    let model = engine.as_ref().map(|e| describe(e.info())).or_else(|| {
+        let b = state.backend()?;
+        Some(json!({ "name": b.model().unwrap_or(b.url()), "device": "remote" }))
+    });
     let target = engine.as_ref().and_then(|e| e.target_info().map(describe));
     let c = &state.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -88,6 +99,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         "error": error,
         "model": model,
         "targetModel": target,
+        "backend": backend,
         "positionEncoding": match state.encoding() {
             PositionEncoding::Utf8 => "utf-8",
             PositionEncoding::Utf16 => "utf-16",
