@@ -164,7 +164,8 @@ pub struct ReplayBenchArgs {
     pub files: usize,
     /// Variants, replayed in this order each round: `full` (this server), `prefix` (longest
     /// common prefix only, the window moving with every line, as llama.vim drives
-    /// llama-server), `cold` (no reuse).
+    /// llama-server), `cold` (no reuse), `backend` (this server generating on `--backend URL`),
+    /// `llama-server` (llama.vim's requests to `--baseline URL`).
     #[arg(long, value_delimiter = ',', default_value = "full,prefix,cold")]
     pub variants: Vec<String>,
     /// Rounds: each replays every variant once; figures are medians over rounds.
@@ -206,6 +207,10 @@ pub struct ReplayBenchArgs {
     /// client-side type-through), e.g. `http://127.0.0.1:8012`.
     #[arg(long, value_name = "URL")]
     pub baseline: Option<String>,
+    /// An inference server for variant `backend`: this server with the `backend` setting
+    /// pointing there (llama-server, or an OpenAI-compatible URL ending in `/v1`).
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
     /// Fail unless the accepting typist took at least one suggestion (a CI harness check).
     #[arg(long, requires = "accept")]
     pub expect_accepts: bool,

@@ -19,6 +19,7 @@ use stdio::{StdioServer, BIN};
 #[derive(Clone, Debug)]
 struct Seen {
     path: String,
+    authorization: Option<String>,
     body: Value,
     /// Events written before the client went away, if it did.
     aborted_after: Option<usize>,
@@ -63,6 +64,7 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut head = String::new();
     let mut length = 0usize;
+    let mut authorization = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -70,6 +72,9 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
         }
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
+        }
+        if line.to_ascii_lowercase().starts_with("authorization:") {
+            authorization = Some(line["authorization:".len()..].trim().to_owned());
         }
         if line == "\r\n" {
             break;
@@ -99,13 +104,24 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
     }
     let index = {
         let mut log = log.lock().expect("log");
+        let openai = path.ends_with("/v1/completions");
         log.requests.push(Seen {
             path,
+            authorization,
             body: body.clone(),
             aborted_after: None,
             finished: false,
         });
-        log.requests.len() - 1
+        (log.requests.len() - 1, openai)
+    };
+    let (index, openai) = index;
+    let event = |piece: &str, stop: bool| {
+        if openai {
+            let reason = if stop { json!("stop") } else { Value::Null };
+            json!({"choices": [{"text": piece, "index": 0, "finish_reason": reason}]})
+        } else {
+            json!({"content": piece, "stop": stop})
+        }
     };
     let (pieces, delay) = answer_for(&body);
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
@@ -120,20 +136,17 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
             break;
         }
         std::thread::sleep(delay);
-        result = chunk(&format!(
-            "data: {}\n\n",
-            json!({"content": piece, "stop": false})
-        ));
+        result = chunk(&format!("data: {}\n\n", event(piece, false)));
         if result.is_ok() {
             sent += 1;
         }
     }
     if result.is_ok() {
-        result = chunk(&format!(
-            "data: {}\n\n",
-            json!({"content": "", "stop": true})
-        ))
-        .and_then(|()| chunk(""));
+        result = chunk(&format!("data: {}\n\n", event("", true)));
+        if openai && result.is_ok() {
+            result = chunk("data: [DONE]\n\n");
+        }
+        result = result.and_then(|()| chunk(""));
     }
     let mut log = log.lock().expect("log");
     let seen = &mut log.requests[index];
@@ -144,13 +157,18 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
 }
 
 fn server_with(backend: Value) -> StdioServer {
+    server_with_env(backend, &[])
+}
+
+fn server_with_env(backend: Value, env: &[(&str, &str)]) -> StdioServer {
     let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("backend-home-{}", std::process::id()));
     let mut cmd = Command::new(BIN);
     cmd.args(["--stdio", "--log-level", "debug"])
         .env_remove("AMD_LSP_MODEL")
         .env("AMD_LSP_CACHE", home.join("cache"))
-        .env("HF_HOME", home.join("hf"));
+        .env("HF_HOME", home.join("hf"))
+        .envs(env.iter().copied());
     let mut server = StdioServer::spawn(&mut cmd, Stdio::null());
     server.request(
         "initialize",
@@ -313,6 +331,30 @@ fn a_backend_answers_and_a_superseded_request_stops_its_generation() {
 }
 
 #[test]
+fn an_openai_compatible_endpoint_gets_the_prefix_the_model_and_the_key() {
+    let (url, log) = start_llama_server_standin();
+    let key_var = "AMD_LSP_TEST_BACKEND_KEY";
+    let mut server = server_with_env(
+        json!({"url": format!("{url}/v1"), "model": "qwen-coder", "apiKeyEnv": key_var}),
+        &[(key_var, "sekret")],
+    );
+    let status = server.settled_status();
+    assert_eq!(status["backend"]["api"], "openai", "{status}");
+    assert_eq!(status["model"]["name"], "qwen-coder");
+    let uri = "file:///t/a.py";
+    open(&mut server, uri, "def add(a, b):\n    return a\n", 1);
+    let answer = server.request("textDocument/inlineCompletion", inline_params(uri, 1, 12));
+    assert_eq!(items(&answer), ["    return a + b"], "{answer}");
+    let seen = log.lock().expect("log").requests[0].clone();
+    assert_eq!(seen.path, "/v1/completions");
+    assert_eq!(seen.authorization.as_deref(), Some("Bearer sekret"));
+    assert_eq!(seen.body["model"], "qwen-coder");
+    assert_eq!(seen.body["prompt"], "def add(a, b):\n    return a");
+    assert_eq!(seen.body["stop"], json!(["\n"]));
+    server.shutdown();
+}
+
+#[test]
 fn a_backend_that_is_down_gives_one_message_and_empty_answers() {
     // A port nothing listens on.
     let url = {
@@ -363,5 +405,65 @@ fn a_bad_backend_url_is_refused_with_a_message() {
             .contains("not an http:// or https:// URL"),
         "{status}"
     );
+    server.shutdown();
+}
+
+#[test]
+fn a_burst_of_requests_and_cancellations_is_answered_once_each() {
+    let (url, log) = start_llama_server_standin();
+    let mut server = server_with(json!({"url": url}));
+    assert_eq!(server.settled_status()["state"], "ready");
+    let uri = "file:///t/burst.py";
+    open(&mut server, uri, "def f():\n    x = slow\n    y = 1\n", 1);
+    // Slow and fast requests, edits between them, and $/cancelRequest for some: each request
+    // gets exactly one answer and nothing is left streaming.
+    let mut ids = Vec::new();
+    for i in 0..40u32 {
+        let (line, character) = if i % 2 == 0 { (1, 12) } else { (2, 9) };
+        let id = server
+            .client
+            .request(
+                "textDocument/inlineCompletion",
+                inline_params(uri, line, character),
+            )
+            .expect("write");
+        ids.push(id);
+        if i % 5 == 0 {
+            server.notify("$/cancelRequest", json!({"id": id}));
+        }
+        if i % 7 == 0 {
+            server.notify(
+                "textDocument/didChange",
+                json!({"textDocument": {"uri": uri, "version": 2 + i},
+                       "contentChanges": [{"text": "def f():\n    x = slow\n    y = 1\n"}]}),
+            );
+        }
+    }
+    let (got, _) = answers(&mut server, &ids);
+    for answer in &got {
+        let cancelled = answer["error"]["code"] == -32800;
+        assert!(answer.get("error").is_none() || cancelled, "{answer}");
+    }
+    // Nothing more for the burst: the next answer is the status.
+    let status = server.request("amd/status", Value::Null);
+    assert!(status["result"]["counters"]["requests"].as_u64() >= Some(1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let streaming = log
+            .lock()
+            .expect("log")
+            .requests
+            .iter()
+            .filter(|r| !r.finished && r.aborted_after.is_none())
+            .count();
+        if streaming == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{streaming} requests still streaming"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     server.shutdown();
 }

@@ -491,10 +491,10 @@ const PAUSE_MS: f64 = 500.0;
 
 fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<Run> {
     let mode = match variant {
-        "full" => "full",
+        "full" | "backend" => "full",
         "prefix" => "prefix",
         "cold" => "cold",
-        other => bail!("unknown variant {other} (full, prefix, cold)"),
+        other => bail!("unknown variant {other} (full, prefix, cold, backend, llama-server)"),
     };
     let mut client = Client::spawn(&args.model, &[(ReuseMode::ENV, mode)])?;
     let pid = client.pid();
@@ -505,6 +505,13 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     }
     for (key, value) in &args.settings {
         options[key] = value.clone();
+    }
+    if variant == "backend" {
+        let url = args
+            .backend
+            .as_ref()
+            .context("the backend variant needs --backend URL")?;
+        options["backend"] = json!({ "url": url });
     }
     let roots: Vec<PathBuf> = if args.workspace {
         args.dirs
