@@ -467,3 +467,57 @@ fn a_burst_of_requests_and_cancellations_is_answered_once_each() {
     }
     server.shutdown();
 }
+
+#[test]
+fn switching_between_a_backend_and_the_local_model_at_run_time() {
+    let (url, log) = start_llama_server_standin();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--stdio", "--model"]).arg(stdio::tiny_model());
+    let mut server = StdioServer::spawn(&mut cmd, Stdio::null());
+    server.request(
+        "initialize",
+        json!({"capabilities": {"textDocument": {"inlineCompletion": {}}},
+               "initializationOptions": {"debounceMs": 0, "debounceMaxMs": 0}}),
+    );
+    server.notify("initialized", json!({}));
+    let status = server.settled_status();
+    assert_eq!(status["state"], "ready");
+    assert!(
+        status["backend"].is_null() && status["model"]["device"] != "remote",
+        "{status}"
+    );
+    let uri = "file:///t/a.py";
+    open(&mut server, uri, "def add(a, b):\n    return a\n", 1);
+
+    // To the backend: the local model is let go, requests go out.
+    let settings = |backend: Value| json!({"settings": {"debounceMs": 0, "debounceMaxMs": 0, "backend": backend}});
+    server.notify(
+        "workspace/didChangeConfiguration",
+        settings(json!({"url": url})),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.settled_status()["backend"].is_null() {
+        assert!(Instant::now() < deadline, "the backend was not taken up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = server.request("textDocument/inlineCompletion", inline_params(uri, 1, 12));
+    assert_eq!(items(&answer), ["    return a + b"], "{answer}");
+    assert_eq!(log.lock().expect("log").requests.len(), 1);
+
+    // Back to the local model: nothing more goes to the backend.
+    server.notify("workspace/didChangeConfiguration", settings(Value::Null));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = server.settled_status();
+        if status["backend"].is_null() && status["state"] == "ready" {
+            assert_ne!(status["model"]["device"], "remote", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = server.request("textDocument/inlineCompletion", inline_params(uri, 1, 11));
+    assert!(answer.get("error").is_none(), "{answer}");
+    assert_eq!(log.lock().expect("log").requests.len(), 1);
+    server.shutdown();
+}
