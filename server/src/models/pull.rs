@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use amd_engine::convert::{convert, OutType};
+use amd_engine::gguf::scratch::ScratchPath;
 use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Repo, RepoType};
@@ -112,13 +113,16 @@ pub fn pull_gguf(repo: &str, revision: &str, file: &str, loc: &Locations) -> Res
     let out = dir.join(name);
     let blob = std::fs::canonicalize(&source)
         .with_context(|| format!("cannot read {}", source.display()))?;
-    let _ = std::fs::remove_file(&out);
-    if std::fs::hard_link(&blob, &out).is_err() {
-        let partial = dir.join(format!("{name}.partial"));
-        std::fs::copy(&blob, &partial)
+    // Linked (or copied) beside the target, then renamed over it: a reader never sees a
+    // missing or half-copied file, and an interrupted copy leaves nothing behind.
+    let scratch = ScratchPath::beside(&out, "pull");
+    if std::fs::hard_link(&blob, scratch.path()).is_err() {
+        std::fs::copy(&blob, scratch.path())
             .with_context(|| format!("cannot copy {} into {}", blob.display(), dir.display()))?;
-        std::fs::rename(&partial, &out)?;
     }
+    scratch
+        .persist(&out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(out)
 }
 
