@@ -96,6 +96,8 @@ pub struct Backend {
     agent: ureq::Agent,
     /// Whether llama-server's model has FIM tokens (it refuses `/infill` otherwise); asked once.
     fim: OnceLock<bool>,
+    /// The last request failed to get an answer.
+    down: AtomicBool,
 }
 
 impl Backend {
@@ -124,6 +126,7 @@ impl Backend {
             api,
             agent,
             fim: OnceLock::new(),
+            down: AtomicBool::new(false),
         })
     }
 
@@ -139,18 +142,29 @@ impl Backend {
         self.config.model.as_deref()
     }
 
+    /// Whether the last request got an answer (true before the first).
+    pub fn reachable(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Records whether a request got an answer; true when that changes [`Self::reachable`].
+    pub fn set_reachable(&self, reachable: bool) -> bool {
+        self.down.swap(!reachable, Ordering::Relaxed) == reachable
+    }
+
     /// Generates for `ask`, greedy. `Ok(None)` when `cancel` was set before the answer was
     /// complete (the connection is closed at once, so the server stops generating).
     pub fn complete(&self, ask: &Ask, cancel: &AtomicBool) -> Result<Option<String>, BackendError> {
         let (path, body) = match self.api {
             Api::Openai => ("completions", self.openai_body(ask)),
-            _ if self.has_fim()? => ("infill", infill_body(ask)),
+            _ if self.uses_fim()? => ("infill", infill_body(ask)),
             _ => ("completion", completion_body(ask)),
         };
         self.stream(path, &body, cancel)
     }
 
-    fn has_fim(&self) -> Result<bool, BackendError> {
+    /// Whether llama-server's model has FIM tokens (so requests go to `/infill`); asked once.
+    pub fn uses_fim(&self) -> Result<bool, BackendError> {
         if let Some(&fim) = self.fim.get() {
             return Ok(fim);
         }

@@ -226,10 +226,7 @@ impl Client {
 
     /// Fails if the server has exited or wrote something that is not JSON-RPC.
     pub fn check_alive(&mut self) -> Result<()> {
-        let violations = &lock(&self.seen).violations;
-        if !violations.is_empty() {
-            bail!("the server wrote something that is not JSON-RPC: {violations:?}");
-        }
+        self.check_violations()?;
         if let Some(status) = self.child.try_wait()? {
             bail!("the server exited: {status}");
         }

@@ -107,7 +107,6 @@ pub(crate) async fn load_engine(state: Arc<ServerState>) {
 /// Sends generation to the configured inference server instead of a local model (none is
 /// loaded; a loaded one is let go).
 async fn use_backend(state: &ServerState, config: crate::backend::BackendConfig) {
-    state.backend_down.store(false, Ordering::Relaxed);
     match crate::backend::Backend::new(config) {
         Ok(backend) => {
             tracing::info!(url = backend.url(), api = ?backend.api(), "completions from a backend");

@@ -127,8 +127,6 @@ pub struct ServerState {
     /// The workspace index and the chunks chosen per document (`context`).
     pub context: ContextState,
     pub shutting_down: AtomicBool,
-    /// The backend's last request failed (the user was told once; cleared by the next success).
-    pub backend_down: AtomicBool,
 }
 
 /// Locks a short-held mutex; a panic elsewhere while it was held does not poison the server.
@@ -173,7 +171,6 @@ impl ServerState {
             idle_work: Mutex::new(CancellationToken::new()),
             context: ContextState::default(),
             shutting_down: AtomicBool::new(false),
-            backend_down: AtomicBool::new(false),
         }
     }
 

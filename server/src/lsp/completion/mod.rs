@@ -166,13 +166,26 @@ async fn debounce(
         state.debounce_wait_ms(config)
     };
     let debounce_started = Instant::now();
+    let sleep = tokio::time::sleep(Duration::from_millis(wait_ms));
+    unless_superseded(state, ticket, sleep).await?;
+    Some(ms_since(debounce_started))
+}
+
+/// `work`'s output, or `None` (counted as superseded) when a newer request for the document
+/// comes first. Biased: a newer request that arrived as the work finished wins over its result.
+/// Dropping `work` cancels it (an engine job, a backend request).
+async fn unless_superseded<T>(
+    state: &ServerState,
+    ticket: &Ticket,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
         biased;
         () = ticket.superseded.cancelled() => {
             ServerState::bump(&state.counters.n_superseded);
             None
         }
-        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => Some(ms_since(debounce_started)),
+        out = work => Some(out),
     }
 }
 
@@ -229,24 +242,19 @@ async fn generate(
         // Dropping `job` (superseded) cancels the engine's work.
         let job = engine.submit(plan.job(engine, sampling, &params.uri, config));
         let job_started = Instant::now();
-        // Biased: a newer request that arrived as the job finished wins over its result.
-        let outcome = tokio::select! {
-            biased;
-            () = ticket.superseded.cancelled() => {
-                ServerState::bump(&state.counters.n_superseded);
+        let Some(outcome) = unless_superseded(state, ticket, job).await else {
+            return Ok(None);
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_bad_request() => {
+                // An empty prompt (cursor at the top of a file, no BOS), one too long: no
+                // suggestion, and the caches stay.
+                tracing::debug!(error = %e, "no suggestion for this prompt");
+                ServerState::bump(&state.counters.n_empty);
                 return Ok(None);
             }
-            outcome = job => match outcome {
-                Ok(outcome) => outcome,
-                Err(e) if e.is_bad_request() => {
-                    // An empty prompt (cursor at the top of a file, no BOS), one too long: no
-                    // suggestion, and the caches stay.
-                    tracing::debug!(error = %e, "no suggestion for this prompt");
-                    ServerState::bump(&state.counters.n_empty);
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            },
+            Err(e) => return Err(e.into()),
         };
         engine_ms += ms_since(job_started);
         let c = match outcome {

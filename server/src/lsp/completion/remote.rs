@@ -14,7 +14,7 @@ use super::latest::Ticket;
 use super::plan::{multi_line, placement, Placed};
 use super::typethrough::Shown;
 use super::window::CursorWindow;
-use super::{debounce, ms_since, postprocess, SuggestParams, Suggestion};
+use super::{debounce, ms_since, postprocess, unless_superseded, SuggestParams, Suggestion};
 use crate::backend::{Ask, Backend};
 use crate::lsp::config::ServerConfig;
 use crate::lsp::state::ServerState;
@@ -47,11 +47,12 @@ pub(super) async fn suggest(
     ticket: &Ticket,
     asked: Asked,
 ) -> Result<Option<Suggestion>> {
-    let multi_line = multi_line(config, &placed.at);
-    let ask = ask(state, config, &placed.at, params, multi_line);
     let Some(debounce_ms) = debounce(state, config, params, ticket).await else {
         return Ok(None);
     };
+    // Built after the debounce: a superseded keystroke costs no context search.
+    let multi_line = multi_line(config, &placed.at);
+    let ask = ask(state, config, &placed.at, params, multi_line);
     let after_debounce = Instant::now();
     let cancel = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
@@ -60,14 +61,10 @@ pub(super) async fn suggest(
         tokio::task::spawn_blocking(move || backend.complete(&ask, &cancel))
     };
     let remote_started = Instant::now();
-    let answer = tokio::select! {
-        biased;
-        () = ticket.superseded.cancelled() => {
-            ServerState::bump(&state.counters.n_superseded);
-            return Ok(None);
-        }
-        answer = job => answer?,
+    let Some(answer) = unless_superseded(state, ticket, job).await else {
+        return Ok(None);
     };
+    let answer = answer?;
     let remote_ms = ms_since(remote_started);
     let text = match answer {
         Ok(Some(text)) => text,
@@ -79,14 +76,14 @@ pub(super) async fn suggest(
             ServerState::bump(&state.counters.n_errors);
             tracing::warn!(error = %e, "backend request failed");
             // One message per outage, not one per keystroke.
-            if !state.backend_down.swap(true, Ordering::Relaxed) {
+            if backend.set_reachable(false) {
                 let text = format!("amd-lsp: {e}. Completions are empty until it answers again.");
                 state.client.show_message(MessageType::Warning, text).await;
             }
             return Ok(None);
         }
     };
-    if state.backend_down.swap(false, Ordering::Relaxed) {
+    if backend.set_reachable(true) {
         tracing::info!(url = backend.url(), "backend answers again");
     }
     if state.docs.version(&params.uri) != Some(asked.version) {

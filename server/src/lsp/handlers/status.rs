@@ -23,7 +23,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
         json!({
             "url": b.url(),
             "api": b.api(),
-            "reachable": !state.backend_down.load(Ordering::Relaxed),
+            "reachable": b.reachable(),
         })
     });
     let describe = |i: &amd_engine::ModelInfo| {

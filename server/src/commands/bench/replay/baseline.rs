@@ -2,22 +2,24 @@
 //! `llama-server`), driven as llama.vim drives it: `/infill` with the 256 lines before the
 //! cursor's line as `input_prefix`, the cursor's line up to the cursor as `prompt` (after
 //! `FIM_MID`, so the rest stays cached), the rest of the line and 64 lines after it as
-//! `input_suffix` (`/completion` with the prefix for a model without FIM), `cache_prompt`;
+//! `input_suffix` (`/completion` with the prefix for a model without FIM), `cache_prompt`,
+//! sent through the `backend` setting's client (`crate::backend`);
 //! one request in flight (a new one goes out when it ends, for the text as it is then; an
 //! answer for older text is not shown); and llama.vim's client-side type-through: a typed
 //! character that the suggestion on screen starts with leaves the rest on screen without a
 //! request. Greedy, with the server's budget (`--max-tokens`) and its single-line rule.
 
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ropey::Rope;
-use serde_json::{json, Value};
 
 use super::script::{Action, KeyKind, Step};
 use super::typist;
 use super::{Quantiles, Run, Taken, TypistFigures};
+use crate::backend::{self, Backend, BackendConfig};
 use crate::cli::ReplayBenchArgs;
 
 /// Lines before and after the cursor's line llama.vim sends (its `n_prefix`, `n_suffix`).
@@ -67,39 +69,22 @@ fn ask(rope: &Rope, doc: usize, version: u64, line: usize, col: usize) -> Ask {
     }
 }
 
-/// Whether the model has FIM: llama-server refuses `/infill` (501) for a model without FIM
-/// tokens; asked once, with a one-token request.
-fn has_fim(url: &str) -> bool {
-    ureq::post(format!("{url}/infill"))
-        .send_json(json!({"input_prefix": "a", "input_suffix": "", "n_predict": 1}))
-        .is_ok()
-}
-
-fn complete(url: &str, fim: bool, a: &Ask, max_tokens: u32) -> Result<String> {
-    let mut body = json!({
-        "n_predict": max_tokens, "temperature": 0.0, "top_k": 1,
-        "cache_prompt": true, "stream": false,
-    });
-    if a.single_line {
-        body["stop"] = json!(["\n"]);
-    }
-    let endpoint = if fim {
-        body["input_prefix"] = json!(a.prefix);
-        body["input_suffix"] = json!(a.suffix);
-        body["input_extra"] = json!([]);
-        body["prompt"] = json!(a.middle);
-        "infill"
-    } else {
-        body["prompt"] = json!(format!("{}{}", a.prefix, a.middle));
-        "completion"
+/// Asks llama-server through the `backend` client (the same llama.vim split of the text, FIM
+/// when the model has it), without a time limit or cancellation, and cleans the answer.
+fn complete(backend: &Backend, a: &Ask, max_tokens: u32) -> Result<String> {
+    let ask = backend::Ask {
+        prefix: a.prefix.clone(),
+        middle: a.middle.clone(),
+        suffix: a.suffix.clone(),
+        max_tokens,
+        single_line: a.single_line,
+        ..backend::Ask::default()
     };
-    let mut response = ureq::post(format!("{url}/{endpoint}"))
-        .send_json(&body)
-        .with_context(|| format!("llama-server at {url}"))?;
-    let answer: Value = response.body_mut().read_json()?;
-    let text = answer["content"].as_str().unwrap_or_default();
+    let text = backend
+        .complete(&ask, &AtomicBool::new(false))?
+        .unwrap_or_default();
     Ok(crate::commands::bench::quality::clean_baseline(
-        text,
+        &text,
         a.single_line,
     ))
 }
@@ -107,16 +92,24 @@ fn complete(url: &str, fim: bool, a: &Ask, max_tokens: u32) -> Result<String> {
 /// Replays `steps` against llama-server at `url` with the typist (accepting when
 /// `args.accept`).
 pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Result<Run> {
-    let url = url.trim_end_matches('/').to_owned();
-    let fim = has_fim(&url);
+    let backend = Arc::new(Backend::new(BackendConfig {
+        url: url.to_owned(),
+        model: None,
+        api_key_env: None,
+        api: backend::Api::LlamaServer,
+        // A slow CPU may take tens of seconds for a first prompt: the bench waits.
+        timeout_ms: 3_600_000,
+    })?);
+    // Asked before the clock starts (the first request would ask otherwise).
+    backend.uses_fim()?;
     let (ask_tx, ask_rx) = mpsc::channel::<Ask>();
     let (done_tx, done_rx) = mpsc::channel::<Result<Answered>>();
     let worker = {
-        let (url, max_tokens) = (url.clone(), args.max_tokens);
+        let (backend, max_tokens) = (Arc::clone(&backend), args.max_tokens);
         std::thread::spawn(move || {
             for a in ask_rx {
                 let sent = Instant::now();
-                let text = complete(&url, fim, &a, max_tokens);
+                let text = complete(&backend, &a, max_tokens);
                 let _ = done_tx.send(text.map(|text| Answered {
                     doc: a.doc,
                     version: a.version,
