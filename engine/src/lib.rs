@@ -361,8 +361,9 @@ pub struct Lookup {
 pub enum DraftLength {
     Fixed(usize),
     /// Chosen before each verification from measured costs and acceptance (`speculative::math::CostModel`,
-    /// kept across jobs): `init` until the first timings exist, then the length with the best
-    /// expected tokens per millisecond up to `max`, 0 (plain decoding) included.
+    /// kept across jobs): one plain step first, `init` until a draft has been timed, then the
+    /// length with the best expected tokens per millisecond up to `max`, 0 (plain decoding)
+    /// included; drafting must be expected to win by 5 %.
     Adaptive {
         init: usize,
         max: usize,

@@ -3,7 +3,10 @@
 //! (a batch) and KV-cache reuse (cached entries written by single decode steps) rely on it to be
 //! token-identical to plain decoding. llama.cpp's llamafile sgemm kernels break it for Q8_0 and
 //! F16 weights (up to 0.13 in log-probability), which is why `.cargo/config.toml` builds
-//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back.
+//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back. Weight repacking
+//! (Q4_0/Q4_K on AVX2: a gemm kernel for each 4 rows of a batch, a gemv kernel for the rest)
+//! does the same to Q4_K_M models, hence `GGML_CPU_REPACK=OFF`; the Q4_K_M case and the real
+//! Qwen2.5-Coder model check that.
 
 mod common;
 
@@ -46,7 +49,7 @@ fn top_after(model: &Path, prompt: &str, chunk: u32) -> Vec<(i32, f32)> {
 #[test]
 fn batching_does_not_change_logits_at_the_real_shape() {
     let prompt = "import heapq\n\ndef merge(a, b):\n    result = []\n    while a and b:\n";
-    for wtype in [WeightType::Q8_0, WeightType::F16] {
+    for wtype in [WeightType::Q8_0, WeightType::F16, WeightType::Q4KM] {
         let model = model_135m(wtype);
         let one_by_one = top_after(&model, prompt, 1);
         for chunk in [2, 7, 512] {
@@ -62,6 +65,26 @@ fn batching_does_not_change_logits_at_the_real_shape() {
                     "{wtype:?}, chunk {chunk}: token by token {one_by_one:?}\n batched {batched:?}"
                 );
             }
+        }
+    }
+}
+
+/// The same on a real Q4_K_M model users run (Qwen2.5-Coder-0.5B; skipped when it has not been
+/// fetched): batches of 4 and more rows once went through the repacked weights' gemm kernel.
+#[test]
+fn batching_does_not_change_logits_on_a_real_q4_k_m_model() {
+    let Some(model) = common::proxy_model("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf") else {
+        return;
+    };
+    let prompt = "import heapq\n\ndef merge(a, b):\n    result = []\n    while a and b:\n";
+    let one_by_one = top_after(&model, prompt, 1);
+    for chunk in [3, 5, 512] {
+        let batched = top_after(&model, prompt, chunk);
+        for (a, b) in one_by_one.iter().zip(&batched) {
+            assert!(
+                a.0 == b.0 && (a.1 - b.1).abs() < 1e-4,
+                "chunk {chunk}: token by token {one_by_one:?}\n batched {batched:?}"
+            );
         }
     }
 }

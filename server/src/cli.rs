@@ -316,6 +316,10 @@ pub struct SpecBenchArgs {
     /// Skip running the tests (no pass@1).
     #[arg(long)]
     pub no_exec: bool,
+    /// Start every run from an empty KV cache (no reuse of the previous run's cells), so the
+    /// target alone and each speculative run see the same cache layout.
+    #[arg(long)]
+    pub no_reuse: bool,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -5,12 +5,12 @@ pub mod cli;
 #[doc(hidden)]
 pub mod client;
 mod commands;
+pub mod environment;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod logging;
 pub mod lsp;
 pub mod models;
-pub mod openmp;
 
 use anyhow::Result;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    amd_lsp::openmp::ensure_openmp_wait_policy();
+    amd_lsp::environment::ensure_environment();
     let cli = amd_lsp::cli::Cli::parse();
     if let Err(e) = amd_lsp::logging::init(&cli.log) {
         eprintln!("amd-lsp: {e:#}");

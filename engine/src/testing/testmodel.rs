@@ -91,6 +91,8 @@ pub enum WeightType {
     F16,
     /// Written as F16, then quantized by llama.cpp's own quantizer.
     Q8_0,
+    /// Likewise, to Q4_K_M (mostly Q4_K, some Q6_K: the mix most downloaded GGUFs have).
+    Q4KM,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,13 +120,17 @@ pub fn write_random_llama(
     seed: u64,
     out: &Path,
 ) -> Result<(), TestModelError> {
-    if wtype == WeightType::Q8_0 {
+    if let Some(to) = match wtype {
+        WeightType::Q8_0 => Some(QuantType::Q8_0),
+        WeightType::Q4KM => Some(QuantType::Q4KM),
+        _ => None,
+    } {
         static N_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let f16_path = out.with_extension(format!("f16-{}-{n}.tmp.gguf", std::process::id()));
         write_random_llama(vocab_gguf, shape, WeightType::F16, seed, &f16_path)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
-        let result = quantize(&f16_path, out, QuantType::Q8_0, threads);
+        let result = quantize(&f16_path, out, to, threads);
         let _ = std::fs::remove_file(&f16_path);
         return Ok(result?);
     }

@@ -36,19 +36,7 @@ pub fn tiny_model_head64() -> PathBuf {
 /// (`scripts/fetch-models.sh smollm2-135m`, which `scripts/test.sh` runs). `None` otherwise:
 /// the test says so and passes.
 pub fn tiny_bpe_model() -> Option<PathBuf> {
-    let dir = std::env::var_os("AMD_LSP_PROXY_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amd-lsp-proxies"))
-        })?;
-    let vocab = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !vocab.is_file() {
-        eprintln!(
-            "{} not found: BPE variant skipped (scripts/fetch-models.sh smollm2-135m)",
-            vocab.display()
-        );
-        return None;
-    }
+    let vocab = proxy_model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "tiny-bpe-smollm2-v{}.gguf",
         amd_engine::testing::testmodel::GENERATOR_VERSION
@@ -97,4 +85,24 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(async { tokio::time::timeout(TIMEOUT, f).await.expect("timed out") })
+}
+
+/// A real model fetched by `scripts/fetch-models.sh` (which `scripts/test.sh` runs), by file
+/// name, from `$AMD_LSP_PROXY_MODELS` or `~/.cache/amd-lsp-proxies`. `None` when absent: the
+/// test says so and passes.
+pub fn proxy_model(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("AMD_LSP_PROXY_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amd-lsp-proxies"))
+        })?;
+    let path = dir.join(file);
+    if !path.is_file() {
+        eprintln!(
+            "{} not found: skipped (scripts/fetch-models.sh)",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
 }

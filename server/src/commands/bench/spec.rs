@@ -121,6 +121,7 @@ pub(crate) fn run(args: &SpecBenchArgs) -> Result<()> {
     config.n_threads = args.threads;
     config.n_threads_batch = args.threads_batch;
     config.n_ctx = args.ctx_size;
+    config.kv_reuse = !args.no_reuse;
     config.gpu_layers = args
         .gpu_layers
         .unwrap_or_else(amd_engine::default_gpu_layers);
