@@ -17,21 +17,7 @@ const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf";
 
 fn model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("AMD_LSP_PROXY_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amd-lsp-proxies"))
-        })?;
-    let path = dir.join(file);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "{} not found: fetch it with scripts/fetch-models.sh (test skipped)",
-            path.display()
-        );
-        None
-    }
+    amd_engine::testing::proxy_model(file)
 }
 
 fn server(model: &PathBuf) -> StdioServer {

@@ -87,22 +87,4 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(async { tokio::time::timeout(TIMEOUT, f).await.expect("timed out") })
 }
 
-/// A real model fetched by `scripts/fetch-models.sh` (which `scripts/test.sh` runs), by file
-/// name, from `$AMD_LSP_PROXY_MODELS` or `~/.cache/amd-lsp-proxies`. `None` when absent: the
-/// test says so and passes.
-pub fn proxy_model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("AMD_LSP_PROXY_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amd-lsp-proxies"))
-        })?;
-    let path = dir.join(file);
-    if !path.is_file() {
-        eprintln!(
-            "{} not found: skipped (scripts/fetch-models.sh)",
-            path.display()
-        );
-        return None;
-    }
-    Some(path)
-}
+pub use amd_engine::testing::proxy_model;
