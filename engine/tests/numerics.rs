@@ -3,10 +3,12 @@
 //! (a batch) and KV-cache reuse (cached entries written by single decode steps) rely on it to be
 //! token-identical to plain decoding. llama.cpp's llamafile sgemm kernels break it for Q8_0 and
 //! F16 weights (up to 0.13 in log-probability), which is why `.cargo/config.toml` builds
-//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back. Weight repacking
-//! (Q4_0/Q4_K on AVX2: a gemm kernel for each 4 rows of a batch, a gemv kernel for the rest)
-//! does the same to Q4_K_M models, hence `GGML_CPU_REPACK=OFF`; the Q4_K_M case and the real
-//! Qwen2.5-Coder model check that.
+//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back. ggml's tiled matmul
+//! for K-quant weights does the same to Q4_K_M models: the Q4_K_M case and the real
+//! Qwen2.5-Coder case failed with it on (a 512-token chunk) and pass with
+//! `GGML_CPU_TILED_MM=0` (`.cargo/config.toml`). Weight repacking (`GGML_CPU_REPACK=OFF`) was
+//! turned off on its kernels' design (gemm per 4 rows, gemv for the rest); these cases were not
+//! run with it on.
 
 mod common;
 
@@ -70,7 +72,7 @@ fn batching_does_not_change_logits_at_the_real_shape() {
 }
 
 /// The same on a real Q4_K_M model users run (Qwen2.5-Coder-0.5B; skipped when it has not been
-/// fetched): batches of 4 and more rows once went through the repacked weights' gemm kernel.
+/// fetched): with the tiled K-quant matmul on, a 512-token chunk gave other log-probabilities.
 #[test]
 fn batching_does_not_change_logits_on_a_real_q4_k_m_model() {
     let Some(model) = common::proxy_model("qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf") else {

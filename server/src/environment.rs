@@ -13,9 +13,9 @@
 //!   Q6_K…, taken for large batches) rounds differently from the per-row dot products single
 //!   tokens use, so a prompt evaluated in one batch gives other logits than the same prompt
 //!   evaluated in pieces, and KV reuse and speculative verification stop being token-identical
-//!   to plain decoding (`engine/tests/numerics.rs`; Qwen2.5-Coder-1.5B Q4_K_M drafted for by
-//!   0.5B: 2 of 20 HumanEval outputs differed with it on). `.cargo/config.toml` sets the same
-//!   for `cargo test` and `cargo bench`.
+//!   to plain decoding (`engine/tests/numerics.rs` fails with it on, on a Q4_K_M model).
+//!   `.cargo/config.toml` sets the same for `cargo test` and `cargo bench`. Not on Windows,
+//!   where there is no re-exec: set it there by hand.
 
 /// The spin count given to libgomp when the user set no OpenMP wait variable.
 pub const SPIN_COUNT: &str = "20000";
