@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p amd-engine --bench decode -- [--reps N] [--types f16,q8_0] [--threads 1,2]
 //! [--chunks 64,512] [--fa on,off] [--keys q8_0,f16] [--parked 0,512] [--gen N] [--decode-ctx N]
-//! [--busy]`; `--threads auto` lets the engine choose by the load (set `GOMP_SPINCOUNT=20000`
+//! [--busy]`; `--types` also takes paths of GGUF files (a real model, e.g. one from
+//! `scripts/fetch-models.sh`); `--threads auto` lets the engine choose by the load (set `GOMP_SPINCOUNT=20000`
 //! as `amd-lsp` does; its direct counterpart runs on all cores).
 //!
 //! Makes the AMD-Llama-135m-shaped random model (F16 and Q8_0) under `target/bench-models/`
@@ -50,8 +51,7 @@ fn main() {
     let decode_ctx = opt("--decode-ctx", "16");
     let busy = args.iter().any(|a| a == "--busy");
 
-    let models: Vec<(String, PathBuf)> =
-        types.iter().map(|t| (t.clone(), bench_model(t))).collect();
+    let models: Vec<(String, PathBuf)> = types.iter().map(|t| bench_model(t)).collect();
     let _hog = busy.then(|| {
         Command::new("sh")
             .args(["-c", "while :; do :; done"])
@@ -168,7 +168,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench_model(wtype: &str) -> PathBuf {
+/// The model to run and its label: a GGUF file given by path, or the random 135M-shaped model
+/// of that weight type.
+fn bench_model(wtype: &str) -> (String, PathBuf) {
+    if wtype.ends_with(".gguf") {
+        let path = PathBuf::from(wtype);
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace(' ', "_"))
+            .unwrap_or_default();
+        return (label, path);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-models");
     std::fs::create_dir_all(&dir).expect("bench model dir");
     let (w, name) = match wtype {
@@ -184,7 +194,7 @@ fn bench_model(wtype: &str) -> PathBuf {
         write_random_llama(&vocab, &LlamaShape::amd_135m(), w, 1, &path)
             .expect("write bench model");
     }
-    path
+    (wtype.to_owned(), path)
 }
 
 /// Deterministic prompt tokens: BOS then ordinary vocabulary ids.

@@ -292,6 +292,11 @@ pub struct CompletionRequest {
     /// ` return`; a prompt cut after the fourth space otherwise makes it start with a space).
     /// The completion holds only what follows the cursor. Not applied with speculation.
     pub heal: bool,
+    /// Evaluate the prompt into an empty KV cache of the generating model (a draft model keeps
+    /// its cache). Where earlier jobs left their cells decides the order in which attention
+    /// sums over them, so two runs are bit-identical only from the same cache state; this
+    /// gives every run the same one (benchmarks and exactness checks; editors never set it).
+    pub fresh_cache: bool,
 }
 
 /// The models an engine can hold: the main (small, fast) model, and optionally a larger
@@ -384,6 +389,7 @@ impl CompletionRequest {
             on_progress: None,
             document: None,
             heal: false,
+            fresh_cache: false,
         }
     }
 }

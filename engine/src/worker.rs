@@ -347,6 +347,9 @@ fn run_job<'m>(
         let prompt = built.tokens;
         n_changed = Some(last_prompts.changed(req.document, &prompt));
         restored = generator.switch_document(req.document)?;
+        if req.fresh_cache {
+            generator.reset();
+        }
         match req.speculation.as_ref().map(|s| &s.drafter) {
             None => generator.run(req, &prompt, healed, cancel),
             Some(Drafter::Lookup(lookup)) => {

@@ -316,8 +316,9 @@ pub struct SpecBenchArgs {
     /// Skip running the tests (no pass@1).
     #[arg(long)]
     pub no_exec: bool,
-    /// Start every run from an empty KV cache (no reuse of the previous run's cells), so the
-    /// target alone and each speculative run see the same cache layout.
+    /// Turn KV-cache reuse off for both models (the draft then evaluates its whole stream at
+    /// each draft). The target's runs start from an empty cache either way, so that the target
+    /// alone and each speculative run start from the same state.
     #[arg(long)]
     pub no_reuse: bool,
     /// Also write the results as JSON here.

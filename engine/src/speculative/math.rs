@@ -141,15 +141,22 @@ pub fn verify(
 /// than it saves (a 2-core CPU, measured in docs/benchmarks.md).
 #[derive(Clone, Debug)]
 pub struct CostModel {
-    /// Milliseconds of a target call evaluating n tokens, at index n (EMA; 0 = not measured).
-    call_ms: Vec<f64>,
-    /// Milliseconds per drafted token (EMA; 0 = not measured).
+    /// Recent times of a target call evaluating n tokens, at index n (their median is used: one
+    /// slow call, a page fault or another process, must not decide for hundreds).
+    call_ms: Vec<Recent>,
+    /// Milliseconds per drafted token while the draft model keeps up with the output (EMA;
+    /// 0 = not measured).
     draft_ms: f64,
+    /// Milliseconds per token the draft model spends catching up on output it has not seen
+    /// (EMA; 0 = not measured): what a try after a run of plain steps costs first.
+    catch_up_ms: f64,
     /// Decayed counts of accepted and examined drafted tokens.
     accepted: f64,
     examined: f64,
     /// Plain calls since speculation was last tried.
     since_probe: u32,
+    /// Drafting calls since a plain step was last timed.
+    since_plain: u32,
     /// Plain calls after which speculation is tried again: [`PROBE_EVERY`], doubled after each
     /// try that did not pay (a try costs the draft model's catch-up over everything emitted
     /// since it last ran, in a new job the prompt too), back to [`PROBE_EVERY`] when drafting
@@ -159,10 +166,22 @@ pub struct CostModel {
 
 /// Weight of a new measurement in the moving averages.
 const EMA: f64 = 0.2;
+/// Drafting calls after which a plain step is timed again: drafting on merit never times one,
+/// and a plain step timed once, slowly, would keep drafting on for good (Qwen2.5-Coder 0.5B →
+/// 1.5B, 2 cores: one `auto` run drafted k = 2 throughout at 0.72× the target alone).
+const RETIME_EVERY: u32 = 16;
 /// Plain calls after which speculation is tried again (conditions change: load, context).
 const PROBE_EVERY: u32 = 64;
 /// The longest wait between tries.
 const PROBE_MAX: u32 = 4096;
+/// The most a try may cost in catching the draft model up, as a share of the time spent in
+/// plain steps since the last one. A try at a new job's start catches up on the whole prompt:
+/// on Qwen2.5-Coder 0.5B → 1.5B (2 cores) tries cost ~100 ms per drafted token and made
+/// `auto` 6% slower than the target alone (docs/benchmarks.md).
+const PROBE_SHARE: f64 = 0.03;
+/// Tokens a draft in step with the output evaluates before drafting (the last drafted token
+/// and the target's own); more is catching up.
+const IN_STEP: usize = 2;
 /// How much faster than plain decoding drafting must be expected to be before it is used: the
 /// model leaves out the loop's own work (verification, draft catch-up bookkeeping) and timings
 /// are noisy, so a predicted tie is a measured loss (Qwen2.5-Coder 0.5B → 1.5B on 2 cores:
@@ -174,10 +193,12 @@ impl Default for CostModel {
         CostModel {
             call_ms: Vec::new(),
             draft_ms: 0.0,
+            catch_up_ms: 0.0,
             // A prior of α = 0.7 over 10 tokens: optimistic enough to try drafting.
             accepted: 7.0,
             examined: 10.0,
             since_probe: 0,
+            since_plain: 0,
             probe_every: PROBE_EVERY,
         }
     }
@@ -191,18 +212,25 @@ impl CostModel {
 
     /// Measured milliseconds of a target call over `n` tokens, if any.
     pub fn call_ms(&self, n: usize) -> Option<f64> {
-        self.call_ms.get(n).copied().filter(|&t| t > 0.0)
+        self.call_ms.get(n).and_then(Recent::median)
     }
 
-    pub fn record_call(&mut self, n: usize, ms: f64) {
+    /// A target call over `n` tokens took `ms`. `chosen`: the adaptive length chose its size;
+    /// a fixed-length job's calls are timed but are no choices (`bench spec` runs fixed lengths
+    /// before `auto` on one cost model: their calls must not count as tries or plain steps).
+    pub fn record_call(&mut self, n: usize, ms: f64, chosen: bool) {
         if self.call_ms.len() <= n {
-            self.call_ms.resize(n + 1, 0.0);
+            self.call_ms.resize(n + 1, Recent::default());
         }
-        let t = &mut self.call_ms[n];
-        *t = if *t > 0.0 { *t + EMA * (ms - *t) } else { ms };
+        self.call_ms[n].push(ms);
+        if !chosen {
+            return;
+        }
         if n == 1 {
             self.since_probe += 1;
+            self.since_plain = 0;
         } else {
+            self.since_plain += 1;
             // A drafting call after a full wait was a try; one before it, a choice on merit.
             self.probe_every = if self.since_probe >= self.probe_every {
                 (self.probe_every * 2).min(PROBE_MAX)
@@ -213,16 +241,22 @@ impl CostModel {
         }
     }
 
-    pub fn record_draft(&mut self, n: usize, ms: f64) {
+    /// A draft of `n` tokens that took `ms`, of which `prefill_ms` went into evaluating the
+    /// `prefilled` output tokens the draft model had not seen. What exceeds a draft in step
+    /// with the output ([`IN_STEP`] tokens) is catching up, timed apart: it is paid once after
+    /// plain steps, not per drafted token.
+    pub fn record_draft(&mut self, n: usize, ms: f64, prefilled: usize, prefill_ms: f64) {
         if n == 0 {
             return;
         }
-        let per = ms / n as f64;
-        self.draft_ms = if self.draft_ms > 0.0 {
-            self.draft_ms + EMA * (per - self.draft_ms)
-        } else {
-            per
-        };
+        let excess = prefilled.saturating_sub(IN_STEP);
+        let mut ms = ms;
+        if excess > 0 {
+            let per = prefill_ms / prefilled as f64;
+            ema(&mut self.catch_up_ms, per);
+            ms -= per * excess as f64;
+        }
+        ema(&mut self.draft_ms, ms.max(0.0) / n as f64);
     }
 
     /// After a verification: `accepted` drafted tokens kept, `rejected` is 1 when one was
@@ -265,7 +299,10 @@ impl CostModel {
     /// it drafts `init` (small on CPU, larger on GPU). Drafting must be expected to beat plain
     /// decoding by [`MARGIN`]; after a long run of plain calls it tries the best drafting
     /// length once more.
-    pub fn choose(&self, init: usize, max: usize) -> usize {
+    ///
+    /// `catch_up`: output tokens the draft model has not seen. A try waits until catching up on
+    /// them costs at most [`PROBE_SHARE`] of the plain steps' time since the last try.
+    pub fn choose(&self, init: usize, max: usize, catch_up: usize) -> usize {
         let Some(plain) = self.rate(0) else {
             return 0;
         };
@@ -275,11 +312,51 @@ impl CostModel {
         let best = (1..=max)
             .filter_map(|k| self.rate(k).map(|r| (k, r)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
+        let affordable = || {
+            catch_up as f64 * self.catch_up_ms <= PROBE_SHARE * f64::from(self.since_probe) / plain
+        };
         match best {
-            Some((k, r)) if r > plain * MARGIN || self.since_probe >= self.probe_every => k,
+            Some(_) if self.since_plain >= RETIME_EVERY => 0,
+            Some((k, r)) if r > plain * MARGIN => k,
+            Some((k, _)) if self.since_probe >= self.probe_every && affordable() => k,
             _ => 0,
         }
     }
+}
+
+/// The last few measurements of one thing.
+#[derive(Clone, Debug, Default)]
+struct Recent {
+    samples: [f64; 5],
+    len: usize,
+    next: usize,
+}
+
+impl Recent {
+    fn push(&mut self, x: f64) {
+        self.samples[self.next] = x;
+        self.next = (self.next + 1) % self.samples.len();
+        self.len = (self.len + 1).min(self.samples.len());
+    }
+
+    /// The median (of an even count, the lower middle); `None` before the first.
+    fn median(&self) -> Option<f64> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut v = self.samples[..self.len].to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(v[(self.len - 1) / 2])
+    }
+}
+
+/// Moves a moving average towards `x` (the first measurement sets it).
+fn ema(avg: &mut f64, x: f64) {
+    *avg = if *avg > 0.0 {
+        *avg + EMA * (x - *avg)
+    } else {
+        x
+    };
 }
 
 /// Chooses how many tokens to draft next.
@@ -293,11 +370,17 @@ impl DraftControl {
         DraftControl { length }
     }
 
-    /// The draft length for the next verification.
-    pub fn k(&self, costs: &CostModel) -> usize {
+    /// Whether the length is chosen from measured costs.
+    pub fn adaptive(&self) -> bool {
+        matches!(self.length, DraftLength::Adaptive { .. })
+    }
+
+    /// The draft length for the next verification; `catch_up`: output tokens the draft model
+    /// has not seen (see [`CostModel::choose`]).
+    pub fn k(&self, costs: &CostModel, catch_up: usize) -> usize {
         match self.length {
             DraftLength::Fixed(k) => k,
-            DraftLength::Adaptive { init, max } => costs.choose(init, max.max(1)),
+            DraftLength::Adaptive { init, max } => costs.choose(init, max.max(1), catch_up),
         }
     }
 }
@@ -461,64 +544,118 @@ mod tests {
     fn draft_length_follows_measured_costs() {
         let mut c = CostModel::default();
         // Nothing timed yet: a plain step first, so that there is something to compare with.
-        assert_eq!(c.choose(2, 8), 0);
-        c.record_call(1, 10.0);
+        assert_eq!(c.choose(2, 8, 0), 0);
+        c.record_call(1, 10.0, true);
         // Then, before a draft has been timed, the length the caller says.
-        assert_eq!(c.choose(2, 8), 2);
-        assert_eq!(c.choose(4, 3), 3);
-        c.record_draft(4, 4.0);
+        assert_eq!(c.choose(2, 8, 0), 2);
+        assert_eq!(c.choose(4, 3, 0), 3);
+        c.record_draft(4, 4.0, 2, 1.0);
         // Cheap verification (GPU-like: 9 tokens cost 1.2 steps) and α 0.7 → draft long.
         for n in 2..=9 {
-            c.record_call(n, 10.0 + 2.0 * (n - 1) as f64 / 8.0);
+            c.record_call(n, 10.0 + 2.0 * (n - 1) as f64 / 8.0, true);
         }
-        let k = c.choose(2, 8);
+        let k = c.choose(2, 8, 0);
         assert!(k >= 4, "{k}");
         // Verification as costly as the tokens it checks (a busy 2-core CPU) → plain decoding.
         let mut cpu = CostModel::default();
-        cpu.record_call(1, 10.0);
-        cpu.record_draft(2, 6.0);
+        cpu.record_call(1, 10.0, true);
+        cpu.record_draft(2, 6.0, 2, 1.0);
         for n in 2..=9 {
-            cpu.record_call(n, 10.0 * (0.8 + 0.5 * n as f64));
+            cpu.record_call(n, 10.0 * (0.8 + 0.5 * n as f64), true);
         }
-        assert_eq!(cpu.choose(2, 8), 0);
+        assert_eq!(cpu.choose(2, 8, 0), 0);
         // A predicted tie is not enough (the margin): verification of k + 1 tokens costing
         // about what the drafted tokens save.
         let mut tie = CostModel::default();
-        tie.record_call(1, 10.0);
-        tie.record_draft(1, 3.2);
+        tie.record_call(1, 10.0, true);
+        tie.record_draft(1, 3.2, 2, 1.0);
         for _ in 0..100 {
             tie.record_verdict(3, 1);
         }
         for n in 2..=9 {
-            tie.record_call(n, 10.0 * (1.0 + 0.35 * (n - 1) as f64));
+            tie.record_call(n, 10.0 * (1.0 + 0.35 * (n - 1) as f64), true);
         }
         let best = (1..=8).filter_map(|k| tie.rate(k)).fold(0.0, f64::max);
         let plain = tie.rate(0).unwrap();
         assert!(best > plain && best < plain * MARGIN, "{best} vs {plain}");
-        assert_eq!(tie.choose(2, 8), 0);
+        assert_eq!(tie.choose(2, 8, 0), 0);
         // …and it tries again after a long run of plain steps.
         for _ in 0..64 {
-            cpu.record_call(1, 10.0);
+            cpu.record_call(1, 10.0, true);
         }
-        let k = cpu.choose(2, 8);
+        let k = cpu.choose(2, 8, 0);
         assert!(k > 0);
         // A try that does not pay makes the next one wait twice as long.
-        cpu.record_call(k + 1, 10.0 * (0.8 + 0.5 * (k + 1) as f64));
+        cpu.record_call(k + 1, 10.0 * (0.8 + 0.5 * (k + 1) as f64), true);
         for _ in 0..64 {
-            cpu.record_call(1, 10.0);
+            cpu.record_call(1, 10.0, true);
         }
-        assert_eq!(cpu.choose(2, 8), 0);
+        assert_eq!(cpu.choose(2, 8, 0), 0);
         for _ in 0..64 {
-            cpu.record_call(1, 10.0);
+            cpu.record_call(1, 10.0, true);
         }
-        assert!(cpu.choose(2, 8) > 0);
+        assert!(cpu.choose(2, 8, 0) > 0);
+        // A try waits while catching the draft model up would cost more than 3% of the plain
+        // steps' time since the last one: here 64 steps of 10 ms allow 19.2 ms.
+        let mut lag = CostModel::default();
+        lag.record_call(1, 10.0, true);
+        // A first draft of 2 tokens that caught up on 100: 5 ms of drafting, 100 ms of catch-up.
+        lag.record_draft(2, 105.0, 100, 100.0);
+        assert!(
+            (lag.draft_ms - (105.0 - 98.0) / 2.0).abs() < 1e-9,
+            "{}",
+            lag.draft_ms
+        );
+        assert!((lag.catch_up_ms - 1.0).abs() < 1e-9);
+        lag.record_call(3, 30.0, true);
+        for _ in 0..64 {
+            lag.record_call(1, 10.0, true);
+        }
+        assert_eq!(lag.choose(2, 8, 100), 0, "100 ms of catch-up");
+        assert!(lag.choose(2, 8, 19) > 0, "19 ms of catch-up");
+        // A fixed-length job's calls are timed but are no tries: they leave the wait alone.
+        let mut fixed = CostModel::default();
+        fixed.record_call(1, 10.0, true);
+        fixed.record_draft(2, 6.0, 2, 1.0);
+        fixed.record_call(3, 40.0, true);
+        for _ in 0..63 {
+            fixed.record_call(1, 10.0, true);
+            fixed.record_call(3, 40.0, false);
+        }
+        assert_eq!(fixed.choose(2, 8, 0), 0, "63 plain steps");
+        fixed.record_call(1, 10.0, true);
+        assert!(fixed.choose(2, 8, 0) > 0, "64 plain steps: a try");
+        // A plain step timed once, slowly, does not keep drafting on: drafting on merit times
+        // a plain step again every 16 calls, and the median forgets the slow one.
+        let mut slow = CostModel::default();
+        slow.record_call(1, 80.0, true);
+        slow.record_draft(2, 20.0, 2, 1.0);
+        for _ in 0..50 {
+            slow.record_verdict(2, 1);
+        }
+        slow.record_call(3, 101.0, true);
+        assert!(slow.choose(2, 8, 0) > 0, "on merit against an 80 ms step");
+        for _ in 0..15 {
+            slow.record_call(3, 101.0, true);
+        }
+        assert_eq!(
+            slow.choose(2, 8, 0),
+            0,
+            "16 drafting calls: time a plain step"
+        );
+        slow.record_call(1, 46.0, true);
+        assert_eq!(
+            slow.choose(2, 8, 0),
+            0,
+            "against a 46 ms step it does not pay"
+        );
         // A poor acceptance also turns drafting off.
         for _ in 0..200 {
             c.record_verdict(0, 1);
         }
         assert!(c.alpha() < 0.1);
-        assert_eq!(c.choose(2, 8), 0);
-        assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c), 5);
+        assert_eq!(c.choose(2, 8, 0), 0);
+        assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c, 0), 5);
     }
 
     #[test]

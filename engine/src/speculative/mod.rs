@@ -91,12 +91,13 @@ pub(crate) fn run(
         draft_vocab,
     };
     let ended = job.generate(target, &mut source, &mut stats, cancel)?;
+    tracing::debug!(costs = ?job.costs, "speculation costs after the job");
     // The one way out: what speculation cost and earned is kept for the next job.
     target.put_costs(job.costs.clone());
     stats.decode_ms = ms_since(decode_started);
     Ok(match ended {
         Some(stop) => {
-            stats.k_final = job.control.k(&job.costs);
+            stats.k_final = job.control.k(&job.costs, 0);
             Outcome::Completed(job.out.finish(stop, stats))
         }
         None => {
@@ -149,7 +150,7 @@ impl Job<'_> {
             // Emitting `accepted + 1` tokens must stay within the budget and the context.
             let k = self
                 .control
-                .k(&self.costs)
+                .k(&self.costs, self.catch_up(source))
                 .min(self.out.room().saturating_sub(1))
                 .min(n_ctx - base - 2);
             let drafts = self.draft(target, source, last, k, stats, cancel)?;
@@ -164,7 +165,8 @@ impl Job<'_> {
                 Logits::All
             };
             target.eval(&batch, logits)?;
-            self.costs.record_call(batch.len(), ms_since(called));
+            self.costs
+                .record_call(batch.len(), ms_since(called), self.control.adaptive());
             stats.n_target_calls += 1;
             stats.n_drafted += drafts.len();
 
@@ -223,6 +225,16 @@ impl Job<'_> {
         stop
     }
 
+    /// Output tokens the draft model has not evaluated yet (0 for prompt lookup).
+    fn catch_up(&self, source: &DraftSource<'_, '_>) -> usize {
+        match (source, &self.draft_stream) {
+            (DraftSource::Model { session, .. }, Some(stream)) => {
+                stream.len() - crate::reuse::common_prefix(session.cached(), stream)
+            }
+            _ => 0,
+        }
+    }
+
     /// Up to `k` drafted tokens to follow `last`, timed.
     fn draft(
         &mut self,
@@ -234,10 +246,12 @@ impl Job<'_> {
         cancel: &CancelToken,
     ) -> Result<Vec<TokenId>, EngineError> {
         let drafted = Instant::now();
+        // Output tokens the draft model evaluated before drafting, and their time.
+        let mut prefilled = JobStats::default();
         let drafts = match source {
             _ if k == 0 => Vec::new(),
             DraftSource::Model { session, .. } => match &self.draft_stream {
-                Some(stream) => draft_with_model(session, stream, k, cancel)?,
+                Some(stream) => draft_with_model(session, stream, k, cancel, &mut prefilled)?,
                 None => Vec::new(),
             },
             DraftSource::Lookup { corpus } => {
@@ -249,7 +263,12 @@ impl Job<'_> {
         };
         let draft_ms = ms_since(drafted);
         stats.draft_ms += draft_ms;
-        self.costs.record_draft(drafts.len(), draft_ms);
+        self.costs.record_draft(
+            drafts.len(),
+            draft_ms,
+            prefilled.n_evaluated,
+            prefilled.prefill_ms,
+        );
         Ok(drafts)
     }
 }
@@ -266,18 +285,19 @@ fn extend_draft_stream(stream: &mut Option<Vec<TokenId>>, token: TokenId, draft_
     }
 }
 
-/// Brings the draft model to `stream` (reusing its cache) and drafts up to `k` tokens greedily.
+/// Brings the draft model to `stream` (reusing its cache; what that evaluated is added to
+/// `prefilled`) and drafts up to `k` tokens greedily.
 fn draft_with_model(
     session: &mut Session<'_>,
     stream: &[TokenId],
     k: usize,
     cancel: &CancelToken,
+    prefilled: &mut JobStats,
 ) -> Result<Vec<TokenId>, EngineError> {
     if stream.len() + k >= session.n_ctx() {
         return Ok(Vec::new());
     }
-    let mut scratch = JobStats::default();
-    if !session.prefill(stream, true, cancel, &mut scratch, None)? {
+    if !session.prefill(stream, true, cancel, prefilled, None)? {
         return Ok(Vec::new());
     }
     let mut drafts = Vec::with_capacity(k);

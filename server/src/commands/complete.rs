@@ -94,6 +94,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         on_progress: None,
         document: None,
         heal: false,
+        fresh_cache: false,
     };
     let outcome = runtime.block_on(engine.submit(req))?;
     let Outcome::Completed(completion) = outcome else {

@@ -308,6 +308,7 @@ pub(super) fn request(
         speculation: None,
         on_progress: None,
         document: Some(document_key(uri)),
+        fresh_cache: false,
     }
 }
 
