@@ -157,6 +157,12 @@ pub struct CostModel {
     since_probe: u32,
     /// Drafting calls since a plain step was last timed.
     since_plain: u32,
+    /// Drafting calls after which a plain step is timed again: [`RETIME_EVERY`], doubled each
+    /// time drafting goes on after one (up to [`RETIME_MAX`]), back to [`RETIME_EVERY`] when
+    /// drafting starts on a try.
+    retime_every: u32,
+    /// The last call was a plain step timed again while drafting.
+    retimed: bool,
     /// Plain calls after which speculation is tried again: [`PROBE_EVERY`], doubled after each
     /// try that did not pay (a try costs the draft model's catch-up over everything emitted
     /// since it last ran, in a new job the prompt too), back to [`PROBE_EVERY`] when drafting
@@ -169,7 +175,11 @@ const EMA: f64 = 0.2;
 /// Drafting calls after which a plain step is timed again: drafting on merit never times one,
 /// and a plain step timed once, slowly, would keep drafting on for good (Qwen2.5-Coder 0.5B →
 /// 1.5B, 2 cores: one `auto` run drafted k = 2 throughout at 0.72× the target alone).
+/// Each costs one plain step where drafting gives several tokens, hence the doubling while it
+/// keeps winning.
 const RETIME_EVERY: u32 = 16;
+/// The longest wait between plain steps timed again.
+const RETIME_MAX: u32 = 1024;
 /// Plain calls after which speculation is tried again (conditions change: load, context).
 const PROBE_EVERY: u32 = 64;
 /// The longest wait between tries.
@@ -199,6 +209,8 @@ impl Default for CostModel {
             examined: 10.0,
             since_probe: 0,
             since_plain: 0,
+            retime_every: RETIME_EVERY,
+            retimed: false,
             probe_every: PROBE_EVERY,
         }
     }
@@ -227,16 +239,22 @@ impl CostModel {
             return;
         }
         if n == 1 {
+            self.retimed = self.since_plain >= self.retime_every;
             self.since_probe += 1;
             self.since_plain = 0;
         } else {
-            self.since_plain += 1;
             // A drafting call after a full wait was a try; one before it, a choice on merit.
-            self.probe_every = if self.since_probe >= self.probe_every {
-                (self.probe_every * 2).min(PROBE_MAX)
+            if self.since_probe >= self.probe_every {
+                self.probe_every = (self.probe_every * 2).min(PROBE_MAX);
+                self.retime_every = RETIME_EVERY;
             } else {
-                PROBE_EVERY
-            };
+                self.probe_every = PROBE_EVERY;
+                if self.retimed {
+                    self.retime_every = (self.retime_every * 2).min(RETIME_MAX);
+                }
+            }
+            self.retimed = false;
+            self.since_plain += 1;
             self.since_probe = 0;
         }
     }
@@ -316,7 +334,7 @@ impl CostModel {
             catch_up as f64 * self.catch_up_ms <= PROBE_SHARE * f64::from(self.since_probe) / plain
         };
         match best {
-            Some(_) if self.since_plain >= RETIME_EVERY => 0,
+            Some(_) if self.since_plain >= self.retime_every => 0,
             Some((k, r)) if r > plain * MARGIN => k,
             Some((k, _)) if self.since_probe >= self.probe_every && affordable() => k,
             _ => 0,
@@ -556,6 +574,17 @@ mod tests {
         }
         let k = c.choose(2, 8, 0);
         assert!(k >= 4, "{k}");
+        // Drafting on merit times a plain step again after 16 calls, then, while drafting keeps
+        // winning, after 32, 64… (each costs a step where drafting gives several tokens).
+        c.record_call(1, 10.0, true);
+        for wait in [16, 32, 64] {
+            for _ in 0..wait {
+                assert!(c.choose(2, 8, 0) >= 4);
+                c.record_call(k + 1, 10.0 + 2.0 * k as f64 / 8.0, true);
+            }
+            assert_eq!(c.choose(2, 8, 0), 0, "after {wait} drafting calls");
+            c.record_call(1, 10.0, true);
+        }
         // Verification as costly as the tokens it checks (a busy 2-core CPU) → plain decoding.
         let mut cpu = CostModel::default();
         cpu.record_call(1, 10.0, true);
