@@ -318,9 +318,10 @@ impl CostModel {
     /// decoding by [`MARGIN`]; after a long run of plain calls it tries the best drafting
     /// length once more.
     ///
-    /// `catch_up`: output tokens the draft model has not seen. A try waits until catching up on
-    /// them costs at most [`PROBE_SHARE`] of the plain steps' time since the last try.
-    pub fn choose(&self, init: usize, max: usize, catch_up: usize) -> usize {
+    /// `catch_up`: output tokens the draft model has not seen, asked only when a try is due. A
+    /// try waits until catching up on them costs at most [`PROBE_SHARE`] of the plain steps'
+    /// time since the last try.
+    pub fn choose(&self, init: usize, max: usize, catch_up: impl FnOnce() -> usize) -> usize {
         let Some(plain) = self.rate(0) else {
             return 0;
         };
@@ -331,7 +332,8 @@ impl CostModel {
             .filter_map(|k| self.rate(k).map(|r| (k, r)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let affordable = || {
-            catch_up as f64 * self.catch_up_ms <= PROBE_SHARE * f64::from(self.since_probe) / plain
+            catch_up() as f64 * self.catch_up_ms
+                <= PROBE_SHARE * f64::from(self.since_probe) / plain
         };
         match best {
             Some(_) if self.since_plain >= self.retime_every => 0,
@@ -395,7 +397,7 @@ impl DraftControl {
 
     /// The draft length for the next verification; `catch_up`: output tokens the draft model
     /// has not seen (see [`CostModel::choose`]).
-    pub fn k(&self, costs: &CostModel, catch_up: usize) -> usize {
+    pub fn k(&self, costs: &CostModel, catch_up: impl FnOnce() -> usize) -> usize {
         match self.length {
             DraftLength::Fixed(k) => k,
             DraftLength::Adaptive { init, max } => costs.choose(init, max.max(1), catch_up),
@@ -562,27 +564,27 @@ mod tests {
     fn draft_length_follows_measured_costs() {
         let mut c = CostModel::default();
         // Nothing timed yet: a plain step first, so that there is something to compare with.
-        assert_eq!(c.choose(2, 8, 0), 0);
+        assert_eq!(c.choose(2, 8, || 0), 0);
         c.record_call(1, 10.0, true);
         // Then, before a draft has been timed, the length the caller says.
-        assert_eq!(c.choose(2, 8, 0), 2);
-        assert_eq!(c.choose(4, 3, 0), 3);
+        assert_eq!(c.choose(2, 8, || 0), 2);
+        assert_eq!(c.choose(4, 3, || 0), 3);
         c.record_draft(4, 4.0, 2, 1.0);
         // Cheap verification (GPU-like: 9 tokens cost 1.2 steps) and α 0.7 → draft long.
         for n in 2..=9 {
             c.record_call(n, 10.0 + 2.0 * (n - 1) as f64 / 8.0, true);
         }
-        let k = c.choose(2, 8, 0);
+        let k = c.choose(2, 8, || 0);
         assert!(k >= 4, "{k}");
         // Drafting on merit times a plain step again after 16 calls, then, while drafting keeps
         // winning, after 32, 64… (each costs a step where drafting gives several tokens).
         c.record_call(1, 10.0, true);
         for wait in [16, 32, 64] {
             for _ in 0..wait {
-                assert!(c.choose(2, 8, 0) >= 4);
+                assert!(c.choose(2, 8, || 0) >= 4);
                 c.record_call(k + 1, 10.0 + 2.0 * k as f64 / 8.0, true);
             }
-            assert_eq!(c.choose(2, 8, 0), 0, "after {wait} drafting calls");
+            assert_eq!(c.choose(2, 8, || 0), 0, "after {wait} drafting calls");
             c.record_call(1, 10.0, true);
         }
         // Verification as costly as the tokens it checks (a busy 2-core CPU) → plain decoding.
@@ -592,7 +594,7 @@ mod tests {
         for n in 2..=9 {
             cpu.record_call(n, 10.0 * (0.8 + 0.5 * n as f64), true);
         }
-        assert_eq!(cpu.choose(2, 8, 0), 0);
+        assert_eq!(cpu.choose(2, 8, || 0), 0);
         // A predicted tie is not enough (the margin): verification of k + 1 tokens costing
         // about what the drafted tokens save.
         let mut tie = CostModel::default();
@@ -607,23 +609,23 @@ mod tests {
         let best = (1..=8).filter_map(|k| tie.rate(k)).fold(0.0, f64::max);
         let plain = tie.rate(0).unwrap();
         assert!(best > plain && best < plain * MARGIN, "{best} vs {plain}");
-        assert_eq!(tie.choose(2, 8, 0), 0);
+        assert_eq!(tie.choose(2, 8, || 0), 0);
         // …and it tries again after a long run of plain steps.
         for _ in 0..64 {
             cpu.record_call(1, 10.0, true);
         }
-        let k = cpu.choose(2, 8, 0);
+        let k = cpu.choose(2, 8, || 0);
         assert!(k > 0);
         // A try that does not pay makes the next one wait twice as long.
         cpu.record_call(k + 1, 10.0 * (0.8 + 0.5 * (k + 1) as f64), true);
         for _ in 0..64 {
             cpu.record_call(1, 10.0, true);
         }
-        assert_eq!(cpu.choose(2, 8, 0), 0);
+        assert_eq!(cpu.choose(2, 8, || 0), 0);
         for _ in 0..64 {
             cpu.record_call(1, 10.0, true);
         }
-        assert!(cpu.choose(2, 8, 0) > 0);
+        assert!(cpu.choose(2, 8, || 0) > 0);
         // A try waits while catching the draft model up would cost more than 3% of the plain
         // steps' time since the last one: here 64 steps of 10 ms allow 19.2 ms.
         let mut lag = CostModel::default();
@@ -640,8 +642,8 @@ mod tests {
         for _ in 0..64 {
             lag.record_call(1, 10.0, true);
         }
-        assert_eq!(lag.choose(2, 8, 100), 0, "100 ms of catch-up");
-        assert!(lag.choose(2, 8, 19) > 0, "19 ms of catch-up");
+        assert_eq!(lag.choose(2, 8, || 100), 0, "100 ms of catch-up");
+        assert!(lag.choose(2, 8, || 19) > 0, "19 ms of catch-up");
         // A fixed-length job's calls are timed but are no tries: they leave the wait alone.
         let mut fixed = CostModel::default();
         fixed.record_call(1, 10.0, true);
@@ -651,9 +653,9 @@ mod tests {
             fixed.record_call(1, 10.0, true);
             fixed.record_call(3, 40.0, false);
         }
-        assert_eq!(fixed.choose(2, 8, 0), 0, "63 plain steps");
+        assert_eq!(fixed.choose(2, 8, || 0), 0, "63 plain steps");
         fixed.record_call(1, 10.0, true);
-        assert!(fixed.choose(2, 8, 0) > 0, "64 plain steps: a try");
+        assert!(fixed.choose(2, 8, || 0) > 0, "64 plain steps: a try");
         // A plain step timed once, slowly, does not keep drafting on: drafting on merit times
         // a plain step again every 16 calls, and the median forgets the slow one.
         let mut slow = CostModel::default();
@@ -663,18 +665,21 @@ mod tests {
             slow.record_verdict(2, 1);
         }
         slow.record_call(3, 101.0, true);
-        assert!(slow.choose(2, 8, 0) > 0, "on merit against an 80 ms step");
+        assert!(
+            slow.choose(2, 8, || 0) > 0,
+            "on merit against an 80 ms step"
+        );
         for _ in 0..15 {
             slow.record_call(3, 101.0, true);
         }
         assert_eq!(
-            slow.choose(2, 8, 0),
+            slow.choose(2, 8, || 0),
             0,
             "16 drafting calls: time a plain step"
         );
         slow.record_call(1, 46.0, true);
         assert_eq!(
-            slow.choose(2, 8, 0),
+            slow.choose(2, 8, || 0),
             0,
             "against a 46 ms step it does not pay"
         );
@@ -683,8 +688,8 @@ mod tests {
             c.record_verdict(0, 1);
         }
         assert!(c.alpha() < 0.1);
-        assert_eq!(c.choose(2, 8, 0), 0);
-        assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c, 0), 5);
+        assert_eq!(c.choose(2, 8, || 0), 0);
+        assert_eq!(DraftControl::new(DraftLength::Fixed(5)).k(&c, || 0), 5);
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub(crate) fn run(
     stats.decode_ms = ms_since(decode_started);
     Ok(match ended {
         Some(stop) => {
-            stats.k_final = job.control.k(&job.costs, 0);
+            stats.k_final = job.control.k(&job.costs, || 0);
             Outcome::Completed(job.out.finish(stop, stats))
         }
         None => {
@@ -148,9 +148,11 @@ impl Job<'_> {
                 return Ok(Some(StopReason::ContextFull));
             }
             // Emitting `accepted + 1` tokens must stay within the budget and the context.
+            // The catch-up is counted only when a try is due (it walks the whole stream).
+            let catch_up = || catch_up(source, self.draft_stream.as_deref());
             let k = self
                 .control
-                .k(&self.costs, self.catch_up(source))
+                .k(&self.costs, catch_up)
                 .min(self.out.room().saturating_sub(1))
                 .min(n_ctx - base - 2);
             let drafts = self.draft(target, source, last, k, stats, cancel)?;
@@ -225,16 +227,6 @@ impl Job<'_> {
         stop
     }
 
-    /// Output tokens the draft model has not evaluated yet (0 for prompt lookup).
-    fn catch_up(&self, source: &DraftSource<'_, '_>) -> usize {
-        match (source, &self.draft_stream) {
-            (DraftSource::Model { session, .. }, Some(stream)) => {
-                stream.len() - crate::reuse::common_prefix(session.cached(), stream)
-            }
-            _ => 0,
-        }
-    }
-
     /// Up to `k` drafted tokens to follow `last`, timed.
     fn draft(
         &mut self,
@@ -270,6 +262,16 @@ impl Job<'_> {
             prefilled.prefill_ms,
         );
         Ok(drafts)
+    }
+}
+
+/// Output tokens of `stream` the draft model has not evaluated yet (0 for prompt lookup).
+fn catch_up(source: &DraftSource<'_, '_>, stream: Option<&[TokenId]>) -> usize {
+    match (source, stream) {
+        (DraftSource::Model { session, .. }, Some(stream)) => {
+            stream.len() - crate::reuse::common_prefix(session.cached(), stream)
+        }
+        _ => 0,
     }
 }
 
