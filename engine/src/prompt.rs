@@ -248,18 +248,40 @@ fn context_tokens(
 /// before the cursor out of `built` and returns its text, which the generated text must start
 /// with. `None` (nothing taken) when there is no such token or its text is not whole UTF-8
 /// (a byte token of a longer character).
-pub(crate) fn heal(built: &mut Built, piece: &dyn Fn(TokenId) -> Vec<u8>) -> Option<Vec<u8>> {
+///
+/// A token of two or more whitespace characters ending in a space or tab (the indentation a
+/// cursor sits after) gives back only its last character: the rest is tokenized again
+/// (`tokenize`, a continuation) and stays in the prompt. Both kinds of vocabulary write
+/// `<indent> word` as the indentation less one space, then ` word` (GPT-2's pre-tokenizer
+/// splits a space run before a word that way; SentencePiece's `▁word` does the same), so one
+/// space left to heal is what the model saw in training. Healing the whole run let the model
+/// rebuild it from short space tokens, a split it never saw, and it then wrote spaces until
+/// the budget ran out (Qwen2.5-Coder-0.5B: 7 + 1 + 1 … after 12 spaces).
+pub(crate) fn heal(
+    built: &mut Built,
+    piece: &dyn Fn(TokenId) -> Vec<u8>,
+    tokenize: &dyn Fn(&str) -> Vec<TokenId>,
+) -> Option<Vec<u8>> {
     if built.prefix_end <= built.prefix_start {
         return None;
     }
-    let last = built.tokens[built.prefix_end - 1];
-    let text = piece(last);
-    if text.is_empty() || std::str::from_utf8(&text).is_err() {
+    let at = built.prefix_end - 1;
+    let text = String::from_utf8(piece(built.tokens[at])).ok()?;
+    if text.is_empty() {
         return None;
     }
-    built.tokens.remove(built.prefix_end - 1);
-    built.prefix_end -= 1;
-    Some(text)
+    let last = text.chars().next_back()?;
+    let kept = &text[..text.len() - last.len_utf8()];
+    if matches!(last, ' ' | '\t') && !kept.is_empty() && kept.chars().all(char::is_whitespace) {
+        let retokenized = tokenize(kept);
+        let n = retokenized.len();
+        built.tokens.splice(at..=at, retokenized);
+        built.prefix_end = at + n;
+        return Some(last.to_string().into_bytes());
+    }
+    built.tokens.remove(at);
+    built.prefix_end = at;
+    Some(text.into_bytes())
 }
 
 /// Whether a token whose text is `piece` may come next while `pending` (the rest of the
@@ -467,7 +489,7 @@ mod tests {
             context: Default::default(),
         };
         let mut built = build_marked(&model, &fim);
-        assert_eq!(heal(&mut built, &piece), Some(b" ".to_vec()));
+        assert_eq!(heal(&mut built, &piece, &chars), Some(b" ".to_vec()));
         assert_eq!(render(&built.tokens), "<s><PRE>ab<SUF>}<MID>");
         let mut built = build_marked(
             &model,
@@ -477,7 +499,7 @@ mod tests {
                 context: Context::default(),
             },
         );
-        assert_eq!(heal(&mut built, &piece), Some(b"=".to_vec()));
+        assert_eq!(heal(&mut built, &piece, &chars), Some(b"=".to_vec()));
         assert_eq!(render(&built.tokens), "<s>x");
         // Nothing before the cursor: nothing to take back (never BOS or a control token).
         let mut empty = build_marked(
@@ -491,8 +513,32 @@ mod tests {
                 context: Default::default(),
             },
         );
-        assert_eq!(heal(&mut empty, &piece), None);
+        assert_eq!(heal(&mut empty, &piece, &chars), None);
         assert_eq!(render(&empty.tokens), "<s><PRE><SUF>x<MID>");
+
+        // A run of spaces (token 2000, four of them) gives back its last space only; the
+        // other three are tokenized again. A one-space token and a newline-ended run are
+        // taken back whole.
+        let piece = |t: TokenId| match t {
+            2000 => b"    ".to_vec(),
+            2001 => b"\t\n".to_vec(),
+            t => piece(t),
+        };
+        for (last, healed, rest) in [
+            (2000, " ", "<s>x   "),
+            (' ' as TokenId, " ", "<s>x"),
+            (2001, "\t\n", "<s>x"),
+        ] {
+            let mut built = Built {
+                tokens: vec![1, 'x' as TokenId, last],
+                prefix_start: 1,
+                prefix_end: 3,
+            };
+            let got = heal(&mut built, &piece, &chars);
+            assert_eq!(got.as_deref(), Some(healed.as_bytes()), "token {last}");
+            assert_eq!(render(&built.tokens), rest, "token {last}");
+            assert_eq!(built.prefix_end, built.tokens.len(), "token {last}");
+        }
 
         assert!(heals(b"    ", b"    return"));
         assert!(heals(b"    ", b"  "));

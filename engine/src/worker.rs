@@ -336,11 +336,15 @@ fn run_job<'m>(
         let mut built = marked(generator.model(), &req.prompt);
         let healed = if req.heal && req.speculation.is_none() {
             let model = generator.model();
-            prompt::heal(&mut built, &|t| {
-                let mut out = Vec::new();
-                model.piece(t, &mut out);
-                out
-            })
+            prompt::heal(
+                &mut built,
+                &|t| {
+                    let mut out = Vec::new();
+                    model.piece(t, &mut out);
+                    out
+                },
+                &|text| model.tokenize_continuation(text),
+            )
         } else {
             None
         };

@@ -118,6 +118,16 @@ fn check_model(file: &str, fim: bool) {
             "{name}: the line already has its indentation, the suggestion repeats it: {text:?}"
         );
     }
+    // Twelve spaces of indentation. Healing the whole run let both models rebuild it from short
+    // space tokens (7 + 1 + 1 …), a split they never saw, and write spaces until the budget ran
+    // out: the suggestion was empty.
+    let doc = "def parse(value):\n    out = []\n    while value:\n        if value[0] == ',':\n            out.append(value[0])\n            $0\n        else:\n            out.append(value)\n            break\n    return out\n";
+    let text = suggest(&mut s, "deep.py", doc);
+    eprintln!("{file} deep.py: {text:?}");
+    assert!(
+        !text.trim().is_empty() && !text.starts_with([' ', '\t']),
+        "after twelve spaces of indentation: {text:?}"
+    );
     // The cursor at the very top of an empty file: a model without BOS or FIM has no prompt at
     // all; the answer is empty, not an error, and the server goes on.
     let text = suggest(&mut s, "empty.py", "$0");

@@ -269,7 +269,10 @@ async fn generate(
             ServerState::bump(&state.counters.n_unsure);
             continue;
         }
-        if let Some(text) = postprocess::clean(&c.text, &placement) {
+        let cleaned = postprocess::clean(&c.text, &placement);
+        // Model text: trace level only, like prompts.
+        tracing::trace!(raw = ?c.text, stop = ?c.stop, cleaned = ?cleaned, "completion");
+        if let Some(text) = cleaned {
             if !texts.contains(&text) {
                 texts.push(text);
             }
