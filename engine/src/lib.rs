@@ -257,13 +257,16 @@ pub enum Sampling {
 }
 
 /// Called on the engine thread after each prefill chunk and each generated token.
-pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+pub type ProgressFn = Box<dyn for<'a> FnMut(&Progress<'a>) + Send>;
 
 /// How far a job has got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
+pub struct Progress<'a> {
     pub n_evaluated: usize,
     pub n_generated: usize,
+    /// The completion so far, to its last whole character (empty during the prompt). A stop
+    /// string that later tokens complete can still cut its end off.
+    pub text: &'a str,
 }
 
 /// One completion job.

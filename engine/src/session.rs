@@ -342,6 +342,7 @@ impl<'m> Session<'m> {
                 f(&Progress {
                     n_evaluated: stats.n_evaluated,
                     n_generated: 0,
+                    text: "",
                 });
             }
         }
@@ -480,12 +481,14 @@ impl<'m> Session<'m> {
             if let Some(why) = out.push(token) {
                 break why;
             }
+            // Reported before the token is evaluated: a caller watching the text learns it
+            // one decode step sooner.
+            out.progress(&stats);
             if self.cached.len() + 1 >= n_ctx {
                 break StopReason::ContextFull;
             }
             self.eval(&[token], Logits::Last)?;
             stats.n_target_calls += 1;
-            out.progress(&stats);
         };
         stats.decode_ms = ms_since(decode_started);
         Ok(Outcome::Completed(out.finish(stop, stats)))
@@ -601,6 +604,7 @@ impl<'a> Emitter<'a> {
             f(&Progress {
                 n_evaluated: stats.n_evaluated,
                 n_generated,
+                text: &self.text,
             });
         }
     }

@@ -48,6 +48,29 @@ fn seeded_sampling_is_reproducible_and_seed_dependent() {
 }
 
 #[test]
+fn progress_reports_the_text_generated_so_far() {
+    let engine = tiny_engine(true);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut req = sampled(3);
+    let log = std::sync::Arc::clone(&seen);
+    req.on_progress = Some(Box::new(move |p| {
+        if p.n_generated > 0 {
+            log.lock().unwrap().push((p.n_generated, p.text.to_owned()));
+        }
+    }));
+    let c = complete(&engine, req);
+    let seen = seen.lock().unwrap();
+    // One report per token but the last (which ends generation), each a prefix of the result.
+    assert_eq!(seen.len(), c.stats.n_generated - 1);
+    for (i, (n, text)) in seen.iter().enumerate() {
+        assert_eq!(*n, i + 1);
+        assert!(c.text.starts_with(text.as_str()), "{text:?} / {:?}", c.text);
+    }
+    assert!(seen.windows(2).all(|w| w[1].1.starts_with(w[0].1.as_str())));
+    assert!(!seen.last().unwrap().1.is_empty());
+}
+
+#[test]
 fn max_tokens_and_stop_rules_end_generation() {
     let engine = tiny_engine(true);
     let free = complete(&engine, sampled(5));

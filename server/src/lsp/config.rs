@@ -113,6 +113,10 @@ pub struct ServerConfig {
     pub document_cache_mb: u32,
     /// Once a suggestion is shown, compute the next one as if it were accepted.
     pub precompute_next: bool,
+    /// Keep a generation running while the user types what it is writing: the keystrokes'
+    /// requests wait for it and are answered with the rest (the first key that disagrees
+    /// cancels it).
+    pub keep_generating: bool,
     /// Evaluate a newly opened document that fits the prompt window while the user is idle,
     /// so that the first keystroke in it, wherever it is, finds its prompt in the KV cache.
     pub prefill_on_open: bool,
@@ -161,6 +165,7 @@ impl Default for ServerConfig {
             draft_max: 8,
             document_cache_mb: 128,
             precompute_next: true,
+            keep_generating: true,
             prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,

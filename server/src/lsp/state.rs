@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tower_lsp_server::gen_lsp_types::Uri;
 use tower_lsp_server::Client;
 
+use super::completion::flight::Flight;
 use super::completion::latest::LatestWins;
 use super::completion::typethrough::Shown;
 use super::config::{ReuseMode, ServerConfig};
@@ -47,6 +48,10 @@ pub struct Counters {
     pub n_stale: AtomicU64,
     pub n_cancelled: AtomicU64,
     pub n_cache_hits: AtomicU64,
+    /// Generations started that outlive their request (`keepGenerating`), and requests
+    /// answered by one an earlier keystroke started.
+    pub n_flights: AtomicU64,
+    pub n_followed: AtomicU64,
     /// Next suggestions computed in the background, and requests they answered.
     pub n_precomputed: AtomicU64,
     pub n_precomputed_hits: AtomicU64,
@@ -107,6 +112,8 @@ pub struct ServerState {
     shown: Mutex<HashMap<Uri, Shown>>,
     /// The suggestion that follows the shown one, as if it were accepted.
     next: Mutex<HashMap<Uri, Shown>>,
+    /// The generation in flight (or just landed) per document.
+    flights: Mutex<HashMap<Uri, Flight>>,
     windows: Mutex<HashMap<Uri, usize>>,
     pub counters: Counters,
     latencies: Mutex<Latencies>,
@@ -159,6 +166,7 @@ impl ServerState {
             latest: LatestWins::default(),
             shown: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             latencies: Mutex::new(Latencies::default()),
@@ -254,6 +262,24 @@ impl ServerState {
         put(&self.next, uri, next);
     }
 
+    pub fn flight(&self, uri: &Uri) -> Option<Flight> {
+        lock(&self.flights).get(uri).cloned()
+    }
+
+    /// Makes `flight` the document's one, cancelling the one before.
+    pub fn set_flight(&self, uri: &Uri, flight: Flight) {
+        if let Some(old) = lock(&self.flights).insert(uri.clone(), flight) {
+            old.cancel();
+        }
+    }
+
+    /// Cancels and forgets the document's flight.
+    pub fn end_flight(&self, uri: &Uri) {
+        if let Some(old) = lock(&self.flights).remove(uri) {
+            old.cancel();
+        }
+    }
+
     pub fn window_start(&self, uri: &Uri) -> Option<usize> {
         lock(&self.windows).get(uri).copied()
     }
@@ -280,6 +306,7 @@ impl ServerState {
         lock(&self.shown).remove(uri);
         lock(&self.next).remove(uri);
         lock(&self.windows).remove(uri);
+        self.end_flight(uri);
         self.context.forget(uri);
         self.latest.cancel(uri);
     }

@@ -5,6 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::{file_uri, wait, ClientSetup, TestClient};
+use tokio::sync::oneshot;
 
 const URI: &str = "file:///work/demo.py";
 const DOC: &str =
@@ -174,6 +175,94 @@ async fn typing_through_a_suggestion_is_served_without_the_engine() {
     c.change(URI, 3, [[6, col], [6, col]], "☃").await;
     c.inline(URI, 6, col + 1).await;
     assert_eq!(c.status().await["counters"]["cacheHits"], 1);
+    c.shutdown().await;
+}
+
+/// Where the model's generation for a request is still running (or has just landed): a
+/// second document with `DOC`'s text, its first request sent, and what that request's
+/// generation writes (greedy: what the first document's request got). The engine's job count
+/// is taken before that first request.
+async fn in_flight(c: &mut TestClient) -> (String, u64, oneshot::Receiver<Value>) {
+    c.open(URI, DOC).await;
+    let writes = suggested_after_line(&c.inline(URI, 6, 9).await);
+    c.open(URI2, DOC).await;
+    let jobs = c.status().await["engine"]["jobs"].as_u64().expect("jobs");
+    let (_, first) = c
+        .request_later(
+            "textDocument/inlineCompletion",
+            TestClient::inline_params(URI2, 6, 9, false),
+        )
+        .await;
+    let status = c.status_once("flights", 2).await;
+    assert_eq!(status["counters"]["flights"], 2, "{status}");
+    (writes, jobs, first)
+}
+
+const URI2: &str = "file:///work/demo2.py";
+
+fn flight_setup() -> ClientSetup {
+    ClientSetup {
+        options: json!({"precomputeNext": false, "prefillOnOpen": false,
+            "debounceMs": 0, "debounceMaxMs": 0}),
+        ..ClientSetup::default()
+    }
+}
+
+/// Typing what the model is writing waits for its generation (or finds it landed) instead of
+/// cancelling it and asking the model again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_what_the_model_is_writing_keeps_its_generation() {
+    let (mut c, _) = TestClient::start(flight_setup()).await;
+    c.wait_model_ready().await;
+    let (writes, jobs, first) = in_flight(&mut c).await;
+    let typed: String = writes.chars().take(2).collect();
+    c.change(URI2, 2, [[6, 9], [6, 9]], &typed).await;
+    let col = 9 + typed.encode_utf16().count() as u32;
+    let second = c.inline(URI2, 6, col).await;
+    let item = only_item(&second).expect("the rest of the same suggestion");
+    assert_eq!(item["insertText"], format!("x = load({writes}"));
+    // Superseded (empty), or answered if the generation landed before the keystroke.
+    let first = wait(first).await;
+    assert!(first.get("error").is_none(), "{first}");
+    let status = c.status().await;
+    assert_eq!(
+        status["engine"]["jobs"].as_u64(),
+        Some(jobs + 2),
+        "the first request's prefill and generation only: {status}"
+    );
+    let counters = &status["counters"];
+    assert_eq!(
+        counters["followed"].as_u64().unwrap() + counters["cacheHits"].as_u64().unwrap(),
+        1,
+        "{status}"
+    );
+    assert_eq!(counters["flights"], 2, "{status}");
+    c.shutdown().await;
+}
+
+/// A keystroke that disagrees with the generation in flight asks the model itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_something_else_asks_the_model_again() {
+    let (mut c, _) = TestClient::start(flight_setup()).await;
+    c.wait_model_ready().await;
+    let (_, jobs, first) = in_flight(&mut c).await;
+    c.change(URI2, 2, [[6, 9], [6, 9]], "☃").await;
+    let second = c.inline(URI2, 6, 10).await;
+    if let Some(item) = only_item(&second) {
+        assert!(item["insertText"]
+            .as_str()
+            .unwrap()
+            .starts_with("x = load(☃"));
+    }
+    assert!(wait(first).await.get("error").is_none());
+    let status = c.status().await;
+    assert_eq!(
+        status["engine"]["jobs"].as_u64(),
+        Some(jobs + 4),
+        "a prefill and a generation for each request: {status}"
+    );
+    assert_eq!(status["counters"]["followed"], 0, "{status}");
+    assert_eq!(status["counters"]["flights"], 3, "{status}");
     c.shutdown().await;
 }
 

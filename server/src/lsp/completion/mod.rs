@@ -7,6 +7,7 @@
 //! wakes this one at once; it answers empty and its engine job is cancelled.
 
 mod background;
+pub mod flight;
 pub mod latest;
 mod plan;
 pub mod postprocess;
@@ -23,6 +24,7 @@ use anyhow::Result;
 use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 
 pub use self::background::prefill_on_open;
+use self::flight::{Flight, Verdict};
 use self::latest::Ticket;
 use self::plan::{confident, place, plan, Placed, Plan};
 use self::typethrough::Shown;
@@ -107,6 +109,28 @@ pub async fn suggest(
         ServerState::bump(&state.counters.n_empty);
         return Ok(None);
     };
+    // One greedy suggestion for the text as it is: one a generation in flight may give.
+    let flies = config.keep_generating && params.selected.is_none() && params.n_candidates <= 1;
+    if let Some(flight) = state.flight(&params.uri).filter(|_| flies) {
+        match follow(state, flight, &placed.at, &ticket).await {
+            None => return Ok(None),
+            Some(Verdict::Answer(text)) => {
+                if !fresh(state, &params.uri, doc.version) {
+                    return Ok(None);
+                }
+                ServerState::bump(&state.counters.n_followed);
+                state.record_latency(ms_since(started));
+                let texts = text.into_iter().collect();
+                return Ok(answer(
+                    state, &config, &params, &ticket, engine, placed, texts,
+                ));
+            }
+            Some(Verdict::Failed(e)) => return Err(anyhow::anyhow!(e)),
+            Some(Verdict::Leave | Verdict::Wait) => state.end_flight(&params.uri),
+        }
+    } else if !flies {
+        state.end_flight(&params.uri);
+    }
     let plan = plan(state, &config, &engine, &placed.at, &params);
     // The prompt goes into the KV cache now, while the debounce runs: that work is kept
     // whatever comes next (the next keystroke's prompt shares it), and the job after the
@@ -117,39 +141,91 @@ pub async fn suggest(
         return Ok(None);
     };
     let after_debounce = Instant::now();
-    let Some((texts, engine_ms)) =
+    let generated = if flies {
+        let job = plan.job(&engine, Sampling::Greedy, &params.uri, &config);
+        let flight = Flight::start(
+            state,
+            &engine,
+            job,
+            &placed.at,
+            plan.multi_line,
+            config.min_confidence,
+        );
+        state.set_flight(&params.uri, flight.clone());
+        match follow(state, flight, &placed.at, &ticket).await {
+            None => None,
+            Some(Verdict::Answer(text)) => {
+                Some((text.into_iter().collect(), ms_since(after_debounce)))
+            }
+            Some(Verdict::Failed(e)) => return Err(anyhow::anyhow!(e)),
+            // Its own flight, asked where the cursor is: it cannot disagree.
+            Some(Verdict::Leave | Verdict::Wait) => None,
+        }
+    } else {
         generate(state, &config, &engine, &plan, &placed.at, &params, &ticket).await?
-    else {
+    };
+    let Some((texts, engine_ms)) = generated else {
         return Ok(None);
     };
-    if state.docs.version(&params.uri) != Some(doc.version) {
-        // Made for text the user has changed since (a paste, an undo, typing a popup client
-        // did not ask about): its range and text would land on the wrong line.
-        ServerState::bump(&state.counters.n_stale);
+    if !fresh(state, &params.uri, doc.version) {
         return Ok(None);
     }
     state.record_latency(ms_since(started));
     state.record_overhead(ms_since(started) - debounce_ms - engine_ms);
     state.record_debounce(debounce_ms, ms_since(after_debounce));
+    Ok(answer(
+        state, &config, &params, &ticket, engine, placed, texts,
+    ))
+}
+
+/// Whether the document is still at `version`. An answer made for text the user has changed
+/// since (a paste, an undo, typing a popup client did not ask about) would land on the wrong
+/// line: it is dropped.
+fn fresh(state: &ServerState, uri: &Uri, version: i32) -> bool {
+    let fresh = state.docs.version(uri) == Some(version);
+    if !fresh {
+        ServerState::bump(&state.counters.n_stale);
+    }
+    fresh
+}
+
+/// The answer with `texts`: remembered as the suggestion on screen, and counted.
+fn answer(
+    state: &Arc<ServerState>,
+    config: &ServerConfig,
+    params: &SuggestParams,
+    ticket: &Ticket,
+    engine: Arc<Engine>,
+    mut placed: Placed,
+    texts: Vec<String>,
+) -> Option<Suggestion> {
     let mut suggestion = std::mem::take(&mut placed.suggestion);
     suggestion.texts = texts;
     if params.selected.is_none() {
-        remember(
-            state,
-            &config,
-            &params,
-            &ticket,
-            engine,
-            placed,
-            &suggestion,
-        );
+        remember(state, config, params, ticket, engine, placed, &suggestion);
     }
     if suggestion.texts.is_empty() {
         ServerState::bump(&state.counters.n_empty);
-        return Ok(None);
+        return None;
     }
     ServerState::bump(&state.counters.n_suggestions);
-    Ok(Some(suggestion))
+    Some(suggestion)
+}
+
+/// Waits for `flight` until it answers the request at `at` or the request should ask the
+/// model itself (never [`Verdict::Wait`]); `None` when a newer request superseded this one.
+async fn follow(
+    state: &ServerState,
+    mut flight: Flight,
+    at: &CursorWindow,
+    ticket: &Ticket,
+) -> Option<Verdict> {
+    loop {
+        match flight.judge(at) {
+            Verdict::Wait => unless_superseded(state, ticket, flight.changed()).await?,
+            verdict => return Some(verdict),
+        }
+    }
 }
 
 /// Waits out the debounce; `None` when a newer request superseded this one meanwhile, else the

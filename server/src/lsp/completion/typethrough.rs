@@ -36,6 +36,13 @@ impl Shown {
 
     /// The part of the suggestion still to type, if the cursor is inside it.
     pub fn remaining(&self, at: &CursorWindow) -> Option<&str> {
+        let rest = self.text.strip_prefix(self.typed(at)?)?;
+        (!rest.trim().is_empty()).then_some(rest)
+    }
+
+    /// What was typed at the suggestion's cursor since it was asked for, if that is all that
+    /// changed (the same line, the same text around it).
+    pub fn typed<'a>(&self, at: &'a CursorWindow) -> Option<&'a str> {
         if at.line != self.line
             || at.line_suffix != self.line_suffix
             || at.context_tail != self.context_tail
@@ -43,9 +50,7 @@ impl Shown {
         {
             return None;
         }
-        let typed = at.line_prefix.strip_prefix(self.line_prefix.as_str())?;
-        let rest = self.text.strip_prefix(typed)?;
-        (!rest.trim().is_empty()).then_some(rest)
+        at.line_prefix.strip_prefix(self.line_prefix.as_str())
     }
 }
 

@@ -112,6 +112,8 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "stale": get(&c.n_stale),
             "cancelled": get(&c.n_cancelled),
             "cacheHits": get(&c.n_cache_hits),
+            "flights": get(&c.n_flights),
+            "followed": get(&c.n_followed),
             "precomputed": get(&c.n_precomputed),
             "precomputedHits": get(&c.n_precomputed_hits),
             "openPrefills": get(&c.n_open_prefills),

@@ -3,11 +3,12 @@
 
 use tower_lsp_server::gen_lsp_types::{
     DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
-    DidSaveTextDocumentParams,
+    DidSaveTextDocumentParams, TextDocumentContentChangeEvent,
 };
 
 use std::sync::Arc;
 
+use crate::lsp::completion::flight::Flight;
 use crate::lsp::completion::prefill_on_open;
 use crate::lsp::documents::ChangeRejected;
 use crate::lsp::state::ServerState;
@@ -41,7 +42,25 @@ pub(crate) fn handle_did_change(state: &ServerState, params: DidChangeTextDocume
     {
         // A request in flight was asked for the text before this change: it answers empty
         // now (a popup client asks again: the list is incomplete) instead of late and wrong.
-        Ok(()) => state.latest.cancel(&uri),
+        Ok(()) => {
+            state.latest.cancel(&uri);
+            // The next keystroke's request decides whether a generation in flight goes on;
+            // an edit off its line means it will not.
+            let off_line = |flight: &Flight| {
+                !params.content_changes.iter().all(|c| match c {
+                    TextDocumentContentChangeEvent::TextDocumentContentChangePartial(c) => {
+                        let r = c.range;
+                        flight.survives_edit((r.start.line, r.end.line), &c.text)
+                    }
+                    TextDocumentContentChangeEvent::TextDocumentContentChangeWholeDocument(_) => {
+                        true
+                    }
+                })
+            };
+            if state.flight(&uri).is_some_and(|f| off_line(&f)) {
+                state.end_flight(&uri);
+            }
+        }
         Err(ChangeRejected::UnknownDocument) => {
             tracing::warn!(uri = %uri, "didChange for a document that is not open; ignored");
         }

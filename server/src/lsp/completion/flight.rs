@@ -1,0 +1,287 @@
+//! A generation in flight outlives the keystroke that started it. While the user types what
+//! the model is writing, each keystroke's request follows the generation instead of
+//! cancelling it, and is answered with the rest once it lands; the first keystroke that
+//! disagrees with it cancels it. Without this, on a 2-core laptop a 16-token suggestion
+//! (~0.5 s) never outlives the gap between two keys (~0.15 s), and a typist who pauses only
+//! briefly never sees one.
+//!
+//! A flight is keyed by where it was asked (a [`Shown`] with no text yet), like the
+//! type-through cache: the same line, the same text around it, and only characters typed at
+//! the cursor since.
+
+use std::sync::Arc;
+
+use amd_engine::{CancelToken, CompletionRequest, Engine, Outcome};
+use tokio::sync::watch;
+
+use super::plan::{confident, placement};
+use super::postprocess;
+use super::typethrough::Shown;
+use super::window::CursorWindow;
+use crate::lsp::state::ServerState;
+
+/// How far a flight has got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leg {
+    /// Generating; the raw text so far.
+    Running(String),
+    /// Done: the cleaned suggestion at the flight's origin (`None`: nothing worth showing).
+    Landed(Option<String>),
+    /// Cancelled, or refused by the engine (a bad prompt: nothing to show).
+    Lost,
+    /// The engine failed.
+    Failed(String),
+}
+
+/// A document's generation in flight (or just landed).
+#[derive(Clone, Debug)]
+pub struct Flight {
+    origin: Shown,
+    leg: watch::Receiver<Leg>,
+    cancel: CancelToken,
+}
+
+impl Flight {
+    /// Submits `request` (made for `at`) and returns its flight. The job runs to its end
+    /// whoever waits for it, until [`Flight::cancel`].
+    pub fn start(
+        state: &Arc<ServerState>,
+        engine: &Engine,
+        mut request: CompletionRequest,
+        at: &CursorWindow,
+        multi_line: bool,
+        min_confidence: f32,
+    ) -> Flight {
+        let (tx, rx) = watch::channel(Leg::Running(String::new()));
+        let tx = Arc::new(tx);
+        let progress = Arc::clone(&tx);
+        request.on_progress = Some(Box::new(move |p| {
+            if p.n_generated > 0 {
+                progress.send_if_modified(|leg| match leg {
+                    Leg::Running(text) if text != p.text => {
+                        p.text.clone_into(text);
+                        true
+                    }
+                    _ => false,
+                });
+            }
+        }));
+        let cancel = CancelToken::new();
+        let job = engine.submit_with_cancel(request, cancel.clone());
+        ServerState::bump(&state.counters.n_flights);
+        let origin = Shown::new(at, String::new());
+        let (state, at) = (Arc::clone(state), at.clone());
+        tokio::spawn(async move {
+            let leg = match job.await {
+                Ok(Outcome::Completed(c)) => {
+                    state.set_last_job(c.stats);
+                    if confident(&c, min_confidence) {
+                        let cleaned = postprocess::clean(&c.text, &placement(&at, multi_line));
+                        // Model text: trace level only, like prompts.
+                        tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, "completion");
+                        Leg::Landed(cleaned)
+                    } else {
+                        ServerState::bump(&state.counters.n_unsure);
+                        Leg::Landed(None)
+                    }
+                }
+                Ok(Outcome::Cancelled(_)) => {
+                    ServerState::bump(&state.counters.n_cancelled);
+                    Leg::Lost
+                }
+                Err(e) if e.is_bad_request() => {
+                    // An empty prompt (cursor at the top of a file, no BOS), one too long: no
+                    // suggestion, and the caches stay.
+                    tracing::debug!(error = %e, "no suggestion for this prompt");
+                    Leg::Lost
+                }
+                Err(e) => Leg::Failed(e.to_string()),
+            };
+            tx.send_replace(leg);
+        });
+        Flight {
+            origin,
+            leg: rx,
+            cancel,
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether an edit of `lines` (first, last), inserting `text`, leaves the flight a
+    /// chance: only typing on the line it was asked on does.
+    pub fn survives_edit(&self, lines: (u32, u32), text: &str) -> bool {
+        let line = self.origin.line;
+        lines.0 as usize == line && lines.1 as usize == line && !text.contains(['\n', '\r'])
+    }
+
+    /// What a request at `at` makes of this flight now.
+    pub fn judge(&self, at: &CursorWindow) -> Verdict {
+        judge(&self.origin, at, &self.leg.borrow())
+    }
+
+    /// Waits until the flight has moved on from what was last judged.
+    pub async fn changed(&mut self) {
+        // A dropped sender means the flight's task is gone: its last leg stays readable.
+        if self.leg.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What a request makes of a flight.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It may still write what was typed: wait for it.
+    Wait,
+    /// It landed: the rest of its suggestion after what was typed (`None`: nothing to show).
+    Answer(Option<String>),
+    /// It disagrees with the document (or is lost): the request asks the model itself.
+    Leave,
+    /// The engine failed (for the request that started it).
+    Failed(String),
+}
+
+/// Pure: the request at `at`, for a flight asked at `origin` that has got to `leg`.
+pub fn judge(origin: &Shown, at: &CursorWindow, leg: &Leg) -> Verdict {
+    let Some(typed) = origin.typed(at) else {
+        return Verdict::Leave;
+    };
+    match leg {
+        Leg::Running(raw) => {
+            let raw = raw.replace("\r\n", "\n");
+            if raw.starts_with(typed) || typed.starts_with(raw.as_str()) {
+                Verdict::Wait
+            } else {
+                Verdict::Leave
+            }
+        }
+        Leg::Landed(Some(text)) => {
+            let landed = Shown {
+                text: text.clone(),
+                ..origin.clone()
+            };
+            match landed.remaining(at) {
+                Some(rest) => Verdict::Answer(Some(rest.to_owned())),
+                None if typed.is_empty() => Verdict::Answer(None),
+                None => Verdict::Leave,
+            }
+        }
+        Leg::Failed(e) if typed.is_empty() => Verdict::Failed(e.clone()),
+        Leg::Landed(None) | Leg::Lost if typed.is_empty() => Verdict::Answer(None),
+        // Nothing at the origin; somewhere else the model may have something.
+        Leg::Landed(None) | Leg::Lost | Leg::Failed(_) => Verdict::Leave,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ropey::Rope;
+
+    use super::super::window::cursor_window;
+    use super::*;
+
+    fn at(doc: &str) -> CursorWindow {
+        let (before, after) = doc.split_once("$0").expect("cursor");
+        let rope = Rope::from_str(&format!("{before}{after}"));
+        cursor_window(&rope, before.chars().count(), 0)
+    }
+
+    fn origin() -> Shown {
+        Shown::new(&at("x = 1\nprint($0)\n"), String::new())
+    }
+
+    fn running(text: &str) -> Leg {
+        Leg::Running(text.into())
+    }
+
+    #[test]
+    fn a_request_waits_while_the_model_may_still_write_what_was_typed() {
+        let o = origin();
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint($0)\n"), &running("")),
+            Verdict::Wait
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x +$0)\n"), &running("x")),
+            Verdict::Wait
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x$0)\n"), &running("x + 1")),
+            Verdict::Wait
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(y$0)\n"), &running("x")),
+            Verdict::Leave
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x -$0)\n"), &running("x + 1")),
+            Verdict::Leave
+        );
+        // Anything else changed: another line, the text after the cursor, the lines around.
+        for doc in [
+            "x = 1\nprint()\n$0",
+            "x = 1\nprint(x$0))\n",
+            "x = 2\nprint(x$0)\n",
+        ] {
+            assert_eq!(
+                judge(&o, &at(doc), &running("x + 1")),
+                Verdict::Leave,
+                "{doc}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_landed_flight_answers_with_the_rest_or_lets_the_request_ask_again() {
+        let o = origin();
+        let landed = Leg::Landed(Some("x + 1".into()));
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint($0)\n"), &landed),
+            Verdict::Answer(Some("x + 1".into()))
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x $0)\n"), &landed),
+            Verdict::Answer(Some("+ 1".into()))
+        );
+        // Typed past it, or typed something the cleaned text does not have.
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x + 1$0)\n"), &landed),
+            Verdict::Leave
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x * $0)\n"), &landed),
+            Verdict::Leave
+        );
+        // Nothing to show where it was asked: the request that asked gets nothing, a later
+        // keystroke asks the model.
+        let nothing = Leg::Landed(None);
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint($0)\n"), &nothing),
+            Verdict::Answer(None)
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x$0)\n"), &nothing),
+            Verdict::Leave
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint($0)\n"), &Leg::Lost),
+            Verdict::Answer(None)
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x$0)\n"), &Leg::Lost),
+            Verdict::Leave
+        );
+        let failed = Leg::Failed("boom".into());
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint($0)\n"), &failed),
+            Verdict::Failed("boom".into())
+        );
+        assert_eq!(
+            judge(&o, &at("x = 1\nprint(x$0)\n"), &failed),
+            Verdict::Leave
+        );
+    }
+}
