@@ -51,7 +51,7 @@ target/release/amd-lsp bench replay tests/fixtures/documents --model "$soak_mode
   --keystrokes 150 --speed 4 --json target/replay-ci.json --svg target/replay-ci.svg
 # The accepting typist on a real model (SmolLM2), briefly, on a repetitive file a small model
 # predicts (tests/fixtures/typist): the documents the server was sent must equal the script's,
-# byte for byte, and at least one suggestion must be taken (5 of 10 shown here).
+# byte for byte, and at least one suggestion must be taken (7 of 13 shown here).
 target/release/amd-lsp bench replay tests/fixtures/typist \
   --model "$AMD_LSP_PROXY_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" --variants full \
   --keystrokes 300 --accept --expect-accepts --json target/typist-ci.json

@@ -113,21 +113,18 @@ impl Flight {
     /// Whether an edit of `lines` (first, last), inserting `text`, leaves the flight a
     /// chance: only typing on the line it was asked on does.
     pub fn survives_edit(&self, lines: (u32, u32), text: &str) -> bool {
-        let line = self.origin.line;
-        lines.0 as usize == line && lines.1 as usize == line && !text.contains(['\n', '\r'])
+        typing_on(self.origin.line, lines, text)
     }
 
     /// What a request at `at` makes of this flight now.
-    pub fn judge(&self, at: &CursorWindow) -> Verdict {
-        judge(&self.origin, at, &self.leg.borrow())
+    pub fn judge(&mut self, at: &CursorWindow) -> Verdict {
+        judge(&self.origin, at, &self.leg.borrow_and_update())
     }
 
-    /// Waits until the flight has moved on from what was last judged.
-    pub async fn changed(&mut self) {
-        // A dropped sender means the flight's task is gone: its last leg stays readable.
-        if self.leg.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    /// Waits until the flight has moved on from what was last judged; `false` when it never
+    /// will (its task is gone without a last word).
+    pub async fn changed(&mut self) -> bool {
+        self.leg.changed().await.is_ok()
     }
 }
 
@@ -142,6 +139,11 @@ pub enum Verdict {
     Leave,
     /// The engine failed (for the request that started it).
     Failed(String),
+}
+
+/// Whether an edit of `lines` inserting `text` is typing on `line` (no line break).
+fn typing_on(line: usize, lines: (u32, u32), text: &str) -> bool {
+    lines.0 as usize == line && lines.1 as usize == line && !text.contains(['\n', '\r'])
 }
 
 /// Pure: the request at `at`, for a flight asked at `origin` that has got to `leg`.
@@ -232,6 +234,19 @@ mod tests {
                 "{doc}"
             );
         }
+    }
+
+    #[test]
+    fn only_typing_on_its_line_leaves_a_flight_a_chance() {
+        assert!(typing_on(6, (6, 6), "x"));
+        assert!(
+            typing_on(6, (6, 6), ""),
+            "a deletion on the line: the next request judges"
+        );
+        assert!(!typing_on(6, (5, 5), "x"));
+        assert!(!typing_on(6, (5, 6), ""), "lines joined");
+        assert!(!typing_on(6, (6, 6), "\n"));
+        assert!(!typing_on(6, (6, 6), "a\r\nb"));
     }
 
     #[test]

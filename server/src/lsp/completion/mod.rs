@@ -222,7 +222,11 @@ async fn follow(
 ) -> Option<Verdict> {
     loop {
         match flight.judge(at) {
-            Verdict::Wait => unless_superseded(state, ticket, flight.changed()).await?,
+            Verdict::Wait => {
+                if !unless_superseded(state, ticket, flight.changed()).await? {
+                    return Some(Verdict::Leave);
+                }
+            }
             verdict => return Some(verdict),
         }
     }
