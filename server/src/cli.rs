@@ -340,6 +340,10 @@ pub struct EngineArgs {
     /// Layers to offload to the GPU (GPU builds only; default: all of them).
     #[arg(long)]
     pub gpu_layers: Option<u32>,
+    /// Element type of the KV cache's keys, as the server's `cacheTypeK` (llama.cpp's
+    /// `--cache-type-k`; values stay F16).
+    #[arg(long, value_enum, default_value = "q8_0")]
+    pub cache_type_k: crate::lsp::config::CacheTypeK,
 }
 
 #[derive(Debug, Args)]
@@ -515,5 +519,22 @@ mod tests {
         let cli = Cli::try_parse_from(["amd-lsp", "--stdio", "--stdio"]).expect("parses");
         assert!(cli.stdio);
         assert!(Cli::try_parse_from(["amd-lsp", "--stdio", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn complete_takes_the_cache_type_of_the_keys_by_the_settings_name() {
+        use crate::lsp::config::CacheTypeK;
+        let keys = |extra: &[&str]| {
+            let args = ["amd-lsp", "complete", "--model", "m.gguf", "--prompt", "x"];
+            let cli = Cli::try_parse_from(args.iter().chain(extra)).map_err(|e| e.to_string())?;
+            match cli.command {
+                Some(super::Command::Complete(c)) => Ok(c.engine.cache_type_k),
+                _ => Err("not complete".to_owned()),
+            }
+        };
+        assert_eq!(keys(&[]), Ok(CacheTypeK::Q8_0));
+        assert_eq!(keys(&["--cache-type-k", "f16"]), Ok(CacheTypeK::F16));
+        assert_eq!(keys(&["--cache-type-k", "q8_0"]), Ok(CacheTypeK::Q8_0));
+        assert!(keys(&["--cache-type-k", "q4_0"]).is_err());
     }
 }

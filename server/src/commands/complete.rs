@@ -14,6 +14,7 @@ pub(crate) fn engine_config(args: &EngineArgs) -> EngineConfig {
     let mut config = EngineConfig::new(&args.model);
     config.n_threads = args.threads;
     config.n_ctx = args.ctx_size;
+    config.kv_types.keys = args.cache_type_k.into();
     config.gpu_layers = args
         .gpu_layers
         .unwrap_or_else(amd_engine::default_gpu_layers);

@@ -55,11 +55,12 @@ pub enum SpeculationMode {
 }
 
 /// Element type of the KV cache's keys (`cacheTypeK`, llama.cpp's `--cache-type-k`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheTypeK {
     /// Fastest decoding on CPU at completion-length contexts, half the memory of F16.
     #[default]
+    #[value(name = "q8_0")]
     Q8_0,
     F16,
     F32,
