@@ -90,6 +90,10 @@ pub(crate) struct Run {
     pub type_through_hits: u64,
     pub type_through_rate: f64,
     pub type_through_ms: Quantiles,
+    /// Generations kept in flight across keystrokes (`keepGenerating`), and the requests
+    /// answered by following one instead of asking the model again.
+    pub flights: u64,
+    pub followed: u64,
     pub documents: usize,
     pub rss_peak_mib: f64,
     pub rss_end_mib: f64,
@@ -823,6 +827,8 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         p99: 0.0,
         n: run.type_through_hits as usize,
     };
+    run.flights = status["counters"]["flights"].as_u64().unwrap_or(0);
+    run.followed = status["counters"]["followed"].as_u64().unwrap_or(0);
     run.documents = names.len();
     Ok(run)
 }
@@ -904,6 +910,8 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         type_through_hits: med(&|r| r.type_through_hits as f64) as u64,
         type_through_rate: med(&|r| r.type_through_rate),
         type_through_ms: q(&|r| r.type_through_ms),
+        flights: med(&|r| r.flights as f64) as u64,
+        followed: med(&|r| r.followed as f64) as u64,
         documents: first.documents,
         rss_peak_mib: med(&|r| r.rss_peak_mib),
         rss_end_mib: med(&|r| r.rss_end_mib),
