@@ -180,19 +180,15 @@ pub fn judge(origin: &Shown, at: &CursorWindow, leg: &Leg) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use ropey::Rope;
-
-    use super::super::window::cursor_window;
+    use super::super::window::window_at as at;
     use super::*;
 
-    fn at(doc: &str) -> CursorWindow {
-        let (before, after) = doc.split_once("$0").expect("cursor");
-        let rope = Rope::from_str(&format!("{before}{after}"));
-        cursor_window(&rope, before.chars().count(), 0)
-    }
-
-    fn origin() -> Shown {
-        Shown::new(&at("x = 1\nprint($0)\n"), String::new())
+    /// The flight was asked at `print($0)`; a request at `doc` (`$0`: its cursor) judges
+    /// it at `leg`.
+    #[track_caller]
+    fn check(doc: &str, leg: &Leg, expect: Verdict) {
+        let origin = Shown::new(&at("x = 1\nprint($0)\n"), String::new());
+        assert_eq!(judge(&origin, &at(doc), leg), expect, "{doc:?} at {leg:?}");
     }
 
     fn running(text: &str) -> Leg {
@@ -201,38 +197,19 @@ mod tests {
 
     #[test]
     fn a_request_waits_while_the_model_may_still_write_what_was_typed() {
-        let o = origin();
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint($0)\n"), &running("")),
-            Verdict::Wait
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x +$0)\n"), &running("x")),
-            Verdict::Wait
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x$0)\n"), &running("x + 1")),
-            Verdict::Wait
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(y$0)\n"), &running("x")),
-            Verdict::Leave
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x -$0)\n"), &running("x + 1")),
-            Verdict::Leave
-        );
-        // Anything else changed: another line, the text after the cursor, the lines around.
-        for doc in [
-            "x = 1\nprint()\n$0",
-            "x = 1\nprint(x$0))\n",
-            "x = 2\nprint(x$0)\n",
+        use Verdict::{Leave, Wait};
+        for (doc, written, expect) in [
+            ("x = 1\nprint($0)\n", "", Wait),
+            ("x = 1\nprint(x +$0)\n", "x", Wait),
+            ("x = 1\nprint(x$0)\n", "x + 1", Wait),
+            ("x = 1\nprint(y$0)\n", "x", Leave),
+            ("x = 1\nprint(x -$0)\n", "x + 1", Leave),
+            // Anything else changed: another line, the text after the cursor, the lines around.
+            ("x = 1\nprint()\n$0", "x + 1", Leave),
+            ("x = 1\nprint(x$0))\n", "x + 1", Leave),
+            ("x = 2\nprint(x$0)\n", "x + 1", Leave),
         ] {
-            assert_eq!(
-                judge(&o, &at(doc), &running("x + 1")),
-                Verdict::Leave,
-                "{doc}"
-            );
+            check(doc, &running(written), expect);
         }
     }
 
@@ -251,52 +228,25 @@ mod tests {
 
     #[test]
     fn a_landed_flight_answers_with_the_rest_or_lets_the_request_ask_again() {
-        let o = origin();
+        use Verdict::{Answer, Failed, Leave};
         let landed = Leg::Landed(Some("x + 1".into()));
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint($0)\n"), &landed),
-            Verdict::Answer(Some("x + 1".into()))
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x $0)\n"), &landed),
-            Verdict::Answer(Some("+ 1".into()))
-        );
-        // Typed past it, or typed something the cleaned text does not have.
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x + 1$0)\n"), &landed),
-            Verdict::Leave
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x * $0)\n"), &landed),
-            Verdict::Leave
-        );
-        // Nothing to show where it was asked: the request that asked gets nothing, a later
-        // keystroke asks the model.
-        let nothing = Leg::Landed(None);
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint($0)\n"), &nothing),
-            Verdict::Answer(None)
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x$0)\n"), &nothing),
-            Verdict::Leave
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint($0)\n"), &Leg::Lost),
-            Verdict::Answer(None)
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x$0)\n"), &Leg::Lost),
-            Verdict::Leave
-        );
-        let failed = Leg::Failed("boom".into());
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint($0)\n"), &failed),
-            Verdict::Failed("boom".into())
-        );
-        assert_eq!(
-            judge(&o, &at("x = 1\nprint(x$0)\n"), &failed),
-            Verdict::Leave
-        );
+        let (nothing, failed) = (Leg::Landed(None), Leg::Failed("boom".into()));
+        for (doc, leg, expect) in [
+            ("x = 1\nprint($0)\n", &landed, Answer(Some("x + 1".into()))),
+            ("x = 1\nprint(x $0)\n", &landed, Answer(Some("+ 1".into()))),
+            // Typed past it, or typed something the cleaned text does not have.
+            ("x = 1\nprint(x + 1$0)\n", &landed, Leave),
+            ("x = 1\nprint(x * $0)\n", &landed, Leave),
+            // Nothing to show where it was asked: the request that asked gets nothing, a
+            // later keystroke asks the model.
+            ("x = 1\nprint($0)\n", &nothing, Answer(None)),
+            ("x = 1\nprint(x$0)\n", &nothing, Leave),
+            ("x = 1\nprint($0)\n", &Leg::Lost, Answer(None)),
+            ("x = 1\nprint(x$0)\n", &Leg::Lost, Leave),
+            ("x = 1\nprint($0)\n", &failed, Failed("boom".into())),
+            ("x = 1\nprint(x$0)\n", &failed, Leave),
+        ] {
+            check(doc, leg, expect);
+        }
     }
 }

@@ -56,16 +56,8 @@ impl Shown {
 
 #[cfg(test)]
 mod tests {
-    use ropey::Rope;
-
-    use super::super::window::cursor_window;
+    use super::super::window::window_at as at;
     use super::*;
-
-    fn at(doc: &str) -> CursorWindow {
-        let (before, after) = doc.split_once("$0").expect("cursor");
-        let rope = Rope::from_str(&format!("{before}{after}"));
-        cursor_window(&rope, before.chars().count(), 0)
-    }
 
     #[test]
     fn serves_the_rest_while_typing_through() {

@@ -160,6 +160,14 @@ pub fn cursor_window(rope: &Rope, cursor: usize, window_start: usize) -> CursorW
     }
 }
 
+/// Tests: the cursor window of `doc`, where `$0` marks the cursor (the window starts at 0).
+#[cfg(test)]
+pub fn window_at(doc: &str) -> CursorWindow {
+    let (before, after) = doc.split_once("$0").expect("cursor marker");
+    let rope = Rope::from_str(&format!("{before}{after}"));
+    cursor_window(&rope, before.chars().count(), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
