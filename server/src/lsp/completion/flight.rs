@@ -214,6 +214,37 @@ mod tests {
     }
 
     #[test]
+    fn a_flight_whose_task_is_gone_is_not_waited_for() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let flight = |tx_then: fn(watch::Sender<Leg>)| {
+            let (tx, rx) = watch::channel(running(""));
+            tx_then(tx);
+            Flight {
+                origin: Shown::new(&at("x = 1\nprint($0)\n"), String::new()),
+                leg: rx,
+                cancel: CancelToken::new(),
+            }
+        };
+        let here = at("x = 1\nprint($0)\n");
+        // Gone without a last word: judged as still running (judging reads what it wrote
+        // last), and no change will ever come.
+        let mut gone = flight(|tx| {
+            tx.send_replace(running("x"));
+        });
+        assert_eq!(gone.judge(&here), Verdict::Wait);
+        assert!(!runtime.block_on(gone.changed()));
+        // Its last word is read even after the task is gone, and only once.
+        let mut landed = flight(|tx| {
+            tx.send_replace(Leg::Landed(Some("x".into())));
+        });
+        assert!(runtime.block_on(landed.changed()));
+        assert_eq!(landed.judge(&here), Verdict::Answer(Some("x".into())));
+        assert!(!runtime.block_on(landed.changed()));
+    }
+
+    #[test]
     fn only_typing_on_its_line_leaves_a_flight_a_chance() {
         assert!(typing_on(6, (6, 6), "x"));
         assert!(
