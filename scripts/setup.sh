@@ -12,6 +12,8 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so*
 fi
 command -v c++ >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# llama.cpp is compiled twice by the tests (scripts/test.sh): ccache makes the second a cache hit.
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
 # The editor tests install Neovim from PyPI.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
