@@ -118,6 +118,10 @@ pub struct ServerConfig {
     /// requests wait for it and are answered with the rest (the first key that disagrees
     /// cancels it).
     pub keep_generating: bool,
+    /// Until a document has shown a suggestion, automatic requests wait only `debounce_ms`
+    /// (not the typing rhythm), so the first suggestion in a file just opened comes while the
+    /// user is still typing.
+    pub eager_first_suggestion: bool,
     /// Evaluate a newly opened document that fits the prompt window while the user is idle,
     /// so that the first keystroke in it, wherever it is, finds its prompt in the KV cache.
     pub prefill_on_open: bool,
@@ -167,6 +171,7 @@ impl Default for ServerConfig {
             document_cache_mb: 128,
             precompute_next: true,
             keep_generating: true,
+            eager_first_suggestion: true,
             prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,

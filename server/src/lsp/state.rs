@@ -1,7 +1,7 @@
 //! The server's state: documents, configuration, the engine slot and counters. Every field
 //! sits behind its own short lock or is atomic; no lock is ever held across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -115,6 +115,8 @@ pub struct ServerState {
     /// The generation in flight (or just landed) per document.
     flights: Mutex<HashMap<Uri, Flight>>,
     windows: Mutex<HashMap<Uri, usize>>,
+    /// Open documents that have not shown a suggestion yet (`eagerFirstSuggestion`).
+    unshown: Mutex<HashSet<Uri>>,
     pub counters: Counters,
     latencies: Mutex<Latencies>,
     /// Time spent in the server outside the debounce wait and the engine, per model request.
@@ -168,6 +170,7 @@ impl ServerState {
             next: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
+            unshown: Mutex::new(HashSet::new()),
             counters: Counters::default(),
             latencies: Mutex::new(Latencies::default()),
             overheads: Mutex::new(Latencies::default()),
@@ -288,6 +291,22 @@ impl ServerState {
         lock(&self.windows).insert(uri.clone(), start);
     }
 
+    /// A document was opened: it has shown nothing yet.
+    pub fn opened(&self, uri: &Uri) {
+        lock(&self.unshown).insert(uri.clone());
+    }
+
+    /// A suggestion from the model is shown in the document (counted).
+    pub fn showed(&self, uri: &Uri) {
+        Self::bump(&self.counters.n_suggestions);
+        lock(&self.unshown).remove(uri);
+    }
+
+    /// Whether the document (open) has shown no suggestion since it was opened.
+    pub fn shown_nothing(&self, uri: &Uri) -> bool {
+        lock(&self.unshown).contains(uri)
+    }
+
     /// Starts background work that gives way to the user; newer background work cancels it,
     /// and so does [`ServerState::interrupt_idle_work`].
     pub fn begin_idle_work(&self) -> CancellationToken {
@@ -306,6 +325,7 @@ impl ServerState {
         lock(&self.shown).remove(uri);
         lock(&self.next).remove(uri);
         lock(&self.windows).remove(uri);
+        lock(&self.unshown).remove(uri);
         self.end_flight(uri);
         self.context.forget(uri);
         self.latest.cancel(uri);
@@ -328,10 +348,22 @@ impl ServerState {
         lock(&self.rhythm).key(at);
     }
 
-    /// How long to wait for a pause after an automatic request: `config.debounce_ms` raised to
-    /// the user's typing rhythm, at most `config.debounce_max_ms`.
-    pub fn debounce_wait_ms(&self, config: &ServerConfig) -> u64 {
+    /// How long the user's typing rhythm says to wait for a pause: `config.debounce_ms` raised
+    /// to it, at most `config.debounce_max_ms`.
+    pub fn rhythm_wait_ms(&self, config: &ServerConfig) -> u64 {
         lock(&self.rhythm).wait_ms(config.debounce_ms, config.debounce_max_ms)
+    }
+
+    /// How long a request in `uri` waits before the model generates
+    /// ([`super::completion::rhythm::debounce_ms`]).
+    pub fn debounce_wait_ms(&self, config: &ServerConfig, uri: &Uri, invoked: bool) -> u64 {
+        super::completion::rhythm::debounce_ms(
+            &lock(&self.rhythm),
+            (config.debounce_ms, config.debounce_max_ms),
+            invoked,
+            config.eager_first_suggestion,
+            self.shown_nothing(uri),
+        )
     }
 
     /// Records a model request's debounce wait and the time from its end to the answer.

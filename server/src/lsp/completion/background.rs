@@ -46,7 +46,7 @@ pub(super) fn precompute_next(
     let request = plan.job(&engine, Sampling::Greedy, &params.uri, &config);
     // Only once the user has been idle as long as the debounce: someone typing on after a
     // suggestion appeared costs nothing, and nobody accepts faster than that.
-    let idle_ms = state.debounce_wait_ms(&config);
+    let idle_ms = state.rhythm_wait_ms(&config);
     let min_confidence = config.min_confidence;
     let (state, uri) = (Arc::clone(state), params.uri.clone());
     tokio::spawn(async move {

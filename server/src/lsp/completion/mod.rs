@@ -208,7 +208,7 @@ fn answer(
         ServerState::bump(&state.counters.n_empty);
         return None;
     }
-    ServerState::bump(&state.counters.n_suggestions);
+    state.showed(&params.uri);
     Some(suggestion)
 }
 
@@ -240,11 +240,7 @@ async fn debounce(
     params: &SuggestParams,
     ticket: &Ticket,
 ) -> Option<f64> {
-    let wait_ms = if params.invoked {
-        config.debounce_ms
-    } else {
-        state.debounce_wait_ms(config)
-    };
+    let wait_ms = state.debounce_wait_ms(config, &params.uri, params.invoked);
     let debounce_started = Instant::now();
     let sleep = tokio::time::sleep(Duration::from_millis(wait_ms));
     unless_superseded(state, ticket, sleep).await?;

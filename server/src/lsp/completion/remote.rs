@@ -105,7 +105,7 @@ pub(super) async fn suggest(
         ServerState::bump(&state.counters.n_empty);
         return Ok(None);
     }
-    ServerState::bump(&state.counters.n_suggestions);
+    state.showed(&params.uri);
     Ok(Some(suggestion))
 }
 

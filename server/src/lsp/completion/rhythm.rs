@@ -54,9 +54,27 @@ impl Rhythm {
     }
 }
 
+/// How long a request waits before the model generates: `min` when it was invoked, or, with
+/// `eager_first`, when its document has shown no suggestion since it was opened (the first
+/// suggestion in a file should come while the user still types, not at their first pause);
+/// else the rhythm's wait.
+pub fn debounce_ms(
+    rhythm: &Rhythm,
+    (min, max): (u64, u64),
+    invoked: bool,
+    eager_first: bool,
+    shown_nothing: bool,
+) -> u64 {
+    if invoked || (eager_first && shown_nothing) {
+        min
+    } else {
+        rhythm.wait_ms(min, max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Rhythm;
+    use super::{debounce_ms, Rhythm};
 
     fn typed(gaps: &[f64]) -> Rhythm {
         let mut r = Rhythm::default();
@@ -82,5 +100,26 @@ mod tests {
         assert_eq!(typed(&with_pauses).wait_ms(40, 300), 180);
         // Fast typists wait less.
         assert_eq!(typed(&[50.0; 20]).wait_ms(40, 300), 50);
+    }
+
+    #[test]
+    fn the_first_suggestion_in_a_document_and_invoked_ones_do_not_wait_for_the_rhythm() {
+        let gaps: Vec<f64> = (0..10).map(|i| 100.0 + 10.0 * i as f64).collect();
+        let r = typed(&gaps);
+        // (invoked, eagerFirstSuggestion, shown nothing yet in the document) -> wait
+        for (invoked, eager, nothing, want) in [
+            (false, true, true, 40),
+            (false, true, false, 180),
+            (false, false, true, 180),
+            (false, false, false, 180),
+            (true, false, false, 40),
+            (true, true, true, 40),
+        ] {
+            assert_eq!(
+                debounce_ms(&r, (40, 300), invoked, eager, nothing),
+                want,
+                "invoked {invoked}, eager {eager}, shown nothing {nothing}"
+            );
+        }
     }
 }

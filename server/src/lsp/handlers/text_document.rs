@@ -18,6 +18,7 @@ pub(crate) fn handle_did_open(state: &Arc<ServerState>, params: DidOpenTextDocum
     tracing::debug!(uri = %doc.uri, version = doc.version, n_bytes = doc.text.len(), "didOpen");
     state.forget(&doc.uri);
     state.docs.open(doc.uri.clone(), &doc.text, doc.version);
+    state.opened(&doc.uri);
     state.context.update(&doc.uri, &doc.text);
     prefill_on_open(state, &doc.uri);
 }
