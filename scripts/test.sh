@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # llama.cpp is compiled twice: for the release build, and again for the fuzz targets (their
 # coverage flags give cargo a separate build of llama-cpp-sys-2, whose C/C++ flags are the same).
 # ccache, with paths taken relative to the checkout, makes the second compile all cache hits
-# (135 of 135 here; ~1 min instead of 6-10).
+# (135 of 135; the fuzz build took 4.5 min in a clean CI run, 13 min before).
 if command -v ccache >/dev/null 2>&1; then
   export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
   export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1

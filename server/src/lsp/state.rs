@@ -357,12 +357,14 @@ impl ServerState {
     /// How long a request in `uri` waits before the model generates
     /// ([`super::completion::rhythm::debounce_ms`]).
     pub fn debounce_wait_ms(&self, config: &ServerConfig, uri: &Uri, invoked: bool) -> u64 {
+        // Read before the rhythm is locked: one lock at a time.
+        let shown_nothing = self.shown_nothing(uri);
         super::completion::rhythm::debounce_ms(
             &lock(&self.rhythm),
             (config.debounce_ms, config.debounce_max_ms),
             invoked,
             config.eager_first_suggestion,
-            self.shown_nothing(uri),
+            shown_nothing,
         )
     }
 
