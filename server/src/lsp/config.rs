@@ -134,6 +134,10 @@ pub struct ServerConfig {
     /// Show a suggestion only when the geometric mean of the probabilities the model gave its
     /// generated tokens is at least this (0: always show).
     pub min_confidence: f32,
+    /// Show a suggestion only when its confidence (as for `min_confidence`) times its
+    /// characters less one, the keystrokes taking it would save if it is right, is at least
+    /// this (0: always show).
+    pub min_expected_saving: f32,
     /// Token healing: the prompt ends at a token boundary before the cursor and the model
     /// writes the rest of the cursor's token itself (no stray space after indentation).
     pub token_healing: bool,
@@ -176,6 +180,7 @@ impl Default for ServerConfig {
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,
             min_confidence: 0.0,
+            min_expected_saving: 0.0,
             fim_line_in_middle: true,
             context: false,
             context_max_tokens: 512,

@@ -8,7 +8,7 @@ use amd_engine::{Engine, ModelRole, Outcome, Sampling};
 use tower_lsp_server::gen_lsp_types::Uri;
 
 use super::latest::Ticket;
-use super::plan::{confident, plan, prompt_for, request, Placed};
+use super::plan::{confidence, plan, prompt_for, request, Gate, Placed};
 use super::postprocess;
 use super::typethrough::Shown;
 use super::window::cursor_window;
@@ -47,7 +47,7 @@ pub(super) fn precompute_next(
     // Only once the user has been idle as long as the debounce: someone typing on after a
     // suggestion appeared costs nothing, and nobody accepts faster than that.
     let idle_ms = state.rhythm_wait_ms(&config);
-    let min_confidence = config.min_confidence;
+    let gate = Gate::of(&config);
     let (state, uri) = (Arc::clone(state), params.uri.clone());
     tokio::spawn(async move {
         tokio::select! {
@@ -62,10 +62,12 @@ pub(super) fn precompute_next(
         let Ok(Outcome::Completed(c)) = outcome else {
             return;
         };
-        if !confident(&c, min_confidence) {
+        let Some(text) = postprocess::clean(&c.text, &plan.placement(&at)) else {
             return;
-        }
-        if let Some(text) = postprocess::clean(&c.text, &plan.placement(&at)) {
+        };
+        // Model text: trace level only, like prompts.
+        tracing::trace!(raw = ?c.text, cleaned = ?text, conf = ?confidence(&c), "next completion");
+        if gate.shows(&c, &text) {
             state.set_next(&uri, Some(Shown::new(&at, text)));
             ServerState::bump(&state.counters.n_precomputed);
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use amd_engine::{CancelToken, CompletionRequest, Engine, Outcome};
 use tokio::sync::watch;
 
-use super::plan::{confident, placement};
+use super::plan::{confidence, placement, Gate};
 use super::postprocess;
 use super::typethrough::Shown;
 use super::window::CursorWindow;
@@ -44,13 +44,13 @@ pub struct Flight {
 impl Flight {
     /// Submits `request` (made for `at`) and returns its flight. The job runs to its end
     /// whoever waits for it, until [`Flight::cancel`].
-    pub fn start(
+    pub(crate) fn start(
         state: &Arc<ServerState>,
         engine: &Engine,
         mut request: CompletionRequest,
         at: &CursorWindow,
         multi_line: bool,
-        min_confidence: f32,
+        gate: Gate,
     ) -> Flight {
         let (tx, rx) = watch::channel(Leg::Running(String::new()));
         let tx = Arc::new(tx);
@@ -75,14 +75,14 @@ impl Flight {
             let leg = match job.await {
                 Ok(Outcome::Completed(c)) => {
                     state.set_last_job(c.stats);
-                    if confident(&c, min_confidence) {
-                        let cleaned = postprocess::clean(&c.text, &placement(&at, multi_line));
-                        // Model text: trace level only, like prompts.
-                        tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, "completion");
-                        Leg::Landed(cleaned)
-                    } else {
+                    let cleaned = postprocess::clean(&c.text, &placement(&at, multi_line));
+                    // Model text: trace level only, like prompts.
+                    tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, conf = ?confidence(&c), "completion");
+                    if cleaned.as_ref().is_some_and(|t| !gate.shows(&c, t)) {
                         ServerState::bump(&state.counters.n_unsure);
                         Leg::Landed(None)
+                    } else {
+                        Leg::Landed(cleaned)
                     }
                 }
                 Ok(Outcome::Cancelled(_)) => {

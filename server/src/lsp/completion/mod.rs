@@ -26,7 +26,7 @@ use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 pub use self::background::prefill_on_open;
 use self::flight::{Flight, Verdict};
 use self::latest::Ticket;
-use self::plan::{confident, place, plan, Placed, Plan};
+use self::plan::{confidence, place, plan, Gate, Placed, Plan};
 use self::typethrough::Shown;
 use self::window::CursorWindow;
 use super::config::{ReuseMode, ServerConfig};
@@ -149,7 +149,7 @@ pub async fn suggest(
             job,
             &placed.at,
             plan.multi_line,
-            config.min_confidence,
+            Gate::of(&config),
         );
         state.set_flight(&params.uri, flight.clone());
         match follow(state, flight, &placed.at, &ticket).await {
@@ -341,14 +341,14 @@ async fn generate(
             Outcome::Completed(c) => c,
         };
         state.set_last_job(c.stats);
-        if !confident(&c, config.min_confidence) {
-            ServerState::bump(&state.counters.n_unsure);
-            continue;
-        }
         let cleaned = postprocess::clean(&c.text, &placement);
         // Model text: trace level only, like prompts.
-        tracing::trace!(raw = ?c.text, stop = ?c.stop, cleaned = ?cleaned, "completion");
+        tracing::trace!(raw = ?c.text, stop = ?c.stop, cleaned = ?cleaned, conf = ?confidence(&c), "completion");
         if let Some(text) = cleaned {
+            if !Gate::of(config).shows(&c, &text) {
+                ServerState::bump(&state.counters.n_unsure);
+                continue;
+            }
             if !texts.contains(&text) {
                 texts.push(text);
             }

@@ -303,7 +303,7 @@ pub(super) fn request(
         stop: StopRules::default(),
         record_margins: false,
         // The confidence gate reads the chosen tokens' probabilities.
-        top_logprobs: usize::from(config.min_confidence > 0.0),
+        top_logprobs: usize::from(Gate::of(config).needs_probabilities()),
         model,
         speculation: None,
         on_progress: None,
@@ -312,23 +312,77 @@ pub(super) fn request(
     }
 }
 
-/// The confidence gate (`minConfidence`): whether the geometric mean of the probabilities
-/// the model gave its own generated tokens reaches `min`. Always with the gate off (0), or
-/// with nothing recorded.
-pub(super) fn confident(c: &amd_engine::Completion, min: f32) -> bool {
+/// What the model's own probabilities say of a completion: the gate's input, and (trace
+/// level, beside the completion's text) what `bench replay --accept` relates to what the
+/// typist took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Confidence {
+    /// Geometric mean of the probabilities of the chosen tokens.
+    pub mean: f32,
+    /// Probability of the first chosen token.
+    pub first: f32,
+    /// The least probable chosen token's probability.
+    pub min: f32,
+    /// Tokens it is taken over.
+    pub n: usize,
+}
+
+/// The [`Confidence`] of `c`, from the probabilities recorded for its chosen tokens (none
+/// recorded: `None`). A chosen token outside the recorded top (one token healing constrained)
+/// is left out: its probability says how the model would have split the text, not what it
+/// expects.
+pub(super) fn confidence(c: &amd_engine::Completion) -> Option<Confidence> {
     let chosen: Vec<f32> = c
         .tokens
         .iter()
         .zip(&c.top_logprobs)
         .filter_map(|(t, top)| top.iter().find(|(id, _)| id == t).map(|(_, lp)| *lp))
         .collect();
-    if min <= 0.0 || chosen.is_empty() {
-        return true;
+    let first = *chosen.first()?;
+    Some(Confidence {
+        mean: (chosen.iter().sum::<f32>() / chosen.len() as f32).exp(),
+        first: first.exp(),
+        min: chosen.iter().copied().fold(f32::INFINITY, f32::min).exp(),
+        n: chosen.len(),
+    })
+}
+
+/// The confidence gate (`minConfidence`, `minExpectedSaving`): which suggestions are worth
+/// showing, from the model's own probabilities.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Gate {
+    /// Least [`Confidence::mean`] shown.
+    pub min_confidence: f32,
+    /// Least `mean × (characters − 1)` shown: the keystrokes taking the suggestion saves if it
+    /// is right (one key takes it), weighed by how likely the model thinks it is.
+    pub min_expected_saving: f32,
+}
+
+impl Gate {
+    pub(crate) fn of(config: &ServerConfig) -> Gate {
+        Gate {
+            min_confidence: config.min_confidence,
+            min_expected_saving: config.min_expected_saving,
+        }
     }
-    // A chosen token outside the recorded top (one token healing constrained) is left out:
-    // its probability says how the model would have split the text, not what it expects.
-    let mean = chosen.iter().sum::<f32>() / chosen.len() as f32;
-    mean.exp() >= min
+
+    /// Whether the engine must record the chosen tokens' probabilities.
+    pub(crate) fn needs_probabilities(&self) -> bool {
+        self.min_confidence > 0.0 || self.min_expected_saving > 0.0
+    }
+
+    /// Whether `text`, cleaned from `c`, is shown. Always with the gate off, or with nothing
+    /// recorded.
+    pub(crate) fn shows(&self, c: &amd_engine::Completion, text: &str) -> bool {
+        if !self.needs_probabilities() {
+            return true;
+        }
+        let Some(k) = confidence(c) else {
+            return true;
+        };
+        let saving = k.mean * (text.chars().count() as f32 - 1.0);
+        k.mean >= self.min_confidence && saving >= self.min_expected_saving
+    }
 }
 
 /// The engine's opaque key for a document.
@@ -341,7 +395,7 @@ fn document_key(uri: &Uri) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::confident;
+    use super::Gate;
     use amd_engine::{Completion, StopReason};
 
     fn completion(tokens: &[i32], chosen_logprobs: &[f32]) -> Completion {
@@ -361,18 +415,48 @@ mod tests {
 
     #[test]
     fn the_confidence_gate_takes_the_geometric_mean_of_the_chosen_tokens() {
+        let gate = |min_confidence| Gate {
+            min_confidence,
+            min_expected_saving: 0.0,
+        };
         let sure = completion(&[1, 2], &[0.9f32.ln(), 0.8f32.ln()]);
-        assert!(confident(&sure, 0.8)); // sqrt(0.72) = 0.85
-        assert!(!confident(&sure, 0.9));
+        assert!(gate(0.8).shows(&sure, "x")); // sqrt(0.72) = 0.85
+        assert!(!gate(0.9).shows(&sure, "x"));
         let unsure = completion(&[1, 2], &[0.9f32.ln(), 0.1f32.ln()]);
-        assert!(!confident(&unsure, 0.5)); // sqrt(0.09) = 0.3
-                                           // Off, or nothing recorded: shown.
-        assert!(confident(&unsure, 0.0));
-        assert!(confident(&completion(&[], &[]), 0.9));
+        assert!(!gate(0.5).shows(&unsure, "x")); // sqrt(0.09) = 0.3
+                                                 // Off, or nothing recorded: shown.
+        assert!(gate(0.0).shows(&unsure, "x"));
+        assert!(Gate::default().shows(&unsure, ""));
+        assert!(gate(0.9).shows(&completion(&[], &[]), "x"));
         // A chosen token outside the recorded top (a healed one) is left out.
         let mut healed = completion(&[1, 2], &[0.1f32.ln(), 0.9f32.ln()]);
-        assert!(!confident(&healed, 0.5));
+        assert!(!gate(0.5).shows(&healed, "x"));
         healed.top_logprobs[0] = vec![(7, 0.9f32.ln())];
-        assert!(confident(&healed, 0.5));
+        assert!(gate(0.5).shows(&healed, "x"));
+    }
+
+    #[test]
+    fn the_expected_saving_weighs_the_keys_a_suggestion_saves_by_its_confidence() {
+        let gate = Gate {
+            min_confidence: 0.0,
+            min_expected_saving: 2.0,
+        };
+        // Confidence 0.5: 5 characters save 4 keys if right, 2 expected; 4 characters, 1.5.
+        let half = completion(&[1], &[0.5f32.ln()]);
+        assert!(gate.shows(&half, "abcde"));
+        assert!(!gate.shows(&half, "abcd"));
+        // Characters, not bytes.
+        assert!(gate.shows(&half, "ééééé"));
+        // Sure of a short one: 3 characters save at most 2 keys.
+        let sure = completion(&[1], &[1.0f32.ln()]);
+        assert!(!gate.shows(&sure, "):"));
+        assert!(gate.shows(&sure, "abc"));
+        // Both rules hold at once.
+        let both = Gate {
+            min_confidence: 0.6,
+            ..gate
+        };
+        assert!(!both.shows(&half, "a long suggestion"));
+        assert!(both.shows(&sure, "abc"));
     }
 }

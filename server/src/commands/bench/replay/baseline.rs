@@ -133,7 +133,7 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
     // (doc, version it is for, text, on screen since, latency ms of its answer)
     let mut screen: Option<(usize, u64, String, Instant, f64)> = None;
     let mut latencies = Vec::new();
-    let mut shown = 0u64;
+    let mut shown = Vec::new();
     let mut takes: Vec<Taken> = Vec::new();
     let (mut skipped_ms, mut skip_to) = (0u64, 0usize);
     let reaction = Duration::from_secs_f64(args.reaction_ms as f64 / 1000.0 / args.speed);
@@ -171,7 +171,7 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                 let ms = a.arrived.duration_since(a.sent).as_secs_f64() * 1000.0;
                 latencies.push(ms);
                 run.suggestions += 1;
-                shown += 1;
+                shown.push(a.text.clone());
                 screen = Some((a.doc, a.version, a.text, a.arrived, ms));
             } else {
                 run.empty += 1;
@@ -216,6 +216,7 @@ pub(crate) fn replay(args: &ReplayBenchArgs, url: &str, steps: &[Step]) -> Resul
                         let s = on_screen.expect("taken from the screen");
                         takes.push(Taken {
                             take: t,
+                            text: s.2.clone(),
                             since: s.3,
                             at: now,
                             answer_ms: s.4,

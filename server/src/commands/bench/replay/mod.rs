@@ -381,6 +381,18 @@ pub(crate) struct TypistFigures {
     pub on_screen_ms: Quantiles,
     /// The documents the server was sent equal the script's, byte for byte.
     pub files_identical: bool,
+    /// What was shown (each suggestion's text as the editor got it) and what was taken (the
+    /// text on screen then, and the characters taken of it): what a study of which
+    /// suggestions are worth showing starts from (docs/benchmarks.md, the confidence gate).
+    pub shown_texts: Vec<String>,
+    pub taken: Vec<TakenText>,
+}
+
+/// A taken suggestion's text on screen and the characters taken of it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct TakenText {
+    pub text: String,
+    pub chars: usize,
 }
 
 /// An answer counted as from a cache (no model run) when it came this fast (ms).
@@ -389,6 +401,8 @@ const CACHE_ANSWER_MS: f64 = 15.0;
 /// One take of the accepting typist.
 pub(crate) struct Taken {
     pub take: typist::Take,
+    /// The suggestion's text on screen when it was taken.
+    pub text: String,
     /// When the suggestion showed, and when it was taken.
     pub since: Instant,
     pub at: Instant,
@@ -403,9 +417,10 @@ impl TypistFigures {
         steps: &[Step],
         texts: &[ropey::Rope],
         keystrokes: usize,
-        shown: u64,
+        shown_texts: Vec<String>,
         takes: &[Taken],
     ) -> TypistFigures {
+        let shown = shown_texts.len() as u64;
         let script_keystrokes = steps
             .iter()
             .filter(|s| matches!(s.action, Action::Key { .. }))
@@ -442,6 +457,14 @@ impl TypistFigures {
                 .iter()
                 .zip(texts)
                 .all(|(want, got)| want == got),
+            shown_texts,
+            taken: takes
+                .iter()
+                .map(|t| TakenText {
+                    text: t.text.clone(),
+                    chars: t.take.chars,
+                })
+                .collect(),
         }
     }
 }
@@ -462,7 +485,7 @@ fn typist_figures(
     for (id, (at, _)) in sent {
         by_doc.entry(doc_of[id]).or_default().push((*at, *id));
     }
-    let mut shown = 0u64;
+    let mut shown = Vec::new();
     for requests in by_doc.values_mut() {
         requests.sort();
         let mut before: Option<String> = None;
@@ -482,7 +505,7 @@ fn typist_figures(
             // insertText holds the line up to the cursor too: a continuation has the same
             // whole line.
             if before.as_deref() != Some(text.as_str()) {
-                shown += 1;
+                shown.push(text.clone());
             }
             before = Some(text);
         }
@@ -669,6 +692,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
                             .unwrap_or(f64::INFINITY);
                         takes.push(Taken {
                             take: t,
+                            text: on_screen.as_ref().map_or_else(String::new, |s| s.1.clone()),
                             since: on_screen.as_ref().map_or(now, |s| s.2),
                             at: now,
                             answer_ms,
