@@ -56,7 +56,7 @@ impl EngineCounters {
         (rate > 0.0).then_some(rate)
     }
 
-    fn record_prefill(&self, n_evaluated: usize, prefill_ms: f64) {
+    pub(crate) fn record_prefill(&self, n_evaluated: usize, prefill_ms: f64) {
         if n_evaluated < PREFILL_RATE_MIN_TOKENS || prefill_ms <= 0.0 {
             return;
         }

@@ -16,7 +16,7 @@ use crate::llama::{ContextParams, Model, ModelParams};
 use crate::prompt::{self, PromptModel};
 use crate::session::Session;
 use crate::speculative::{self, DraftSource};
-use crate::stats::{process_cpu_us, EngineCounters, JobCpu, LastPrompts};
+use crate::stats::{process_cpu_us, EngineCounters, JobCpu, LastPrompts, PREFILL_RATE_MIN_TOKENS};
 use crate::text::Utf8Stream;
 use crate::{
     CompletionRequest, Drafter, EngineConfig, ModelInfo, ModelRole, Outcome, Prompt, TokenId,
@@ -73,6 +73,9 @@ pub(crate) fn run(
             "model loaded"
         );
     }
+    if let Some(main) = sessions.main.as_mut() {
+        measure_prefill(main, &counters);
+    }
     let infos = (
         models.main.info().clone(),
         models.target.as_ref().map(|m| m.info().clone()),
@@ -82,6 +85,23 @@ pub(crate) fn run(
     }
     serve(&models.main, &mut sessions, &rx, &counters);
     tracing::debug!("engine thread stopping");
+}
+
+/// Measures the main model's prompt speed before the first request: one evaluation of
+/// [`PREFILL_RATE_MIN_TOKENS`] tokens, then a clean cache. The server sizes a window with
+/// nothing cached by this speed (`firstSuggestionMs`); without it the first file of a session
+/// got a guessed window (1024 characters, ~480 SmolLM2 tokens: 2.3 s on 2 cores) instead of
+/// one that is ready in about the time asked for.
+fn measure_prefill(session: &mut Session<'_>, counters: &EngineCounters) {
+    let n = PREFILL_RATE_MIN_TOKENS.min(session.n_ctx() / 2);
+    // Any valid token will do for timing; 0 is one in every vocabulary.
+    let tokens: Vec<TokenId> = vec![0; n];
+    let started = std::time::Instant::now();
+    match session.eval(&tokens, crate::llama::Logits::Last) {
+        Ok(()) => counters.record_prefill(n, started.elapsed().as_secs_f64() * 1000.0),
+        Err(e) => tracing::debug!(error = %e, "prompt speed not measured at start"),
+    }
+    session.reset();
 }
 
 /// The main model and the target it drafts for, when one is configured.
