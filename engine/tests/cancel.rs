@@ -164,21 +164,11 @@ fn dropping_an_engine_on_a_runtime_does_not_wait_for_its_thread() {
 }
 
 /// The server sizes a first window (nothing cached) by the measured prompt speed: it is
-/// measured while the engine starts, so the first file of a session gets a window like every
-/// later one instead of a guess, and the measurement leaves nothing in the cache.
+/// measured while the engine starts (no job has run yet here), so the first file of a session
+/// gets a window like every later one instead of a guess.
 #[test]
 fn the_prompt_speed_is_measured_before_the_first_request() {
     let engine = tiny_engine(true);
     let rate = engine.counters().prefill_rate();
     assert!(rate.is_some_and(|r| r > 0.0), "{rate:?}");
-    let done = block_on(engine.submit(CompletionRequest::greedy(
-        Prompt::Text("def f(x):".into()),
-        2,
-    )))
-    .expect("job");
-    assert_eq!(
-        done.stats().n_reused,
-        0,
-        "the measurement is not in the cache"
-    );
 }

@@ -8,8 +8,7 @@ use amd_engine::{Engine, ModelRole, Outcome, Sampling};
 use tower_lsp_server::gen_lsp_types::Uri;
 
 use super::latest::Ticket;
-use super::plan::{confidence, plan, prompt_for, request, Gate, Placed};
-use super::postprocess;
+use super::plan::{plan, prompt_for, request, Gate, Judged, Placed};
 use super::typethrough::Shown;
 use super::window::cursor_window;
 use super::SuggestParams;
@@ -62,12 +61,7 @@ pub(super) fn precompute_next(
         let Ok(Outcome::Completed(c)) = outcome else {
             return;
         };
-        let Some(text) = postprocess::clean(&c.text, &plan.placement(&at)) else {
-            return;
-        };
-        // Model text: trace level only, like prompts.
-        tracing::trace!(raw = ?c.text, cleaned = ?text, conf = ?confidence(&c), "next completion");
-        if gate.shows(&c, &text) {
+        if let Judged::Show(text) = gate.judge(&c, &plan.placement(&at)) {
             state.set_next(&uri, Some(Shown::new(&at, text)));
             ServerState::bump(&state.counters.n_precomputed);
         }

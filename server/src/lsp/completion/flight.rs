@@ -14,8 +14,7 @@ use std::sync::Arc;
 use amd_engine::{CancelToken, CompletionRequest, Engine, Outcome};
 use tokio::sync::watch;
 
-use super::plan::{confidence, placement, Gate};
-use super::postprocess;
+use super::plan::{placement, Gate, Judged};
 use super::typethrough::Shown;
 use super::window::CursorWindow;
 use crate::lsp::state::ServerState;
@@ -75,14 +74,13 @@ impl Flight {
             let leg = match job.await {
                 Ok(Outcome::Completed(c)) => {
                     state.set_last_job(c.stats);
-                    let cleaned = postprocess::clean(&c.text, &placement(&at, multi_line));
-                    // Model text: trace level only, like prompts.
-                    tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, conf = ?confidence(&c), "completion");
-                    if cleaned.as_ref().is_some_and(|t| !gate.shows(&c, t)) {
-                        ServerState::bump(&state.counters.n_unsure);
-                        Leg::Landed(None)
-                    } else {
-                        Leg::Landed(cleaned)
+                    match gate.judge(&c, &placement(&at, multi_line)) {
+                        Judged::Nothing => Leg::Landed(None),
+                        Judged::Unsure => {
+                            ServerState::bump(&state.counters.n_unsure);
+                            Leg::Landed(None)
+                        }
+                        Judged::Show(text) => Leg::Landed(Some(text)),
                     }
                 }
                 Ok(Outcome::Cancelled(_)) => {

@@ -26,7 +26,7 @@ use tower_lsp_server::gen_lsp_types::{Position, Range, Uri};
 pub use self::background::prefill_on_open;
 use self::flight::{Flight, Verdict};
 use self::latest::Ticket;
-use self::plan::{confidence, place, plan, Gate, Placed, Plan};
+use self::plan::{place, plan, Gate, Judged, Placed, Plan};
 use self::typethrough::Shown;
 use self::window::CursorWindow;
 use super::config::{ReuseMode, ServerConfig};
@@ -341,16 +341,13 @@ async fn generate(
             Outcome::Completed(c) => c,
         };
         state.set_last_job(c.stats);
-        let cleaned = postprocess::clean(&c.text, &placement);
-        // Model text: trace level only, like prompts.
-        tracing::trace!(raw = ?c.text, stop = ?c.stop, cleaned = ?cleaned, conf = ?confidence(&c), "completion");
-        if let Some(text) = cleaned {
-            if !Gate::of(config).shows(&c, &text) {
-                ServerState::bump(&state.counters.n_unsure);
-                continue;
-            }
-            if !texts.contains(&text) {
-                texts.push(text);
+        match Gate::of(config).judge(&c, &placement) {
+            Judged::Nothing => {}
+            Judged::Unsure => ServerState::bump(&state.counters.n_unsure),
+            Judged::Show(text) => {
+                if !texts.contains(&text) {
+                    texts.push(text);
+                }
             }
         }
     }

@@ -316,7 +316,7 @@ pub(super) fn request(
 /// level, beside the completion's text) what `bench replay --accept` relates to what the
 /// typist took.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Confidence {
+struct Confidence {
     /// Geometric mean of the probabilities of the chosen tokens.
     pub mean: f32,
     /// Probability of the first chosen token.
@@ -331,7 +331,7 @@ pub(super) struct Confidence {
 /// recorded: `None`). A chosen token outside the recorded top (one token healing constrained)
 /// is left out: its probability says how the model would have split the text, not what it
 /// expects.
-pub(super) fn confidence(c: &amd_engine::Completion) -> Option<Confidence> {
+fn confidence(c: &amd_engine::Completion) -> Option<Confidence> {
     let chosen: Vec<f32> = c
         .tokens
         .iter()
@@ -371,6 +371,19 @@ impl Gate {
         self.min_confidence > 0.0 || self.min_expected_saving > 0.0
     }
 
+    /// What `c` gives to show at `placement`: its text cleaned, then gated. The model text
+    /// and its confidence are logged at trace level only, like prompts (what
+    /// docs/bench/gate/study.py reads).
+    pub(crate) fn judge(&self, c: &amd_engine::Completion, placement: &Placement) -> Judged {
+        let cleaned = postprocess::clean(&c.text, placement);
+        tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, conf = ?confidence(c), "completion");
+        match cleaned {
+            None => Judged::Nothing,
+            Some(text) if !self.shows(c, &text) => Judged::Unsure,
+            Some(text) => Judged::Show(text),
+        }
+    }
+
     /// Whether `text`, cleaned from `c`, is shown. Always with the gate off, or with nothing
     /// recorded.
     pub(crate) fn shows(&self, c: &amd_engine::Completion, text: &str) -> bool {
@@ -383,6 +396,15 @@ impl Gate {
         let saving = k.mean * (text.chars().count() as f32 - 1.0);
         k.mean >= self.min_confidence && saving >= self.min_expected_saving
     }
+}
+
+/// What a completion gives to show ([`Gate::judge`]).
+pub(crate) enum Judged {
+    /// Nothing once cleaned.
+    Nothing,
+    /// A text the gate hides.
+    Unsure,
+    Show(String),
 }
 
 /// The engine's opaque key for a document.
