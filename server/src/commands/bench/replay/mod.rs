@@ -76,6 +76,8 @@ pub(crate) struct Run {
     /// From the first keystroke in a newly opened document to its first suggestion (the
     /// documents that got one).
     pub first_in_opened_ms: Quantiles,
+    /// The same, each document's figure in the order they were opened (to pool seeds).
+    pub first_in_opened_each_ms: Vec<f64>,
     /// From the first keystroke in a newly opened document after which the person pauses
     /// (the next key comes [`PAUSE_MS`] or more later) to the first suggestion from then on:
     /// how long the first wait in a new file is. Before that pause a suggestion could only
@@ -764,6 +766,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
         }
     }
     run.first_in_opened_ms = Quantiles::of(&first_in_opened);
+    run.first_in_opened_each_ms = first_in_opened;
     let mut first_pause_in_opened = Vec::new();
     for (d, t0) in first_pause.iter().enumerate() {
         let Some(t0) = *t0 else { continue };
@@ -923,6 +926,10 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         restored: med(&|r| r.restored as f64) as u64,
         one_thread_share: med(&|r| r.one_thread_share),
         first_in_opened_ms: q(&|r| r.first_in_opened_ms),
+        first_in_opened_each_ms: runs
+            .iter()
+            .flat_map(|r| r.first_in_opened_each_ms.iter().copied())
+            .collect(),
         first_pause_in_opened_ms: q(&|r| r.first_pause_in_opened_ms),
         // The typist's figures of the round with the median keystrokes saved.
         typist: {
