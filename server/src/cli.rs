@@ -103,6 +103,23 @@ pub struct IndexBenchArgs {
     /// Queries ranked after the build (drawn from the indexed files' own lines).
     #[arg(long, default_value_t = 200)]
     pub queries: usize,
+    /// Also sample this many cross-file `line` positions (as `bench quality --cross-file
+    /// --seed` does) and report how often the chunks `context` chooses for them hold a
+    /// definition their expected text uses (no model needed).
+    #[arg(long, default_value_t = 0)]
+    pub positions: usize,
+    /// Seeds the positions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The context's token budget for those positions (`contextMaxTokens`).
+    #[arg(long, default_value_t = 512)]
+    pub context_tokens: usize,
+    /// Leave out the outlines of the definitions the file uses (`contextDefinitions` false).
+    #[arg(long)]
+    pub no_definitions: bool,
+    /// Write the figures, and each position's chunks, as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

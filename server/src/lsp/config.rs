@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub context_max_tokens: u32,
     /// Most files of the workspace indexed for `context`.
     pub context_max_files: u32,
+    /// With `context`: the definition lines of the names the document uses from the files it
+    /// imports (an outline of those files) go first in the context, up to half its budget.
+    pub context_definitions: bool,
     /// A shared inference server (llama-server, an OpenAI-compatible endpoint) that generates
     /// instead of a local model.
     pub backend: Option<crate::backend::BackendConfig>,
@@ -185,6 +188,7 @@ impl Default for ServerConfig {
             context: false,
             context_max_tokens: 512,
             context_max_files: 10_000,
+            context_definitions: true,
             backend: None,
         }
     }

@@ -760,11 +760,10 @@ async fn context_comes_from_the_workspace_and_stays_cached_while_typing() {
     c.open(&uri, app).await;
     c.inline(&uri, 5, 4).await;
     let status = c.status().await;
-    assert_eq!(
-        status["context"]["lastUsed"],
-        json!(["pkg/util.py:1-5"]),
-        "{status}"
-    );
+    // First the outline of what app.py uses from pkg/util.py (`contextDefinitions`): the
+    // line defining `parse_config`; then the ranked chunk.
+    let chosen = json!(["pkg/util.py:4", "pkg/util.py:1-5"]);
+    assert_eq!(status["context"]["lastUsed"], chosen, "{status}");
     let n_prompt = status["lastJob"]["nPrompt"].as_u64().expect("a job");
     for (i, typed) in ["r", "e", "t"].into_iter().enumerate() {
         let col = 4 + i as u32;
@@ -772,7 +771,7 @@ async fn context_comes_from_the_workspace_and_stays_cached_while_typing() {
             .await;
         c.inline(&uri, 5, col + 1).await;
         let status = c.status().await;
-        assert_eq!(status["context"]["lastUsed"], json!(["pkg/util.py:1-5"]));
+        assert_eq!(status["context"]["lastUsed"], chosen);
         assert!(
             status["lastJob"]["nEvaluated"].as_u64() <= Some(3),
             "keystroke {i}: {}",

@@ -79,6 +79,9 @@ pub struct ChunkRef {
     /// Lines `start..end`, 0-based.
     pub start: usize,
     pub end: usize,
+    /// An outline's lines (0-based, in order): only these lines of `start..end` are in it.
+    /// Empty for a chunk of whole lines.
+    pub lines: Vec<usize>,
 }
 
 /// A chunk and how often a term occurs in it, in 4 bytes (the index of a 10 000-file
@@ -103,18 +106,6 @@ impl Posting {
 
 /// How much more a chunk of a module the current file imports counts.
 const IMPORT_BOOST: f32 = 1.5;
-
-/// The names a file goes by in imports: its stem (`queues` for `asyncio/queues.py`), and its
-/// folder's name for a package file (`sync` for `sync/mod.rs`, `email` for `email/__init__.py`).
-fn module_names(rel: &str) -> impl Iterator<Item = &str> {
-    let mut parts = rel.rsplit('/');
-    let file = parts.next().unwrap_or("");
-    let stem = file.split('.').next().unwrap_or(file);
-    let folder = matches!(stem, "mod" | "__init__" | "index" | "lib")
-        .then(|| parts.next())
-        .flatten();
-    std::iter::once(stem).chain(folder)
-}
 
 /// Chunks beyond this cannot be told apart in a [`Posting`]: indexing stops there.
 const MAX_CHUNKS: usize = 1 << 24;
@@ -327,6 +318,29 @@ impl Index {
         t
     }
 
+    /// The files that define `name` (in a live chunk), as (path, relative path), in index
+    /// order, but `exclude`.
+    pub fn definers(&self, name: &str, exclude: Option<&Path>) -> Vec<(PathBuf, String)> {
+        let Some(&t) = self.terms.get(name) else {
+            return Vec::new();
+        };
+        let excluded = exclude.and_then(|p| self.by_path.get(p)).copied();
+        let mut files: Vec<u32> = self.defs[t as usize]
+            .iter()
+            .map(|&c| self.chunks[c as usize])
+            .filter(|c| c.live && Some(c.file) != excluded)
+            .map(|c| c.file)
+            .collect();
+        files.dedup();
+        files
+            .into_iter()
+            .map(|f| {
+                let file = &self.files[f as usize];
+                (file.path.clone(), file.rel.clone())
+            })
+            .collect()
+    }
+
     /// The chunks that best match `query` (identifiers around the cursor, with repeats), best
     /// first, at most `n`, none from `exclude` (the current file). Identifiers in `local` (defined
     /// in the current file) do not pull in other files' definitions of them. Chunks of files
@@ -389,7 +403,7 @@ impl Index {
         if !imported.is_empty() {
             for (c, score) in &mut ranked {
                 let file = &self.files[self.chunks[*c as usize].file as usize];
-                if module_names(&file.rel).any(|m| imported.contains(&m)) {
+                if terms::module_names(&file.rel).any(|m| imported.contains(&m)) {
                     *score *= IMPORT_BOOST;
                 }
             }
@@ -408,6 +422,7 @@ impl Index {
                         rel: file.rel.clone(),
                         start: chunk.start as usize,
                         end: chunk.end as usize,
+                        lines: Vec::new(),
                     },
                     s,
                 )
@@ -561,7 +576,7 @@ mod tests {
 
     #[test]
     fn files_are_known_by_their_module_names() {
-        let names = |rel| module_names(rel).collect::<Vec<_>>();
+        let names = |rel| terms::module_names(rel).collect::<Vec<_>>();
         assert_eq!(names("asyncio/queues.py"), ["queues"]);
         assert_eq!(names("src/sync/mod.rs"), ["mod", "sync"]);
         assert_eq!(names("email/__init__.py"), ["__init__", "email"]);

@@ -198,7 +198,16 @@ pub fn for_prompt(
         Some(p) if p.key == key => p.chunks,
         previous => {
             let previous = previous.map(|p| p.chunks).unwrap_or_default();
-            let chunks = choose(state, uri, &query, at, path.as_deref(), budget, &previous);
+            let chunks = choose(
+                state,
+                uri,
+                &query,
+                at,
+                path.as_deref(),
+                budget,
+                &previous,
+                config,
+            );
             lock(&cs.picked).insert(
                 uri.clone(),
                 Picked {
@@ -209,10 +218,7 @@ pub fn for_prompt(
             chunks
         }
     };
-    *lock(&cs.last_used) = chunks
-        .iter()
-        .map(|(r, _)| format!("{}:{}-{}", r.rel, r.start + 1, r.end))
-        .collect();
+    *lock(&cs.last_used) = chunks.iter().map(|(r, _)| describe(r)).collect();
     context.chunks = chunks
         .into_iter()
         .map(|(r, text)| ContextChunk { path: r.rel, text })
@@ -221,7 +227,7 @@ pub fn for_prompt(
 }
 
 /// The lines around the cursor's line (not the line itself: typing on it changes nothing).
-fn query_text(at: &CursorWindow) -> String {
+pub(crate) fn query_text(at: &CursorWindow) -> String {
     let before = at.prefix.rfind('\n').map_or("", |i| &at.prefix[..i]);
     let before: Vec<&str> = before.lines().rev().take(QUERY_LINES_BEFORE).collect();
     let after = at.next_lines();
@@ -230,8 +236,10 @@ fn query_text(at: &CursorWindow) -> String {
     text.join("\n")
 }
 
-/// Chunks for `query` in prompt order (see [`arrange`]), within the budget, without
-/// near-duplicates.
+/// Chunks for `query` in prompt order: the outlines of the definitions the document uses
+/// from the files it imports (`contextDefinitions`), then the ranked chunks (see
+/// [`assemble`]).
+#[allow(clippy::too_many_arguments)]
 fn choose(
     state: &ServerState,
     uri: &Uri,
@@ -240,8 +248,236 @@ fn choose(
     path: Option<&Path>,
     budget_tokens: usize,
     previous: &[(ChunkRef, String)],
+    config: &ServerConfig,
 ) -> Vec<(ChunkRef, String)> {
-    let budget = budget_tokens * CHARS_PER_TOKEN;
+    let (definitions, max_tokens) = (
+        config.context_definitions,
+        config.context_max_tokens as usize,
+    );
+    let Some(doc) = state.docs.snapshot(uri) else {
+        return Vec::new();
+    };
+    // Imports sit at the top of a file, usually outside the window.
+    let head = head_of(&doc.rope);
+    let text = definitions.then(|| doc.rope.to_string());
+    let (ranked, wanted) = match lock(&state.context.index).as_ref() {
+        Some(index) => (
+            rank(index, query, at, &head, path),
+            text.as_deref()
+                .map(|t| wanted_definitions(index, t, path))
+                .unwrap_or_default(),
+        ),
+        None => return Vec::new(),
+    };
+    // The index's lock is not held here: reading a file checks it again.
+    assemble(
+        ranked,
+        wanted,
+        budget_tokens,
+        max_tokens,
+        previous,
+        |p: &Path| file_text(state, p),
+    )
+}
+
+/// The context in prompt order: `wanted`'s outlines (at most half of `max_tokens` in all,
+/// chosen from the whole document, see [`outlines`]) while they fit in half of
+/// `budget_tokens`, those of `previous` first and in their place, new ones after them; then
+/// `ranked`'s chunks in what is left (see [`pick`]). `read` gives a file's text.
+pub(crate) fn assemble(
+    ranked: Vec<(ChunkRef, f32)>,
+    wanted: Vec<Wanted>,
+    budget_tokens: usize,
+    max_tokens: usize,
+    previous: &[(ChunkRef, String)],
+    read: impl Fn(&Path) -> Option<String>,
+) -> Vec<(ChunkRef, String)> {
+    // The outlines' lines depend on the document and `max_tokens`, not on the budget of the
+    // moment: a budget that grows request by request adds whole outlines after the ones
+    // already in the prompt instead of changing them.
+    let outlines = outlines(wanted, max_tokens / 2 * CHARS_PER_TOKEN, &read);
+    let half = budget_tokens / 2 * CHARS_PER_TOKEN;
+    let kept = previous
+        .iter()
+        .filter_map(|(r, _)| outlines.iter().find(|(o, _)| o == r));
+    let mut chosen: Vec<(ChunkRef, String)> = Vec::new();
+    let mut used = 0;
+    for (r, text) in kept.chain(&outlines) {
+        if used + text.len() <= half && !chosen.iter().any(|(c, _)| c == r) {
+            used += text.len();
+            chosen.push((r.clone(), text.clone()));
+        }
+    }
+    let left = budget_tokens.saturating_sub(used.div_ceil(CHARS_PER_TOKEN));
+    chosen.extend(pick(ranked, left, previous, &read));
+    chosen
+}
+
+/// The names a document uses from one file of the workspace that it imports.
+#[derive(Debug)]
+pub(crate) struct Wanted {
+    path: std::path::PathBuf,
+    rel: String,
+    /// Each name with how often the document uses it.
+    names: HashMap<String, usize>,
+}
+
+/// The files that define names `doc` uses and does not define itself, where `doc` names the
+/// name in an import or imports the file's module (CrossCodeEval's notion of a cross-file
+/// name), in index order; `path` (the document's own file) left out.
+pub(crate) fn wanted_definitions(index: &Index, doc: &str, path: Option<&Path>) -> Vec<Wanted> {
+    let imports = terms::Imports::of(doc);
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    let mut local = HashSet::new();
+    for line in doc.lines().filter(|l| !terms::is_import(l)) {
+        if let Some(name) = terms::definition(line) {
+            local.insert(name);
+        }
+        for word in terms::identifiers(line) {
+            *uses.entry(word).or_default() += 1;
+        }
+    }
+    let mut uses: Vec<(&str, usize)> = uses
+        .into_iter()
+        .filter(|(w, _)| !local.contains(w))
+        .collect();
+    uses.sort_unstable();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (word, n) in uses {
+        for (file, rel) in index.definers(word, path) {
+            if !imports.brings_from(word, &rel) {
+                continue;
+            }
+            let at = match wanted.iter().position(|w| w.path == file) {
+                Some(i) => i,
+                None => {
+                    wanted.push(Wanted {
+                        path: file,
+                        rel,
+                        names: HashMap::new(),
+                    });
+                    wanted.len() - 1
+                }
+            };
+            wanted[at].names.insert(word.to_owned(), n);
+        }
+    }
+    wanted.sort_by(|a, b| a.rel.cmp(&b.rel));
+    wanted
+}
+
+/// Longest line an outline keeps (a definition line with a long default or docstring).
+const OUTLINE_LINE_CHARS: usize = 160;
+
+/// Outlines of the files in `wanted`: the lines that define the names the document uses, each
+/// with the line that encloses it (its class, `impl`, …), within `budget` characters, the
+/// most used names first; one chunk per file, in path order, its lines in file order. The set
+/// depends on the whole document, not the cursor, so it stays while the user types.
+pub(crate) fn outlines(
+    wanted: Vec<Wanted>,
+    budget: usize,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Vec<(ChunkRef, String)> {
+    struct Entry {
+        uses: usize,
+        file: usize,
+        line: usize,
+        enclosing: Option<usize>,
+    }
+    let texts: Vec<Option<String>> = wanted.iter().map(|w| read(&w.path)).collect();
+    let lines: Vec<Vec<&str>> = texts
+        .iter()
+        .map(|t| {
+            t.as_deref()
+                .map(|t| t.lines().collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut entries = Vec::new();
+    for (f, w) in wanted.iter().enumerate() {
+        let file = &lines[f];
+        for (i, line) in file.iter().enumerate() {
+            let Some(&uses) = terms::definition(line).and_then(|name| w.names.get(name)) else {
+                continue;
+            };
+            if !terms::declares_api(line) {
+                continue;
+            }
+            let enclosing = (indent(line) > 0)
+                .then(|| {
+                    (0..i).rev().find(|&j| {
+                        let l = file[j];
+                        !l.trim().is_empty()
+                            && indent(l) < indent(line)
+                            && (terms::definition(l).is_some()
+                                || ["impl", "trait", "class", "pub trait"]
+                                    .iter()
+                                    .any(|k| l.trim_start().starts_with(k)))
+                    })
+                })
+                .flatten();
+            entries.push(Entry {
+                uses,
+                file: f,
+                line: i,
+                enclosing,
+            });
+        }
+    }
+    entries.sort_by(|a, b| {
+        b.uses
+            .cmp(&a.uses)
+            .then(a.file.cmp(&b.file))
+            .then(a.line.cmp(&b.line))
+    });
+    let cut = |l: &str| -> String { l.trim_end().chars().take(OUTLINE_LINE_CHARS).collect() };
+    let mut kept: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); wanted.len()];
+    let mut used = 0;
+    for e in entries {
+        let new: Vec<usize> = std::iter::once(e.line)
+            .chain(e.enclosing)
+            .filter(|l| !kept[e.file].contains(l))
+            .collect();
+        let cost: usize = new.iter().map(|&l| cut(lines[e.file][l]).len() + 1).sum();
+        if used + cost > budget {
+            continue;
+        }
+        used += cost;
+        kept[e.file].extend(new);
+    }
+    wanted
+        .into_iter()
+        .zip(kept)
+        .enumerate()
+        .filter(|(_, (_, k))| !k.is_empty())
+        .map(|(f, (w, k))| {
+            let lines_kept: Vec<usize> = k.into_iter().collect();
+            let text: String = lines_kept
+                .iter()
+                .map(|&l| cut(lines[f][l]) + "\n")
+                .collect();
+            let r = ChunkRef {
+                path: w.path,
+                rel: w.rel,
+                start: lines_kept[0],
+                end: lines_kept[lines_kept.len() - 1] + 1,
+                lines: lines_kept,
+            };
+            (r, text)
+        })
+        .collect()
+}
+
+/// The best [`CANDIDATES`] chunks of `index` for `query` around `at` in the file at `path`
+/// (left out) whose first lines are `head`.
+pub(crate) fn rank(
+    index: &Index,
+    query: &str,
+    at: &CursorWindow,
+    head: &str,
+    path: Option<&Path>,
+) -> Vec<(ChunkRef, f32)> {
     let words: Vec<&str> = terms::identifiers(query).collect();
     let local: Vec<&str> = at
         .prefix
@@ -249,32 +485,46 @@ fn choose(
         .chain(at.suffix.lines())
         .filter_map(terms::definition)
         .collect();
-    // Imports sit at the top of a file, usually outside the window.
-    let head: String = state
-        .docs
-        .snapshot(uri)
-        .map(|d| {
-            let n = d.rope.len_lines().min(IMPORT_LINES);
-            d.rope.slice(..d.rope.line_to_char(n)).to_string()
-        })
-        .unwrap_or_default();
     let imported: Vec<&str> = head
         .lines()
         .chain(at.prefix.lines())
         .flat_map(terms::imported_modules)
         .collect();
-    let ranked = match lock(&state.context.index).as_ref() {
-        Some(index) => index.rank(&words, &local, &imported, path, CANDIDATES),
-        None => return Vec::new(),
-    };
+    index.rank(&words, &local, &imported, path, CANDIDATES)
+}
+
+/// The first [`IMPORT_LINES`] lines of `text`, where its imports are.
+pub(crate) fn head_of(rope: &ropey::Rope) -> String {
+    let n = rope.len_lines().min(IMPORT_LINES);
+    rope.slice(..rope.line_to_char(n)).to_string()
+}
+
+/// How `amd/status` names a chunk: `path:first-last` (1-based lines), or `path:a,b,c` for an
+/// outline's lines.
+pub(crate) fn describe(r: &ChunkRef) -> String {
+    if r.lines.is_empty() {
+        format!("{}:{}-{}", r.rel, r.start + 1, r.end)
+    } else {
+        let lines: Vec<String> = r.lines.iter().map(|l| (l + 1).to_string()).collect();
+        format!("{}:{}", r.rel, lines.join(","))
+    }
+}
+
+/// Of `ranked` (best first), the chunks that go into the prompt, in prompt order (see
+/// [`arrange`]), within `budget_tokens`, without near-duplicates; `read` gives a file's text.
+pub(crate) fn pick(
+    ranked: Vec<(ChunkRef, f32)>,
+    budget_tokens: usize,
+    previous: &[(ChunkRef, String)],
+    read: impl Fn(&Path) -> Option<String>,
+) -> Vec<(ChunkRef, String)> {
+    let budget = budget_tokens * CHARS_PER_TOKEN;
     // Candidates with their text, best first, near-duplicates of better ones left out.
     let mut candidates: Vec<(ChunkRef, String, HashSet<String>)> = Vec::new();
     // Several candidates often come from one file: each file is read once per choice.
     let mut files: HashMap<std::path::PathBuf, Option<String>> = HashMap::new();
     for (r, _score) in ranked {
-        let file = files
-            .entry(r.path.clone())
-            .or_insert_with(|| file_text(state, &r.path));
+        let file = files.entry(r.path.clone()).or_insert_with(|| read(&r.path));
         let Some(text) = file.as_deref().and_then(|t| lines_of(t, &r)) else {
             continue;
         };
@@ -381,6 +631,82 @@ mod tests {
         // A chunk over what is left (a quarter over the budget at most) is passed over.
         assert_eq!(arrange(&[], &[(1, 90), (2, 30)], 80), [1]);
         assert_eq!(arrange(&[], &[(1, 200), (2, 30)], 80), [2]);
+    }
+
+    #[test]
+    fn the_definitions_a_file_uses_from_its_imports_come_as_outlines() {
+        let root = std::path::PathBuf::from("/amd-lsp-outline-test");
+        let limits = index::Limits {
+            max_files: 10,
+            max_file_bytes: 1 << 20,
+        };
+        // Nothing on disk: the files are indexed from memory and read from this table.
+        let mut index = Index::build(std::slice::from_ref(&root), limits);
+        let files = [
+            (
+                "futures.py",
+                "import os\n\nclass Future:\n    def __init__(self):\n        self.state = 1\n\n    def done(self):\n        return True\n\n    def result(self):\n        return 1\n\ndef unrelated():\n    pass\n",
+            ),
+            ("queues.py", "class Queue:\n    def put(self, item):\n        pass\n"),
+            // Defines a name the document uses, but the document does not import it.
+            ("other.py", "def done():\n    pass\n"),
+        ];
+        for (name, text) in files {
+            index.update(&root.join(name), text);
+        }
+        let doc = "from .queues import Queue\nfrom . import futures\n\ndef wait(fut):\n    if fut.done():\n        return fut.result()\n    queue = Queue()\n    fut.done()\n";
+        let read = |p: &Path| {
+            files
+                .iter()
+                .find(|(n, _)| root.join(n) == p)
+                .map(|(_, t)| (*t).to_owned())
+        };
+        let this = root.join("tasks.py");
+        let shown = |budget| {
+            let wanted = wanted_definitions(&index, doc, Some(&this));
+            outlines(wanted, budget, read)
+                .iter()
+                .map(|(r, t)| (describe(r), t.clone()))
+                .collect::<Vec<_>>()
+        };
+        // Each used definition with its class, in file order; files in path order.
+        assert_eq!(
+            shown(1000),
+            [
+                (
+                    "futures.py:3,7,10".to_owned(),
+                    "class Future:\n    def done(self):\n    def result(self):\n".to_owned()
+                ),
+                ("queues.py:1".to_owned(), "class Queue:\n".to_owned()),
+            ]
+        );
+        // A small budget keeps the most used first: `done` (twice) and its class.
+        assert_eq!(
+            shown(40),
+            [(
+                "futures.py:3,7".to_owned(),
+                "class Future:\n    def done(self):\n".to_owned()
+            )]
+        );
+        // A budget that grows (a window that started afresh) adds whole outlines after those
+        // already in the prompt: first only queues.py's fits in half the budget, then
+        // futures.py's goes after it, and queues.py's stays first.
+        let context = |budget, previous: &[(ChunkRef, String)]| {
+            let wanted = wanted_definitions(&index, doc, Some(&this));
+            assemble(Vec::new(), wanted, budget, 512, previous, read)
+        };
+        let small = context(20, &[]);
+        let names =
+            |c: &[(ChunkRef, String)]| c.iter().map(|(r, _)| describe(r)).collect::<Vec<_>>();
+        assert_eq!(names(&small), ["queues.py:1"]);
+        assert_eq!(
+            names(&context(100, &small)),
+            ["queues.py:1", "futures.py:3,7,10"]
+        );
+        assert_eq!(
+            names(&context(100, &[])),
+            ["futures.py:3,7,10", "queues.py:1"]
+        );
     }
 
     #[test]

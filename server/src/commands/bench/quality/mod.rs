@@ -48,6 +48,10 @@ pub(crate) struct Scored {
     /// The chunks of other files in the prompt (`amd/status` → `context.lastUsed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<String>,
+    /// Cross-file positions: whether a chunk in the prompt holds the definition of a name the
+    /// truth uses that only another file defines (retrieval recall, whatever the model did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition_in_context: Option<bool>,
 }
 
 /// Figures over a set of answers.
@@ -64,6 +68,9 @@ pub(crate) struct Summary {
     pub kept: f64,
     /// Block positions whose whole suggestion equals the body.
     pub exact_block: Option<f64>,
+    /// Cross-file positions whose prompt held a definition the truth needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition_in_context: Option<f64>,
     pub latency_ms: Quantiles,
 }
 
@@ -86,6 +93,14 @@ impl Summary {
             exact_block: (!blocks.is_empty()).then(|| {
                 blocks.iter().filter(|s| s.exact_block).count() as f64 / blocks.len() as f64
             }),
+            definition_in_context: {
+                let judged: Vec<bool> = scored
+                    .iter()
+                    .filter_map(|s| s.definition_in_context)
+                    .collect();
+                (!judged.is_empty())
+                    .then(|| judged.iter().filter(|&&b| b).count() as f64 / judged.len() as f64)
+            },
             latency_ms: Quantiles::of(&scored.iter().map(|s| s.latency_ms).collect::<Vec<_>>()),
         }
     }
@@ -124,12 +139,13 @@ pub(crate) fn score(p: &Position, file: &str, suggestion: &str, latency_ms: f64)
         truth_chars: truth_cmp.chars().count(),
         latency_ms,
         context: Vec::new(),
+        definition_in_context: None,
     }
 }
 
 /// The files of the corpus: source files under `dirs`, sorted, hidden and build folders
 /// left out.
-fn corpus(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn corpus(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = dirs.to_vec();
     while let Some(dir) = stack.pop() {
@@ -283,20 +299,14 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
         .map(|k| Kind::parse(k).with_context(|| format!("unknown kind {k} (line, mid, block)")))
         .collect::<Result<_>>()?;
     let paths = corpus(&dirs)?;
-    let texts: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .replace("\r\n", "\n")
-        })
-        .collect();
+    let texts = read_all(&paths);
     let filter = if args.cross_file {
         positions::Filter::CrossFile
     } else {
         positions::Filter::All
     };
-    let positions = positions::sample(&texts, &kinds, args.positions, args.seed, filter);
+    let rels: Vec<String> = paths.iter().map(|p| relative(p, &dirs)).collect();
+    let positions = positions::sample(&texts, &rels, &kinds, args.positions, args.seed, filter);
     eprintln!(
         "bench quality: {} positions from {} files ({})",
         positions.len(),
@@ -330,15 +340,7 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
     let (mut ours_warm, mut theirs_warm) = (Vec::new(), Vec::new());
     for (n, p) in positions.iter().enumerate() {
         let path = &paths[p.file];
-        let name = path
-            .strip_prefix(
-                dirs.iter()
-                    .find(|d| path.starts_with(d))
-                    .map_or(Path::new(""), |d| d.as_path()),
-            )
-            .unwrap_or(path)
-            .display()
-            .to_string();
+        let name = rels[p.file].clone();
         let uri = url::Url::from_file_path(path)
             .map_or_else(|()| format!("file:///quality/{n}"), |u| u.to_string());
         let rope = Rope::from_str(&p.document);
@@ -370,6 +372,11 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
+        if args.cross_file {
+            let defs = positions::definitions_elsewhere(&texts, &rels, p);
+            scored.definition_in_context =
+                Some(holds_definition(&scored.context, &defs, &paths, &dirs));
+        }
         ours.push(scored);
         close(&mut client, &uri)?;
         if let Some(b) = &baseline {
@@ -413,6 +420,61 @@ pub(crate) fn run(args: &QualityBenchArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The files' texts (empty where unreadable), with Unix line ends.
+pub(crate) fn read_all(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .replace("\r\n", "\n")
+        })
+        .collect()
+}
+
+/// Whether a chunk of `context` (as `amd/status` names them) holds one of `definitions` (file
+/// index, 0-based line) of `paths` under `dirs`.
+pub(crate) fn holds_definition(
+    context: &[String],
+    definitions: &[(usize, usize)],
+    paths: &[PathBuf],
+    dirs: &[PathBuf],
+) -> bool {
+    definitions.iter().any(|&(f, line)| {
+        let rel = relative(&paths[f], dirs);
+        context.iter().any(|c| in_chunk(c, &rel, line))
+    })
+}
+
+/// `path` relative to the directory of `dirs` that holds it, as the context index names it.
+pub(crate) fn relative(path: &Path, dirs: &[PathBuf]) -> String {
+    path.strip_prefix(
+        dirs.iter()
+            .find(|d| path.starts_with(d))
+            .map_or(Path::new(""), |d| d.as_path()),
+    )
+    .unwrap_or(path)
+    .display()
+    .to_string()
+}
+
+/// Whether `chunk` (`path:first-last`, or `path:a,b,c` for an outline; 1-based lines, as
+/// `amd/status` shows it) is of `rel` and holds the 0-based `line`.
+fn in_chunk(chunk: &str, rel: &str, line: usize) -> bool {
+    let Some((path, lines)) = chunk.rsplit_once(':') else {
+        return false;
+    };
+    let line = line + 1;
+    path == rel
+        && match lines.split_once('-') {
+            Some((first, last)) => match (first.parse::<usize>(), last.parse::<usize>()) {
+                (Ok(first), Ok(last)) => (first..=last).contains(&line),
+                _ => false,
+            },
+            None => lines.split(',').any(|l| l.parse() == Ok(line)),
+        }
 }
 
 /// `amd/status` once the workspace index for `context` is built (or `context` is off).
@@ -565,6 +627,13 @@ fn print_table(report: &Report, kinds: &[Kind]) -> Result<()> {
         if let Some(w) = &side.warm {
             row(&format!("{who}, warm"), w)?;
         }
+    }
+    if let Some(share) = report.ours.all.definition_in_context {
+        writeln!(
+            out,
+            "\ncross-file positions whose prompt held a definition the truth uses: {}",
+            pct(share)
+        )?;
     }
     Ok(())
 }

@@ -194,40 +194,67 @@ fn candidates(text: &str, file: usize, kind: Kind, rng: &mut impl rand::Rng) -> 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Filter {
     All,
-    /// Positions whose truth uses a name defined in another file of the corpus and not in its
-    /// own (CrossCodeEval's construction): the model cannot know it from the file alone.
+    /// Positions whose truth uses a name its own file imports from another file of the corpus
+    /// (CrossCodeEval's construction): the name is defined there and not in its own file, and
+    /// the own file names it in an import or imports the module that defines it. Import lines
+    /// themselves are left out. The model cannot know the name from the file alone.
     CrossFile,
 }
 
-/// For each file, the names it defines (`terms::definition`).
-fn definitions(files: &[String]) -> Vec<std::collections::HashSet<&str>> {
+/// What the cross-file filter knows of each file.
+struct FileFacts<'a> {
+    /// The names it defines (`terms::definition`).
+    defines: std::collections::HashSet<&'a str>,
+    imports: terms::Imports<'a>,
+}
+
+fn facts(files: &[String]) -> Vec<FileFacts<'_>> {
     files
         .iter()
-        .map(|text| text.lines().filter_map(terms::definition).collect())
+        .map(|text| FileFacts {
+            defines: text.lines().filter_map(terms::definition).collect(),
+            imports: terms::Imports::of(text),
+        })
         .collect()
 }
 
-/// Whether `p`'s truth uses a name that another file defines and its own file does not.
-fn is_cross_file(p: &Position, defined: &[std::collections::HashSet<&str>]) -> bool {
-    terms::identifiers(&p.truth).any(|w| {
-        !defined[p.file].contains(w)
-            && defined
-                .iter()
-                .enumerate()
-                .any(|(i, d)| i != p.file && d.contains(w))
-    })
+/// The names `p`'s truth uses that make it a cross-file position (see [`Filter`]), each with
+/// the other files that define it.
+fn cross_file_names<'t>(
+    p: &'t Position,
+    facts: &[FileFacts],
+    rels: &[String],
+) -> Vec<(&'t str, Vec<usize>)> {
+    let own = &facts[p.file];
+    if terms::is_import(&p.truth) {
+        return Vec::new();
+    }
+    terms::identifiers(&p.truth)
+        .filter(|w| !own.defines.contains(w))
+        .map(|w| {
+            let files = (0..facts.len())
+                .filter(|&i| {
+                    i != p.file && facts[i].defines.contains(w) && own.imports.brings(w, &rels[i])
+                })
+                .collect::<Vec<_>>();
+            (w, files)
+        })
+        .filter(|(_, files)| !files.is_empty())
+        .collect()
 }
 
-/// `per_kind` positions of each of `kinds` from `files` that pass `filter`, chosen by `seed`;
-/// the same arguments give the same positions.
+/// `per_kind` positions of each of `kinds` from `files` (whose paths relative to the corpus
+/// are `rels`) that pass `filter`, chosen by `seed`; the same arguments give the same
+/// positions.
 pub(crate) fn sample(
     files: &[String],
+    rels: &[String],
     kinds: &[Kind],
     per_kind: usize,
     seed: u64,
     filter: Filter,
 ) -> Vec<Position> {
-    let defined = definitions(files);
+    let facts = facts(files);
     let mut out = Vec::new();
     for &kind in kinds {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (kind as u64) << 32);
@@ -235,7 +262,7 @@ pub(crate) fn sample(
             .iter()
             .enumerate()
             .flat_map(|(i, text)| candidates(text, i, kind, &mut rng))
-            .filter(|p| filter == Filter::All || is_cross_file(p, &defined))
+            .filter(|p| filter == Filter::All || !cross_file_names(p, &facts, rels).is_empty())
             .collect();
         all.shuffle(&mut rng);
         // At most a quarter of a kind's positions from one file, so one long file does not
@@ -250,6 +277,31 @@ pub(crate) fn sample(
             }
         }
     }
+    out
+}
+
+/// Where the names that make `p` a cross-file position (see [`Filter`]) are defined: (file,
+/// 0-based line) of each such definition.
+pub(crate) fn definitions_elsewhere(
+    files: &[String],
+    rels: &[String],
+    p: &Position,
+) -> Vec<(usize, usize)> {
+    let facts = facts(files);
+    let mut out: Vec<(usize, usize)> = cross_file_names(p, &facts, rels)
+        .into_iter()
+        .flat_map(|(name, defining)| {
+            defining.into_iter().flat_map(move |f| {
+                files[f]
+                    .lines()
+                    .enumerate()
+                    .filter(move |(_, l)| terms::definition(l) == Some(name))
+                    .map(move |(n, _)| (f, n))
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -328,20 +380,29 @@ mod tests {
     #[test]
     fn sampling_is_deterministic_and_bounded_per_file() {
         let files = vec![RUST.to_owned(), RUST.replace("compute", "other")];
-        let a = sample(&files, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
-        let b = sample(&files, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
+        let rels = ["a.rs".to_owned(), "b.rs".to_owned()];
+        let a = sample(&files, &rels, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
+        let b = sample(&files, &rels, &[Kind::Line, Kind::Mid], 4, 3, Filter::All);
         assert_eq!(a, b);
         assert_eq!(a.iter().filter(|p| p.kind == Kind::Line).count(), 2);
         assert!(a.iter().all(|p| p.file < 2));
     }
 
     #[test]
-    fn cross_file_positions_use_a_name_defined_only_elsewhere() {
-        let lib = "def compute(a, b):\n    return a + b\n".to_owned();
-        let files = vec![RUST.to_owned(), lib];
-        let got = sample(&files, &[Kind::Line], 10, 1, Filter::CrossFile);
-        let truths: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
-        // `compute` is defined in the other file; `main` and `done` nowhere else.
-        assert_eq!(truths, ["let x = compute(1, 2);"]);
+    fn cross_file_positions_use_a_name_imported_from_another_file() {
+        let app = "from lib import compute\nimport util\n\ndef main():\n    total = compute(1, 2)\n    middle = helper(3)\n    other = util.scale(4)\n    return total\n";
+        let lib = "def compute(a, b):\n    return a + b\n\ndef helper(a):\n    return a\n";
+        let util = "def scale(a):\n    return 2 * a\n";
+        let files = vec![app.to_owned(), lib.to_owned(), util.to_owned()];
+        let rels = ["app.py", "lib.py", "pkg/util.py"].map(str::to_owned);
+        let got = sample(&files, &rels, &[Kind::Line], 10, 1, Filter::CrossFile);
+        let mut truths: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
+        truths.sort_unstable();
+        // `compute` is named in an import; `scale`'s module is imported; `helper` is defined
+        // in lib.py but app.py does not import it; the import lines themselves are left out;
+        // lib.py and util.py import nothing.
+        assert_eq!(truths, ["other = util.scale(4)", "total = compute(1, 2)"]);
+        let p = got.iter().find(|p| p.truth.starts_with("total")).unwrap();
+        assert_eq!(definitions_elsewhere(&files, &rels, p), [(1, 0)]);
     }
 }
