@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use amd_engine::{CancelToken, CompletionRequest, Engine, Outcome};
 use tokio::sync::watch;
+use tower_lsp_server::gen_lsp_types::Uri;
 
 use super::plan::{placement, Gate, Judged};
 use super::typethrough::Shown;
@@ -41,12 +42,13 @@ pub struct Flight {
 }
 
 impl Flight {
-    /// Submits `request` (made for `at`) and returns its flight. The job runs to its end
-    /// whoever waits for it, until [`Flight::cancel`].
+    /// Submits `request` (made for `at` in the document `uri`) and returns its flight. The
+    /// job runs to its end whoever waits for it, until [`Flight::cancel`].
     pub(crate) fn start(
         state: &Arc<ServerState>,
         engine: &Engine,
         mut request: CompletionRequest,
+        uri: &Uri,
         at: &CursorWindow,
         multi_line: bool,
         gate: Gate,
@@ -69,11 +71,12 @@ impl Flight {
         let job = engine.submit_with_cancel(request, cancel.clone());
         ServerState::bump(&state.counters.n_flights);
         let origin = Shown::new(at, String::new());
-        let (state, at) = (Arc::clone(state), at.clone());
+        let (state, at, uri) = (Arc::clone(state), at.clone(), uri.clone());
         tokio::spawn(async move {
             let leg = match job.await {
                 Ok(Outcome::Completed(c)) => {
                     state.set_last_job(c.stats);
+                    state.context.answered(&uri);
                     match gate.judge(&c, &placement(&at, multi_line)) {
                         Judged::Nothing => Leg::Landed(None),
                         Judged::Unsure => {

@@ -147,6 +147,7 @@ pub async fn suggest(
             state,
             &engine,
             job,
+            &params.uri,
             &placed.at,
             plan.multi_line,
             Gate::of(&config),
@@ -341,6 +342,7 @@ async fn generate(
             Outcome::Completed(c) => c,
         };
         state.set_last_job(c.stats);
+        state.context.answered(&params.uri);
         match Gate::of(config).judge(&c, &placement) {
             Judged::Nothing => {}
             Judged::Unsure => ServerState::bump(&state.counters.n_unsure),

@@ -55,12 +55,20 @@ pub struct ContextState {
     last_used: Mutex<Vec<String>>,
     /// Per document: the tokens its context may take now (see [`ContextState::start_budget`]);
     /// `contextMaxTokens` where unset.
-    budgets: Mutex<HashMap<Uri, usize>>,
+    budgets: Mutex<HashMap<Uri, Budget>>,
 }
 
-/// Tokens a document's context budget grows by per request after a window that started
-/// afresh, until it reaches `contextMaxTokens`.
-pub const BUDGET_GROWTH: usize = 64;
+/// A document's context budget after a window that started afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Budget {
+    tokens: usize,
+    /// A job with this budget ran to its end since the budget last grew.
+    answered: bool,
+}
+
+/// Tokens a document's context budget grows by, once per job that ran to its end, after a
+/// window that started afresh, until it reaches `contextMaxTokens`.
+pub const BUDGET_GROWTH: usize = 32;
 
 impl ContextState {
     /// What `amd/status` shows.
@@ -119,18 +127,39 @@ impl ContextState {
     /// the window, the context then grows as the user types ([`ContextState::grow_budget`]),
     /// so its cost is spread over keystrokes instead of added to the first suggestion.
     pub fn start_budget(&self, uri: &Uri, tokens: usize) {
-        lock(&self.budgets).insert(uri.clone(), tokens);
+        let budget = Budget {
+            tokens,
+            answered: false,
+        };
+        lock(&self.budgets).insert(uri.clone(), budget);
     }
 
-    /// One more request in the same window: the budget grows by [`BUDGET_GROWTH`] up to `max`.
+    /// One more request in the same window: the budget grows by [`BUDGET_GROWTH`] up to `max`
+    /// if a job ran to its end since it last grew. Growing at every request would put new
+    /// context tokens into every keystroke's job: while the user types faster than those are
+    /// evaluated, every job is superseded and no suggestion comes.
     pub fn grow_budget(&self, uri: &Uri, max: usize) {
         if let Some(b) = lock(&self.budgets).get_mut(uri) {
-            *b = (*b + BUDGET_GROWTH).min(max);
+            if b.answered {
+                *b = Budget {
+                    tokens: (b.tokens + BUDGET_GROWTH).min(max),
+                    answered: false,
+                };
+            }
+        }
+    }
+
+    /// The engine finished a job for `uri` (not cancelled): its budget may grow.
+    pub fn answered(&self, uri: &Uri) {
+        if let Some(b) = lock(&self.budgets).get_mut(uri) {
+            b.answered = true;
         }
     }
 
     fn budget(&self, uri: &Uri, max: usize) -> usize {
-        lock(&self.budgets).get(uri).map_or(max, |&b| b.min(max))
+        lock(&self.budgets)
+            .get(uri)
+            .map_or(max, |b| b.tokens.min(max))
     }
 }
 
@@ -620,6 +649,44 @@ fn lines_of(text: &str, r: &ChunkRef) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_grows_once_per_job_that_ran_to_its_end() {
+        let state = ContextState::default();
+        let uri = Uri::from("file:///w/a.py");
+        let other = Uri::from("file:///w/b.py");
+        assert_eq!(
+            state.budget(&uri, 512),
+            512,
+            "no window started: the whole budget"
+        );
+        state.start_budget(&uri, 80);
+        // Keystrokes whose jobs were superseded: no growth.
+        state.grow_budget(&uri, 512);
+        state.grow_budget(&uri, 512);
+        assert_eq!(state.budget(&uri, 512), 80);
+        state.answered(&other);
+        state.grow_budget(&uri, 512);
+        assert_eq!(state.budget(&uri, 512), 80, "another document's answer");
+        state.answered(&uri);
+        state.grow_budget(&uri, 512);
+        state.grow_budget(&uri, 512);
+        assert_eq!(
+            state.budget(&uri, 512),
+            80 + BUDGET_GROWTH,
+            "one growth per answer"
+        );
+        state.answered(&uri);
+        state.grow_budget(&uri, 100);
+        assert_eq!(state.budget(&uri, 512), 100, "never past the maximum");
+        state.start_budget(&uri, 40);
+        state.grow_budget(&uri, 512);
+        assert_eq!(
+            state.budget(&uri, 512),
+            40,
+            "a fresh window starts unanswered"
+        );
+    }
 
     #[test]
     fn chunks_chosen_before_keep_their_place_and_new_ones_go_last_best_last() {
