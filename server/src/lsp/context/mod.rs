@@ -123,9 +123,9 @@ impl ContextState {
         lock(&self.budgets).remove(uri);
     }
 
-    /// A window that starts afresh (nothing cached) gets context within its time budget: like
-    /// the window, the context then grows as the user types ([`ContextState::grow_budget`]),
-    /// so its cost is spread over keystrokes instead of added to the first suggestion.
+    /// A window that starts afresh (nothing cached) gets context within its time budget; the
+    /// context then grows after each job that ran to its end ([`ContextState::grow_budget`]),
+    /// so its cost is spread over suggestions instead of added to the first one.
     pub fn start_budget(&self, uri: &Uri, tokens: usize) {
         let budget = Budget {
             tokens,
