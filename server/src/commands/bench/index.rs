@@ -102,9 +102,14 @@ fn retrieval(
     let mut found = Vec::new();
     let mut chunks_per_position = Vec::new();
     let mut answers = Vec::new();
+    let mut choose_ms = Vec::new();
     for p in &positions {
         let rope = Rope::from_str(&p.document);
         let at = cursor_window(&rope, p.cursor, window_start(&rope, p.cursor, None, policy));
+        // What the server's `choose` does on a new query, timed as a whole: the document's
+        // text, ranking, the wanted definitions over the whole document, reading the files.
+        let started = Instant::now();
+        let text = rope.to_string();
         let query = context::query_text(&at);
         let ranked = context::rank(
             index,
@@ -116,12 +121,13 @@ fn retrieval(
         let wanted = if args.no_definitions {
             Vec::new()
         } else {
-            context::wanted_definitions(index, &p.document, Some(&paths[p.file]))
+            context::wanted_definitions(index, &text, Some(&paths[p.file]))
         };
         let budget = args.context_tokens;
         let chosen = context::assemble(ranked, wanted, budget, budget, &[], |path| {
             std::fs::read_to_string(path).ok()
         });
+        choose_ms.push(started.elapsed().as_secs_f64() * 1e3);
         let names: Vec<String> = chosen.iter().map(|(r, _)| context::describe(r)).collect();
         let definitions = positions::definitions_elsewhere(&texts, &rels, p);
         let hit = holds_definition(&names, &definitions, &paths, roots);
@@ -146,6 +152,7 @@ fn retrieval(
         "contextTokens": args.context_tokens,
         "definitionInContext": found.iter().filter(|&&f| f).count() as f64 / n,
         "chunksPerPosition": chunks_per_position.iter().sum::<f64>() / n,
+        "chooseMs": Quantiles::of(&choose_ms),
         "answers": answers,
     }))
 }

@@ -347,18 +347,33 @@ pub(crate) fn assemble(
 pub(crate) struct Wanted {
     path: std::path::PathBuf,
     rel: String,
-    /// Each name with how often the document uses it.
-    names: HashMap<String, usize>,
+    /// Each name with how much the document wants it.
+    names: HashMap<String, Want>,
 }
 
-/// The files that define names `doc` uses and does not define itself, where `doc` names the
-/// name in an import or imports the file's module (CrossCodeEval's notion of a cross-file
-/// name), in index order; `path` (the document's own file) left out.
+/// How much a document wants a name, in the order outlines take them: a name its imports
+/// name but no line uses yet (the user imported it to use it next), then the most used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Want {
+    imported_unused: bool,
+    uses: usize,
+}
+
+/// The files that define names `doc` uses, or names on its import lines, and does not define
+/// itself, where `doc` imports the name through an import that names that file
+/// ([`terms::Imports::brings_from`], CrossCodeEval's notion of a cross-file name), in path
+/// order; `path` (the document's own file) left out.
 pub(crate) fn wanted_definitions(index: &Index, doc: &str, path: Option<&Path>) -> Vec<Wanted> {
     let imports = terms::Imports::of(doc);
     let mut uses: HashMap<&str, usize> = HashMap::new();
     let mut local = HashSet::new();
-    for line in doc.lines().filter(|l| !terms::is_import(l)) {
+    for line in doc.lines() {
+        if terms::is_import(line) {
+            for word in terms::identifiers(line) {
+                uses.entry(word).or_default();
+            }
+            continue;
+        }
         if let Some(name) = terms::definition(line) {
             local.insert(name);
         }
@@ -388,19 +403,34 @@ pub(crate) fn wanted_definitions(index: &Index, doc: &str, path: Option<&Path>) 
                     wanted.len() - 1
                 }
             };
-            wanted[at].names.insert(word.to_owned(), n);
+            let want = Want {
+                imported_unused: n == 0,
+                uses: n,
+            };
+            wanted[at].names.insert(word.to_owned(), want);
         }
     }
     wanted.sort_by(|a, b| a.rel.cmp(&b.rel));
     wanted
 }
 
+/// How the lines that enclose definitions without naming one start (an `impl` block).
+const ENCLOSERS: [&str; 7] = [
+    "impl ",
+    "impl<",
+    "unsafe impl",
+    "trait ",
+    "pub trait ",
+    "class ",
+    "pub(crate) trait ",
+];
+
 /// Longest line an outline keeps (a definition line with a long default or docstring).
 const OUTLINE_LINE_CHARS: usize = 160;
 
-/// Outlines of the files in `wanted`: the lines that define the names the document uses, each
+/// Outlines of the files in `wanted`: the lines that define the names the document wants, each
 /// with the line that encloses it (its class, `impl`, …), within `budget` characters, the
-/// most used names first; one chunk per file, in path order, its lines in file order. The set
+/// most wanted names first (see [`Want`]); one chunk per file, in path order, its lines in file order. The set
 /// depends on the whole document, not the cursor, so it stays while the user types.
 pub(crate) fn outlines(
     wanted: Vec<Wanted>,
@@ -408,7 +438,7 @@ pub(crate) fn outlines(
     read: impl Fn(&Path) -> Option<String>,
 ) -> Vec<(ChunkRef, String)> {
     struct Entry {
-        uses: usize,
+        want: Want,
         file: usize,
         line: usize,
         enclosing: Option<usize>,
@@ -427,7 +457,7 @@ pub(crate) fn outlines(
     for (f, w) in wanted.iter().enumerate() {
         let file = &lines[f];
         for (i, line) in file.iter().enumerate() {
-            let Some(&uses) = terms::definition(line).and_then(|name| w.names.get(name)) else {
+            let Some(&want) = terms::definition(line).and_then(|name| w.names.get(name)) else {
                 continue;
             };
             if !terms::declares_api(line) {
@@ -440,14 +470,12 @@ pub(crate) fn outlines(
                         !l.trim().is_empty()
                             && indent(l) < indent(line)
                             && (terms::definition(l).is_some()
-                                || ["impl", "trait", "class", "pub trait"]
-                                    .iter()
-                                    .any(|k| l.trim_start().starts_with(k)))
+                                || ENCLOSERS.iter().any(|k| l.trim_start().starts_with(k)))
                     })
                 })
                 .flatten();
             entries.push(Entry {
-                uses,
+                want,
                 file: f,
                 line: i,
                 enclosing,
@@ -455,8 +483,8 @@ pub(crate) fn outlines(
         }
     }
     entries.sort_by(|a, b| {
-        b.uses
-            .cmp(&a.uses)
+        b.want
+            .cmp(&a.want)
             .then(a.file.cmp(&b.file))
             .then(a.line.cmp(&b.line))
     });
@@ -774,6 +802,34 @@ mod tests {
             names(&context(100, &[])),
             ["futures.py:3,7,10", "queues.py:1"]
         );
+    }
+
+    #[test]
+    fn a_name_imported_and_not_used_yet_comes_first_in_the_outline() {
+        let root = std::path::PathBuf::from("/amd-lsp-outline-unused");
+        let limits = index::Limits {
+            max_files: 10,
+            max_file_bytes: 1 << 20,
+        };
+        let mut index = Index::build(std::slice::from_ref(&root), limits);
+        let queues =
+            "class Queue:\n    pass\n\nclass LifoQueue:\n    pass\n\nclass Other:\n    pass\n";
+        index.update(&root.join("queues.py"), queues);
+        let read = |_: &Path| Some(queues.to_owned());
+        // `Queue` is used three times; `LifoQueue` is imported but not used yet: the user is
+        // about to use it. `Other` is neither imported nor used.
+        let doc = "from .queues import Queue, LifoQueue\n\nq = Queue()\nr = Queue()\ns = Queue()\n";
+        let wanted = wanted_definitions(&index, doc, Some(&root.join("tasks.py")));
+        let shown = |budget| {
+            let wanted = wanted_definitions(&index, doc, Some(&root.join("tasks.py")));
+            outlines(wanted, budget, read)
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(wanted.len(), 1);
+        assert_eq!(shown(20), ["class LifoQueue:\n"]);
+        assert_eq!(shown(100), ["class Queue:\nclass LifoQueue:\n"]);
     }
 
     #[test]

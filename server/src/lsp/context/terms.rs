@@ -2,8 +2,6 @@
 //! scanning, no parser: the same for every language, a few MB/s, and good enough to rank
 //! chunks (what a tree-sitter tags query would add is measured in docs/benchmarks.md).
 
-use std::collections::HashSet;
-
 /// Identifiers shorter than this say too little to rank by (`i`, `x`, `id`).
 const MIN_LEN: usize = 3;
 
@@ -281,11 +279,9 @@ pub fn is_import(line: &str) -> bool {
         || t.starts_with("pub use ")
 }
 
-/// What a file imports: the modules its import lines name and every identifier on them.
+/// What a file imports.
 #[derive(Debug, Default)]
 pub struct Imports<'a> {
-    modules: HashSet<&'a str>,
-    names: HashSet<&'a str>,
     /// Per import line: the module path it imports from, and the names it imports.
     lines: Vec<(Vec<&'a str>, Vec<&'a str>)>,
 }
@@ -301,55 +297,40 @@ impl<'a> Imports<'a> {
                 Some(rest) => {
                     identifiers(rest.split_once(" import ").map_or("", |(_, n)| n)).collect()
                 }
-                None => {
-                    imports.modules.extend(path.iter().copied());
-                    imports.names.extend(identifiers(line));
-                    match (t.find('{'), t.starts_with("import ")) {
-                        // `use a::b::{c, self}`, `import {c} from "./b"`.
-                        (Some(open), _) => {
-                            let inner = &t[open..];
-                            let mut names: Vec<&str> =
-                                identifiers(inner.split(" from ").next().unwrap_or(inner))
-                                    .collect();
-                            if inner.contains("self") {
-                                names.extend(path.last().copied());
-                            }
-                            names
+                None => match (t.find('{'), t.starts_with("import ")) {
+                    // `use a::b::{c, self}`, `import {c} from "./b"`.
+                    (Some(open), _) => {
+                        let inner = &t[open..];
+                        let mut names: Vec<&str> =
+                            identifiers(inner.split(" from ").next().unwrap_or(inner)).collect();
+                        if inner.contains("self") {
+                            names.extend(path.last().copied());
                         }
-                        // `import a.b`: the modules themselves.
-                        (None, true) => path.clone(),
-                        // `use a::b::c;`: the last step, a module or an item.
-                        (None, false) => path.last().copied().into_iter().collect(),
+                        names
                     }
-                }
+                    // `import a.b`: the modules themselves.
+                    (None, true) => path.clone(),
+                    // `use a::b::c;`: the last step, a module or an item.
+                    (None, false) => path.last().copied().into_iter().collect(),
+                },
             };
-            if t.starts_with("from ") {
-                imports.names.extend(names.iter().copied());
-            }
             imports.lines.push((path, names));
         }
         imports
     }
 
-    /// Like [`Imports::brings`], but only through an import that names the file: the name is
-    /// imported from the file's module (`from .queues import Queue`, `use …::queues::{Queue}`),
-    /// or the module itself is imported (`import queues`, `from . import queues`,
-    /// `use …::queues::{self}`). An import of the same name from elsewhere does not count.
+    /// Whether a file that imports these gets `name`, defined in the file at `rel` (relative
+    /// path), through an import that names that file: the name is imported from the file's
+    /// module (`from .queues import Queue`, `use …::queues::{Queue}`), or the module itself is
+    /// imported (`import queues`, `from . import queues`, `use …::queues::{self}`). An import
+    /// of the same name from elsewhere does not count. CrossCodeEval's notion of a cross-file
+    /// name.
     pub fn brings_from(&self, name: &str, rel: &str) -> bool {
         let module = |m: &str| module_names(rel).any(|n| n == m);
         self.lines.iter().any(|(path, names)| {
             names.iter().any(|n| module(n))
                 || (names.contains(&name) && path.iter().any(|p| module(p)))
         })
-    }
-
-    /// Whether a file that imports these gets `name`, defined in the file at `rel` (relative
-    /// path): the name is imported (`from .queues import Queue`, `use …::{Queue}`), or the
-    /// file's module is (`import queues`, `from . import queues`, `use crate::sync::queues`).
-    /// CrossCodeEval's notion of a cross-file name.
-    pub fn brings(&self, name: &str, rel: &str) -> bool {
-        self.names.contains(name)
-            || module_names(rel).any(|m| self.modules.contains(m) || self.names.contains(m))
     }
 }
 
@@ -371,34 +352,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imports_bring_the_names_they_name_and_the_modules_they_import() {
+    fn imports_bring_names_through_an_import_that_names_their_file() {
         let py = "from .queues import Queue, LifoQueue\nfrom . import futures\nimport email.utils\n\nx = 1\n";
-        let imports = Imports::of(py);
-        assert!(imports.brings("Queue", "queues.py"));
-        // `from .queues import Queue` brings `Queue`, not the rest of queues.py.
-        assert!(!imports.brings("PriorityQueue", "queues.py"));
-        // Modules imported as modules bring all they define.
-        assert!(imports.brings("Future", "futures.py"));
-        assert!(imports.brings("formatdate", "email/utils.py"));
-        assert!(!imports.brings("Future", "tasks.py"));
-        let rs = "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n";
-        let imports = Imports::of(rs);
-        assert!(imports.brings("TryAcquireError", "errors.rs"));
-        assert!(imports.brings("Semaphore", "batch_semaphore.rs"));
-        assert!(!imports.brings("Notify", "notify.rs"));
-        // Through an import that names the file only.
-        assert!(imports.brings_from("TryAcquireError", "batch_semaphore.rs"));
-        assert!(imports.brings_from("Semaphore", "batch_semaphore.rs"));
-        let rs = "use std::sync::atomic::Ordering::{Acquire, Release};\nuse crate::sync::mpsc;\n";
-        let imports = Imports::of(rs);
-        assert!(imports.brings("Acquire", "batch_semaphore.rs"));
-        assert!(!imports.brings_from("Acquire", "batch_semaphore.rs"));
-        assert!(imports.brings_from("channel", "mpsc/mod.rs"));
         let imports = Imports::of(py);
         assert!(imports.brings_from("Queue", "queues.py"));
         assert!(!imports.brings_from("Queue", "other.py"));
+        // Modules imported as modules bring all they define.
         assert!(imports.brings_from("Future", "futures.py"));
         assert!(imports.brings_from("formatdate", "email/utils.py"));
+        assert!(!imports.brings_from("Future", "tasks.py"));
+        let rs = "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n";
+        let imports = Imports::of(rs);
+        assert!(imports.brings_from("TryAcquireError", "batch_semaphore.rs"));
+        assert!(imports.brings_from("Semaphore", "batch_semaphore.rs"));
+        assert!(!imports.brings_from("TryAcquireError", "errors.rs"));
+        assert!(!imports.brings_from("Notify", "notify.rs"));
+        let rs = "use std::sync::atomic::Ordering::{Acquire, Release};\nuse crate::sync::mpsc;\n";
+        let imports = Imports::of(rs);
+        // `Acquire` is imported, but not from batch_semaphore.rs, which defines one too.
+        assert!(!imports.brings_from("Acquire", "batch_semaphore.rs"));
+        assert!(imports.brings_from("channel", "mpsc/mod.rs"));
     }
 
     #[test]

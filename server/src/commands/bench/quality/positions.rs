@@ -195,9 +195,12 @@ fn candidates(text: &str, file: usize, kind: Kind, rng: &mut impl rand::Rng) -> 
 pub(crate) enum Filter {
     All,
     /// Positions whose truth uses a name its own file imports from another file of the corpus
-    /// (CrossCodeEval's construction): the name is defined there and not in its own file, and
-    /// the own file names it in an import or imports the module that defines it. Import lines
-    /// themselves are left out. The model cannot know the name from the file alone.
+    /// (CrossCodeEval's construction): the name is defined there and not in its own file, the
+    /// own file imports it through an import that names that file (the name from the file's
+    /// module, or the module itself: [`terms::Imports::brings_from`]), and the truth is the
+    /// name's first use in the file (nowhere before the cursor but on import lines). Import
+    /// lines and Python docstrings are left out. The model cannot know the name from the file
+    /// before the cursor.
     CrossFile,
 }
 
@@ -206,14 +209,47 @@ struct FileFacts<'a> {
     /// The names it defines (`terms::definition`).
     defines: std::collections::HashSet<&'a str>,
     imports: terms::Imports<'a>,
+    /// Per identifier: the first line (0-based) that uses it, import lines and prose left out.
+    first_use: std::collections::HashMap<&'a str, usize>,
+    /// Per line: inside a Python triple-quoted string, or opening one (prose).
+    prose: Vec<bool>,
 }
 
 fn facts(files: &[String]) -> Vec<FileFacts<'_>> {
     files
         .iter()
-        .map(|text| FileFacts {
-            defines: text.lines().filter_map(terms::definition).collect(),
-            imports: terms::Imports::of(text),
+        .map(|text| {
+            let prose = prose_lines(text);
+            let mut first_use = std::collections::HashMap::new();
+            for (i, line) in text.split('\n').enumerate() {
+                if !terms::is_import(line) && !prose[i] {
+                    for w in terms::identifiers(line) {
+                        first_use.entry(w).or_insert(i);
+                    }
+                }
+            }
+            FileFacts {
+                defines: text.lines().filter_map(terms::definition).collect(),
+                imports: terms::Imports::of(text),
+                first_use,
+                prose,
+            }
+        })
+        .collect()
+}
+
+/// Per line of `text`: whether it is inside a triple-quoted string or starts one (a Python
+/// docstring). Counting quotes is enough for docstrings; a `"""` inside a one-line string
+/// would flip the lines after it (rare in real code).
+fn prose_lines(text: &str) -> Vec<bool> {
+    const QUOTES: [&str; 2] = ["\"\"\"", "'''"];
+    let mut inside = false;
+    text.split('\n')
+        .map(|line| {
+            let prose = inside || QUOTES.iter().any(|q| line.trim_start().starts_with(q));
+            let n: usize = QUOTES.iter().map(|q| line.matches(q).count()).sum();
+            inside ^= n % 2 == 1;
+            prose
         })
         .collect()
 }
@@ -226,15 +262,21 @@ fn cross_file_names<'t>(
     rels: &[String],
 ) -> Vec<(&'t str, Vec<usize>)> {
     let own = &facts[p.file];
-    if terms::is_import(&p.truth) {
+    if terms::is_import(&p.truth) || own.prose.get(p.line).copied().unwrap_or(false) {
         return Vec::new();
     }
+    let on_line_before: std::collections::HashSet<&str> =
+        terms::identifiers(p.line_prefix()).collect();
+    let first_use_here =
+        |w: &str| own.first_use.get(w).is_none_or(|&l| l >= p.line) && !on_line_before.contains(w);
     terms::identifiers(&p.truth)
-        .filter(|w| !own.defines.contains(w))
+        .filter(|w| !own.defines.contains(w) && first_use_here(w))
         .map(|w| {
             let files = (0..facts.len())
                 .filter(|&i| {
-                    i != p.file && facts[i].defines.contains(w) && own.imports.brings(w, &rels[i])
+                    i != p.file
+                        && facts[i].defines.contains(w)
+                        && own.imports.brings_from(w, &rels[i])
                 })
                 .collect::<Vec<_>>();
             (w, files)
@@ -389,8 +431,8 @@ mod tests {
     }
 
     #[test]
-    fn cross_file_positions_use_a_name_imported_from_another_file() {
-        let app = "from lib import compute\nimport util\n\ndef main():\n    total = compute(1, 2)\n    middle = helper(3)\n    other = util.scale(4)\n    return total\n";
+    fn cross_file_positions_are_the_first_use_of_a_name_imported_from_another_file() {
+        let app = "from lib import compute\nimport util\n\ndef main():\n    \"\"\"Calls compute\n    and compute again.\"\"\"\n    total = compute(1, 2)\n    middle = helper(3)\n    other = util.scale(4)\n    again = compute(5, 6)\n    return total\n";
         let lib = "def compute(a, b):\n    return a + b\n\ndef helper(a):\n    return a\n";
         let util = "def scale(a):\n    return 2 * a\n";
         let files = vec![app.to_owned(), lib.to_owned(), util.to_owned()];
@@ -399,8 +441,9 @@ mod tests {
         let mut truths: Vec<&str> = got.iter().map(|p| p.truth.as_str()).collect();
         truths.sort_unstable();
         // `compute` is named in an import; `scale`'s module is imported; `helper` is defined
-        // in lib.py but app.py does not import it; the import lines themselves are left out;
-        // lib.py and util.py import nothing.
+        // in lib.py but app.py does not import it; the second use of `compute` is not its
+        // first; the docstring is prose; the import lines themselves are left out; lib.py and
+        // util.py import nothing.
         assert_eq!(truths, ["other = util.scale(4)", "total = compute(1, 2)"]);
         let p = got.iter().find(|p| p.truth.starts_with("total")).unwrap();
         assert_eq!(definitions_elsewhere(&files, &rels, p), [(1, 0)]);
