@@ -57,8 +57,10 @@ pub struct Counters {
     pub n_precomputed_hits: AtomicU64,
     /// Documents evaluated when opened (`prefillOnOpen`), to the end.
     pub n_open_prefills: AtomicU64,
-    /// Suggestions the confidence gate (`minConfidence`) did not show.
+    /// Suggestions the confidence gate (`minConfidence`) did not show, and requests answered
+    /// with the rest of one of them once the user typed its start ([`ServerState::held`]).
     pub n_unsure: AtomicU64,
+    pub n_revealed: AtomicU64,
     pub n_suggestions: AtomicU64,
     pub n_empty: AtomicU64,
     pub n_errors: AtomicU64,
@@ -112,6 +114,8 @@ pub struct ServerState {
     shown: Mutex<HashMap<Uri, Shown>>,
     /// The suggestion that follows the shown one, as if it were accepted.
     next: Mutex<HashMap<Uri, Shown>>,
+    /// The last suggestion the confidence gate hid: shown once the user types its start.
+    held: Mutex<HashMap<Uri, Shown>>,
     /// The generation in flight (or just landed) per document.
     flights: Mutex<HashMap<Uri, Flight>>,
     windows: Mutex<HashMap<Uri, usize>>,
@@ -168,6 +172,7 @@ impl ServerState {
             latest: LatestWins::default(),
             shown: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
             unshown: Mutex::new(HashSet::new()),
@@ -265,6 +270,14 @@ impl ServerState {
         put(&self.next, uri, next);
     }
 
+    pub fn held(&self, uri: &Uri) -> Option<Shown> {
+        lock(&self.held).get(uri).cloned()
+    }
+
+    pub fn set_held(&self, uri: &Uri, held: Option<Shown>) {
+        put(&self.held, uri, held);
+    }
+
     pub fn flight(&self, uri: &Uri) -> Option<Flight> {
         lock(&self.flights).get(uri).cloned()
     }
@@ -324,6 +337,7 @@ impl ServerState {
     pub fn forget(&self, uri: &Uri) {
         lock(&self.shown).remove(uri);
         lock(&self.next).remove(uri);
+        lock(&self.held).remove(uri);
         lock(&self.windows).remove(uri);
         lock(&self.unshown).remove(uri);
         self.end_flight(uri);

@@ -178,6 +178,50 @@ async fn typing_through_a_suggestion_is_served_without_the_engine() {
     c.shutdown().await;
 }
 
+/// A suggestion the confidence gate hid is shown once the user has typed two of its
+/// characters, from the cache; one typed character is not enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_suggestion_is_shown_once_the_user_types_its_start() {
+    let setup = ClientSetup {
+        options: json!({"precomputeNext": false, "keepGenerating": false}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    // What the model writes here (greedy), with the gate off.
+    c.open(URI, DOC).await;
+    let writes = suggested_after_line(&c.inline(URI, 6, 9).await);
+    assert!(writes.chars().count() > 3, "{writes}");
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"minConfidence": 0.999}}),
+    )
+    .await;
+    c.open(URI2, DOC).await;
+    assert!(only_item(&c.inline(URI2, 6, 9).await).is_none(), "hidden");
+    assert_eq!(c.status().await["counters"]["unsure"], 1);
+
+    let mut typed = writes.chars();
+    let one = typed.next().unwrap().to_string();
+    c.change(URI2, 2, [[6, 9], [6, 9]], &one).await;
+    let col = 9 + one.encode_utf16().count() as u32;
+    assert!(
+        only_item(&c.inline(URI2, 6, col).await).is_none(),
+        "one char"
+    );
+    let two = typed.next().unwrap().to_string();
+    c.change(URI2, 3, [[6, col], [6, col]], &two).await;
+    let col = col + two.encode_utf16().count() as u32;
+    let jobs = c.status().await["engine"]["jobs"].clone();
+    let item = only_item(&c.inline(URI2, 6, col).await).cloned();
+    let item = item.expect("the hidden suggestion, revealed");
+    assert_eq!(item["insertText"], format!("x = load({writes}"));
+    let status = c.status().await;
+    assert_eq!(status["counters"]["revealed"], 1, "{status}");
+    assert_eq!(status["engine"]["jobs"], jobs, "no engine call");
+    c.shutdown().await;
+}
+
 /// Where the model's generation for a request is still running (or has just landed): a
 /// second document with `DOC`'s text, its first request sent, and what that request's
 /// generation writes (greedy: what the first document's request got). The engine's job count

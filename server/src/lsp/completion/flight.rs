@@ -79,8 +79,9 @@ impl Flight {
                     state.context.answered(&uri);
                     match gate.judge(&c, &placement(&at, multi_line)) {
                         Judged::Nothing => Leg::Landed(None),
-                        Judged::Unsure => {
+                        Judged::Unsure(text) => {
                             ServerState::bump(&state.counters.n_unsure);
+                            super::hold(&state, &uri, &at, text);
                             Leg::Landed(None)
                         }
                         Judged::Show(text) => Leg::Landed(Some(text)),

@@ -37,6 +37,10 @@ use super::state::ServerState;
 const LOOKUP_CORPUS_DOCS: usize = 4;
 const LOOKUP_CORPUS_CHARS: usize = 16 * 1024;
 
+/// A suggestion the confidence gate hid is shown once the user has typed this many of its
+/// characters (leading spaces not counted) without leaving it.
+const REVEAL_AFTER_CHARS: usize = 2;
+
 /// Sampling settings of the extra candidates of an invoked completion.
 const CANDIDATE_TEMPERATURE: f32 = 0.7;
 
@@ -282,11 +286,23 @@ fn from_screen(state: &ServerState, params: &SuggestParams, at: &CursorWindow) -
         return Some(rest.to_owned());
     }
     // The shown suggestion was accepted and the next one is ready.
-    let next = state.next(&params.uri)?;
-    let rest = next.remaining(at)?.to_owned();
-    state.set_shown(&params.uri, Some(next));
-    state.set_next(&params.uri, None);
-    ServerState::bump(&state.counters.n_precomputed_hits);
+    if let Some(next) = state.next(&params.uri) {
+        if let Some(rest) = next.remaining(at).map(str::to_owned) {
+            state.set_shown(&params.uri, Some(next));
+            state.set_next(&params.uri, None);
+            ServerState::bump(&state.counters.n_precomputed_hits);
+            return Some(rest);
+        }
+    }
+    // The gate hid a suggestion and the user has typed its start: now it is worth showing.
+    let held = state.held(&params.uri)?;
+    let confirmed = held
+        .typed(at)
+        .is_some_and(|t| t.trim_start().chars().count() >= REVEAL_AFTER_CHARS);
+    let rest = held.remaining(at).filter(|_| confirmed)?.to_owned();
+    state.set_shown(&params.uri, Some(held));
+    state.set_held(&params.uri, None);
+    ServerState::bump(&state.counters.n_revealed);
     Some(rest)
 }
 
@@ -345,7 +361,12 @@ async fn generate(
         state.context.answered(&params.uri);
         match Gate::of(config).judge(&c, &placement) {
             Judged::Nothing => {}
-            Judged::Unsure => ServerState::bump(&state.counters.n_unsure),
+            Judged::Unsure(text) => {
+                ServerState::bump(&state.counters.n_unsure);
+                if i == 0 {
+                    hold(state, &params.uri, at, text);
+                }
+            }
             Judged::Show(text) => {
                 if !texts.contains(&text) {
                     texts.push(text);
@@ -354,6 +375,16 @@ async fn generate(
         }
     }
     Ok(Some((texts, engine_ms)))
+}
+
+/// Keeps `text`, hidden by the confidence gate at `at`, to show once the user types its start
+/// ([`REVEAL_AFTER_CHARS`]). One hidden earlier that the user is still typing through stays:
+/// what they typed of it counts.
+fn hold(state: &ServerState, uri: &Uri, at: &CursorWindow, text: String) {
+    if state.held(uri).is_some_and(|h| h.remaining(at).is_some()) {
+        return;
+    }
+    state.set_held(uri, Some(Shown::new(at, text)));
 }
 
 /// Keeps the answered suggestion as the one on screen (for the type-through path) and starts
@@ -368,6 +399,9 @@ fn remember(
     suggestion: &Suggestion,
 ) {
     let first = suggestion.texts.first();
+    if first.is_some() {
+        state.set_held(&params.uri, None);
+    }
     state.set_shown(
         &params.uri,
         first.map(|t| Shown::new(&placed.at, t.clone())),

@@ -379,7 +379,7 @@ impl Gate {
         tracing::trace!(raw = ?c.text, stop = ?c.stop, ?cleaned, conf = ?confidence(c), "completion");
         match cleaned {
             None => Judged::Nothing,
-            Some(text) if !self.shows(c, &text) => Judged::Unsure,
+            Some(text) if !self.shows(c, &text) => Judged::Unsure(text),
             Some(text) => Judged::Show(text),
         }
     }
@@ -402,8 +402,8 @@ impl Gate {
 pub(crate) enum Judged {
     /// Nothing once cleaned.
     Nothing,
-    /// A text the gate hides.
-    Unsure,
+    /// A text the gate hides (held: shown once the user types its start).
+    Unsure(String),
     Show(String),
 }
 

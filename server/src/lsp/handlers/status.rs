@@ -118,6 +118,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "precomputedHits": get(&c.n_precomputed_hits),
             "openPrefills": get(&c.n_open_prefills),
             "unsure": get(&c.n_unsure),
+            "revealed": get(&c.n_revealed),
             "suggestions": get(&c.n_suggestions),
             "empty": get(&c.n_empty),
             "errors": get(&c.n_errors),
