@@ -728,15 +728,21 @@ mod tests {
         assert_eq!(arrange(&[], &[(1, 200), (2, 30)], 80), [2]);
     }
 
-    #[test]
-    fn the_definitions_a_file_uses_from_its_imports_come_as_outlines() {
-        let root = std::path::PathBuf::from("/amd-lsp-outline-test");
+    /// An empty index of a workspace at `root` (nothing on disk), for files indexed from memory.
+    fn memory_index(root: &str) -> (std::path::PathBuf, Index) {
+        let root = std::path::PathBuf::from(root);
         let limits = index::Limits {
             max_files: 10,
             max_file_bytes: 1 << 20,
         };
+        let index = Index::build(std::slice::from_ref(&root), limits);
+        (root, index)
+    }
+
+    #[test]
+    fn the_definitions_a_file_uses_from_its_imports_come_as_outlines() {
+        let (root, mut index) = memory_index("/amd-lsp-outline-test");
         // Nothing on disk: the files are indexed from memory and read from this table.
-        let mut index = Index::build(std::slice::from_ref(&root), limits);
         let files = [
             (
                 "futures.py",
@@ -806,12 +812,7 @@ mod tests {
 
     #[test]
     fn a_name_imported_and_not_used_yet_comes_first_in_the_outline() {
-        let root = std::path::PathBuf::from("/amd-lsp-outline-unused");
-        let limits = index::Limits {
-            max_files: 10,
-            max_file_bytes: 1 << 20,
-        };
-        let mut index = Index::build(std::slice::from_ref(&root), limits);
+        let (root, mut index) = memory_index("/amd-lsp-outline-unused");
         let queues =
             "class Queue:\n    pass\n\nclass LifoQueue:\n    pass\n\nclass Other:\n    pass\n";
         index.update(&root.join("queues.py"), queues);
