@@ -57,9 +57,10 @@ pub struct Counters {
     pub n_precomputed_hits: AtomicU64,
     /// Documents evaluated when opened (`prefillOnOpen`), to the end.
     pub n_open_prefills: AtomicU64,
-    /// Suggestions the confidence gate (`minConfidence`) did not show, and requests answered
-    /// with the rest of one of them once the user typed its start ([`ServerState::held`]).
+    /// Suggestions the confidence gate (`minConfidence`) did not show.
     pub n_unsure: AtomicU64,
+    /// Requests answered with the rest of a suggestion the gate hid, once the user typed its
+    /// start ([`ServerState::held`]).
     pub n_revealed: AtomicU64,
     pub n_suggestions: AtomicU64,
     pub n_empty: AtomicU64,
