@@ -300,6 +300,14 @@ pub struct CompletionRequest {
     /// sums over them, so two runs are bit-identical only from the same cache state; this
     /// gives every run the same one (benchmarks and exactness checks; editors never set it).
     pub fresh_cache: bool,
+    /// A first line the output must not be (the caller's: the document's next line after the
+    /// cursor's, less the text before the cursor). A fill-in-the-middle model that writes it
+    /// has skipped the line it was asked for and written the suffix's, an answer the caller
+    /// would drop. When the output's first line comes out as exactly this text, generation
+    /// goes back to its first token and continues from the most likely other one, once; the
+    /// text is not reported as progress while it could still become this line. Greedy only,
+    /// not with speculation.
+    pub not_first_line: Option<String>,
 }
 
 /// The models an engine can hold: the main (small, fast) model, and optionally a larger
@@ -393,6 +401,7 @@ impl CompletionRequest {
             document: None,
             heal: false,
             fresh_cache: false,
+            not_first_line: None,
         }
     }
 }
@@ -454,6 +463,9 @@ pub struct JobStats {
     pub cpu_decode_ms: f64,
     /// The document's KV cache was put back from memory (it had been switched away from).
     pub restored: bool,
+    /// The output's first line came out as the request's `not_first_line`, and generation
+    /// went back to take another first token.
+    pub avoided_line: bool,
 }
 
 impl JobStats {

@@ -13,6 +13,17 @@ pub(crate) fn argmax(logits: &[f32]) -> TokenId {
     best as TokenId
 }
 
+/// The most likely token other than `banned` (the lowest index among ties).
+pub(crate) fn argmax_except(logits: &[f32], banned: TokenId) -> TokenId {
+    let mut best: Option<usize> = None;
+    for (i, &v) in logits.iter().enumerate() {
+        if i as TokenId != banned && best.is_none_or(|b| v > logits[b]) {
+            best = Some(i);
+        }
+    }
+    best.map_or(banned, |b| b as TokenId)
+}
+
 /// The `n` most likely tokens with their log-probabilities (log-softmax), most likely first.
 pub(crate) fn top_log_probs(logits: &[f32], n: usize) -> Vec<(TokenId, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -55,6 +66,14 @@ mod tests {
     fn argmax_prefers_lowest_index_among_ties() {
         assert_eq!(argmax(&[0.1, 0.5, 0.5, -1.0]), 1);
         assert_eq!(argmax(&[2.0]), 0);
+    }
+
+    #[test]
+    fn argmax_except_takes_the_next_most_likely() {
+        assert_eq!(argmax_except(&[0.1, 0.9, 0.5, -1.0], 1), 2);
+        assert_eq!(argmax_except(&[0.1, 0.9, 0.5, -1.0], 2), 1);
+        assert_eq!(argmax_except(&[0.3, 0.9, 0.3], 1), 0);
+        assert_eq!(argmax_except(&[2.0], 0), 0);
     }
 
     #[test]

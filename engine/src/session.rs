@@ -7,7 +7,7 @@ use crate::error::EngineError;
 use crate::job::CancelToken;
 use crate::kv_states::SavedDocs;
 use crate::llama::{Context, Logits, Model, Sampler, SavedKv};
-use crate::logits::{argmax, top2_margin, top_log_probs};
+use crate::logits::{argmax, argmax_except, top2_margin, top_log_probs};
 use crate::speculative::math::CostModel;
 use crate::text::Utf8Stream;
 use crate::{
@@ -454,11 +454,14 @@ impl<'m> Session<'m> {
         self.mark_decode_start();
         let sampling = req.sampling;
         let mut sampler = Sampler::new(&sampling);
+        let n_prompt = self.cached.len();
         let mut out = Emitter::new(self.model, req);
         if let Some(text) = healed {
             tracing::trace!(healed = ?String::from_utf8_lossy(&text), "token healing");
             out.heal(text);
         }
+        // Where the output's text starts, to go back to if its first line is the one to avoid.
+        let mut branch: Option<Branch> = None;
         let stop = loop {
             if let Some(why) = out.full() {
                 break why;
@@ -469,16 +472,30 @@ impl<'m> Session<'m> {
                 return Ok(Outcome::Cancelled(stats));
             }
             let logits = self.logits()?;
+            if out.at_text_start() {
+                branch = Some(out.branch(logits));
+            }
             out.observe(logits);
-            let token = match (&sampling, sampler.as_mut()) {
-                _ if out.healing() => out.heal_choice(logits),
+            let mut token = match (&sampling, sampler.as_mut()) {
+                _ if out.healing() => out.heal_choice(logits, None),
                 (Sampling::Random { .. }, Some(s)) => self
                     .ctx
                     .sample(s)
                     .ok_or_else(|| EngineError::Internal("sampler had no logits".into()))?,
                 _ => argmax(logits),
             };
-            if let Some(why) = out.push(token) {
+            let mut stopped = out.push(token);
+            if out.repeats_avoided(stopped.is_some()) {
+                if let Some(at) = branch.take() {
+                    // Back to where the text started: the same logits, the token chosen there
+                    // banned. The cells of the tokens generated since are dropped.
+                    self.truncate(n_prompt + at.n_tokens)?;
+                    stats.avoided_line = true;
+                    token = out.other_branch(at);
+                    stopped = out.push(token);
+                }
+            }
+            if let Some(why) = stopped {
                 break why;
             }
             // Reported before the token is evaluated: a caller watching the text learns it
@@ -510,6 +527,19 @@ pub(crate) struct Emitter<'a> {
     heal_pending: Vec<u8>,
     /// Tokens spent generating healed text (they do not count against the budget).
     n_heal_tokens: usize,
+    /// The first line the output must not be ([`CompletionRequest::not_first_line`]), while
+    /// it still could be: `None` once the first line differs or it was taken back.
+    avoid: Option<String>,
+}
+
+/// The emitter's state where the output's text starts: what [`Emitter::other_branch`]
+/// goes back to.
+pub(crate) struct Branch {
+    n_tokens: usize,
+    heal_pending: Vec<u8>,
+    n_heal_tokens: usize,
+    utf8: Utf8Stream,
+    logits: Vec<f32>,
 }
 
 impl<'a> Emitter<'a> {
@@ -525,6 +555,85 @@ impl<'a> Emitter<'a> {
             top_logprobs: Vec::new(),
             heal_pending: Vec::new(),
             n_heal_tokens: 0,
+            avoid: None,
+        }
+        .avoiding_line()
+    }
+
+    /// Takes the request's line to avoid; greedy only (a sampled output has no "most likely
+    /// other" token to go back to) and not with speculation.
+    fn avoiding_line(mut self) -> Emitter<'a> {
+        if matches!(self.req.sampling, Sampling::Greedy) && self.req.speculation.is_none() {
+            self.avoid = self
+                .req
+                .not_first_line
+                .as_deref()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned);
+        }
+        self
+    }
+
+    /// Whether the output could still turn out to be the line to avoid.
+    pub(crate) fn avoiding(&self) -> bool {
+        self.avoid.is_some()
+    }
+
+    /// Whether the next token is the first of the output's text (nothing written yet, not
+    /// even part of a character) while a line is to be avoided: where to go back to.
+    pub(crate) fn at_text_start(&self) -> bool {
+        self.avoiding() && self.text.is_empty() && self.utf8.is_idle()
+    }
+
+    /// The state to go back to, at a step that has produced no text yet.
+    pub(crate) fn branch(&self, logits: &[f32]) -> Branch {
+        Branch {
+            n_tokens: self.tokens.len(),
+            heal_pending: self.heal_pending.clone(),
+            n_heal_tokens: self.n_heal_tokens,
+            utf8: self.utf8.clone(),
+            logits: logits.to_vec(),
+        }
+    }
+
+    /// Whether the output's first line is the line to avoid (`ended`: generation stops with
+    /// the text as it is). Once the first line is known to differ, stops avoiding.
+    pub(crate) fn repeats_avoided(&mut self, ended: bool) -> bool {
+        let Some(avoid) = &self.avoid else {
+            return false;
+        };
+        let line = match self.text.find('\n') {
+            Some(i) => &self.text[..i],
+            None if ended => &self.text,
+            None if avoid.starts_with(self.text.trim_end()) => return false,
+            None => {
+                self.avoid = None;
+                return false;
+            }
+        };
+        let repeats = line.trim_end() == avoid;
+        self.avoid = None;
+        repeats
+    }
+
+    /// Goes back to `at` and returns the most likely token there other than the one taken
+    /// (for [`Emitter::push`]).
+    pub(crate) fn other_branch(&mut self, at: Branch) -> TokenId {
+        let banned = self.tokens[at.n_tokens];
+        tracing::trace!(avoided = ?self.text, "the output repeated the next line: other branch");
+        self.tokens.truncate(at.n_tokens);
+        self.text.clear();
+        self.utf8 = at.utf8;
+        self.heal_pending = at.heal_pending;
+        self.n_heal_tokens = at.n_heal_tokens;
+        // The observation of that step stays: its logits are the same.
+        self.margins.truncate(at.n_tokens + 1);
+        self.top_logprobs.truncate(at.n_tokens + 1);
+        if self.healing() {
+            self.heal_choice(&at.logits, Some(banned))
+        } else {
+            argmax_except(&at.logits, banned)
         }
     }
 
@@ -538,13 +647,17 @@ impl<'a> Emitter<'a> {
         !self.heal_pending.is_empty()
     }
 
-    /// The most likely token that continues the healed text ([`crate::prompt::heals`]).
-    pub(crate) fn heal_choice(&self, logits: &[f32]) -> TokenId {
+    /// The most likely token that continues the healed text ([`crate::prompt::heals`]), other
+    /// than `banned`.
+    pub(crate) fn heal_choice(&self, logits: &[f32], banned: Option<TokenId>) -> TokenId {
         let pieces = self.model.pieces();
         let mut best: Option<(usize, f32)> = None;
         for (id, piece) in pieces.iter().enumerate() {
             let v = logits.get(id).copied().unwrap_or(f32::NEG_INFINITY);
-            if best.is_none_or(|(_, b)| v > b) && crate::prompt::heals(&self.heal_pending, piece) {
+            if best.is_none_or(|(_, b)| v > b)
+                && Some(id as TokenId) != banned
+                && crate::prompt::heals(&self.heal_pending, piece)
+            {
                 best = Some((id, v));
             }
         }
@@ -599,6 +712,10 @@ impl<'a> Emitter<'a> {
     }
 
     pub(crate) fn progress(&mut self, stats: &JobStats) {
+        // Text that may still be taken back is not reported.
+        if self.avoiding() {
+            return;
+        }
         let n_generated = self.tokens.len();
         if let Some(f) = self.req.on_progress.as_mut() {
             f(&Progress {

@@ -33,6 +33,8 @@ pub struct EngineCounters {
     pub cpu_us_superseded: AtomicU64,
     /// Jobs whose document's KV cache was put back from memory.
     pub n_restored: AtomicU64,
+    /// Jobs whose first line came out as the line to avoid and went back for another start.
+    pub n_avoided_lines: AtomicU64,
     /// Documents whose KV caches are kept in memory now, and their bytes.
     pub saved_documents: AtomicU64,
     pub saved_bytes: AtomicU64,
@@ -112,6 +114,9 @@ impl EngineCounters {
                     .fetch_add(s.n_changed as u64, Ordering::Relaxed);
                 if s.restored {
                     self.n_restored.fetch_add(1, Ordering::Relaxed);
+                }
+                if s.avoided_line {
+                    self.n_avoided_lines.fetch_add(1, Ordering::Relaxed);
                 }
                 // Evaluated from nothing although most of it was known: the whole prompt at once,
                 // or the first chunks of it (a job cancelled between chunks counts as changed

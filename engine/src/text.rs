@@ -5,7 +5,7 @@ use crate::StopReason;
 /// Turns a stream of token byte pieces into text. A character whose bytes are split over
 /// several tokens (byte-fallback tokens such as `<0xE4>`) comes out whole once complete;
 /// bytes that can never form a character become U+FFFD.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Utf8Stream {
     pending: Vec<u8>,
 }
@@ -13,6 +13,11 @@ pub struct Utf8Stream {
 impl Utf8Stream {
     pub fn new() -> Utf8Stream {
         Utf8Stream::default()
+    }
+
+    /// Whether no bytes of an unfinished character are waiting.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
     }
 
     /// Adds bytes and appends every character they complete to `out`.

@@ -71,6 +71,58 @@ fn progress_reports_the_text_generated_so_far() {
 }
 
 #[test]
+fn an_output_whose_first_line_is_the_one_to_avoid_starts_with_the_next_best_token() {
+    let engine = tiny_engine(true);
+    let prompt = block_on(engine.tokenize(PROMPT.to_owned(), true)).expect("tokenize");
+    let greedy = |prompt: Vec<i32>, n: u32, avoid: Option<&str>| {
+        let mut req = CompletionRequest::greedy(Prompt::Tokens(prompt), n);
+        req.fresh_cache = true;
+        req.not_first_line = avoid.map(str::to_owned);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        req.on_progress = Some(Box::new(move |p| {
+            if p.n_generated > 0 {
+                log.lock().unwrap().push(p.text.to_owned());
+            }
+        }));
+        let c = complete(&engine, req);
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        (c, seen)
+    };
+    let (free, _) = greedy(prompt.clone(), 12, None);
+    assert!(
+        !free.text.trim().is_empty() && !free.text.contains('\n'),
+        "{:?}",
+        free.text
+    );
+
+    // A line the output never is changes nothing.
+    let (other, _) = greedy(prompt.clone(), 12, Some("no such line"));
+    assert_eq!(other.tokens, free.tokens);
+
+    // Its whole output as the line to avoid: the first token is the next most likely, the
+    // rest what greedy decoding gives after it (token-identical to a cold run of that prompt,
+    // so the cells of the dropped tokens are gone), and no progress showed the dropped text.
+    let (avoided, seen) = greedy(prompt.clone(), 12, Some(&free.text));
+    assert!(avoided.stats.avoided_line && !free.stats.avoided_line && !other.stats.avoided_line);
+    assert_ne!(avoided.tokens[0], free.tokens[0]);
+    assert_ne!(avoided.text.trim_end(), free.text.trim_end());
+    assert_eq!(avoided.tokens.len(), 12, "the budget starts again");
+    let mut after = prompt.clone();
+    after.push(avoided.tokens[0]);
+    let (cold, _) = greedy(after, 11, None);
+    assert_eq!(avoided.tokens[1..], cold.tokens[..]);
+    assert!(!seen.is_empty());
+    for text in &seen {
+        assert!(
+            avoided.text.starts_with(text.as_str()),
+            "{text:?} / {:?}",
+            avoided.text
+        );
+    }
+}
+
+#[test]
 fn max_tokens_and_stop_rules_end_generation() {
     let engine = tiny_engine(true);
     let free = complete(&engine, sampled(5));

@@ -96,6 +96,7 @@ pub(crate) fn run(args: &CompleteArgs) -> Result<()> {
         document: None,
         heal: false,
         fresh_cache: false,
+        not_first_line: None,
     };
     let outcome = runtime.block_on(engine.submit(req))?;
     let Outcome::Completed(completion) = outcome else {

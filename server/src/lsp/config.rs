@@ -141,6 +141,10 @@ pub struct ServerConfig {
     /// Token healing: the prompt ends at a token boundary before the cursor and the model
     /// writes the rest of the cursor's token itself (no stray space after indentation).
     pub token_healing: bool,
+    /// When a suggestion's first line comes out as the document's next line (a FIM model that
+    /// skipped the line it was asked for; the cleaning would drop it), the engine goes back to
+    /// its first token once and takes the most likely other one.
+    pub avoid_next_line: bool,
     /// Put chunks of other files of the project (those that share or define the identifiers
     /// around the cursor) in front of the current file's code in the prompt.
     pub context: bool,
@@ -182,6 +186,7 @@ impl Default for ServerConfig {
             prefill_on_open: true,
             cache_type_k: CacheTypeK::Q8_0,
             token_healing: true,
+            avoid_next_line: true,
             min_confidence: 0.0,
             min_expected_saving: 0.0,
             fim_line_in_middle: true,

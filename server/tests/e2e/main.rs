@@ -222,6 +222,45 @@ async fn a_hidden_suggestion_is_shown_once_the_user_types_its_start() {
     c.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suggestion_that_would_repeat_the_next_line_starts_otherwise() {
+    let setup = ClientSetup {
+        options: json!({"precomputeNext": false, "keepGenerating": false, "avoidNextLine": false}),
+        ..ClientSetup::default()
+    };
+    let (mut c, _) = TestClient::start(setup).await;
+    c.wait_model_ready().await;
+    c.open(URI, DOC).await;
+    let writes = suggested_after_line(&c.inline(URI, 6, 9).await);
+    let first = writes.lines().next().expect("a first line").trim_end();
+    assert!(!first.trim().is_empty(), "{writes:?}");
+    // The same code before the cursor, and the line the model writes already below it.
+    let doc = format!("{DOC}\nx = load({first}\n");
+    c.open(URI2, &doc).await;
+    assert!(
+        only_item(&c.inline(URI2, 6, 9).await).is_none(),
+        "a repeat of the next line is dropped"
+    );
+    c.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"avoidNextLine": true}}),
+    )
+    .await;
+    let uri3 = "file:///work/demo3.py";
+    c.open(uri3, &doc).await;
+    let response = c.inline(uri3, 6, 9).await;
+    let item = only_item(&response).expect("the model's other start");
+    let text = item["insertText"].as_str().expect("text");
+    let line = text.lines().next().expect("a line");
+    assert!(
+        line.starts_with("x = load(") && line.len() > "x = load(".len(),
+        "{text:?}"
+    );
+    assert_ne!(line.trim_end(), format!("x = load({first}"));
+    assert_eq!(c.status().await["engine"]["avoidedLines"], 1);
+    c.shutdown().await;
+}
+
 /// Where the model's generation for a request is still running (or has just landed): a
 /// second document with `DOC`'s text, its first request sent, and what that request's
 /// generation writes (greedy: what the first document's request got). The engine's job count

@@ -126,6 +126,8 @@ pub(super) struct Plan {
     pub(super) model: ModelRole,
     pub(super) speculation: Option<Speculation>,
     pub(super) multi_line: bool,
+    /// The first line the suggestion must not have (`avoidNextLine`).
+    pub(super) not_first_line: Option<String>,
 }
 
 impl Plan {
@@ -144,6 +146,7 @@ impl Plan {
                 single_line: !self.multi_line,
             },
             speculation: self.speculation.clone(),
+            not_first_line: self.not_first_line.clone(),
             ..request(self.prompt.clone(), self.model, sampling, uri, config)
         }
     }
@@ -207,11 +210,17 @@ pub(super) fn plan(
         (SpeculationMode::Model, ModelRole::Main) => None,
     };
     let prompt = prompt_for(at, info, config, &params.uri, state);
+    let not_first_line = config
+        .avoid_next_line
+        .then(|| postprocess::repeated_first_line(&placement(at, multi_line)))
+        .flatten()
+        .map(str::to_owned);
     Plan {
         prompt,
         model,
         speculation,
         multi_line,
+        not_first_line,
     }
 }
 
@@ -309,6 +318,7 @@ pub(super) fn request(
         on_progress: None,
         document: Some(document_key(uri)),
         fresh_cache: false,
+        not_first_line: None,
     }
 }
 

@@ -108,15 +108,25 @@ fn cut_at_dedent(text: &mut String, line_prefix: &str) {
     }
 }
 
-/// Never repeats the next non-empty line of the document, indentation included: a closing
-/// `    }` of the suggestion's own block is not the document's `}` one level out.
-fn cut_at_next_line_repeat(text: &mut String, around: &Placement<'_>) {
-    let Some(next) = around
+/// The document's next non-empty line, trailing spaces left out.
+fn next_line<'a>(around: &Placement<'a>) -> Option<&'a str> {
+    around
         .next_lines
         .lines()
         .map(str::trim_end)
         .find(|l| !l.trim().is_empty())
-    else {
+}
+
+/// The first line a suggestion must not have: with the text before the cursor, it would be
+/// the document's next line, and [`clean`] would drop all of it.
+pub fn repeated_first_line<'a>(around: &Placement<'a>) -> Option<&'a str> {
+    next_line(around)?.strip_prefix(around.line_prefix)
+}
+
+/// Never repeats the next non-empty line of the document, indentation included: a closing
+/// `    }` of the suggestion's own block is not the document's `}` one level out.
+fn cut_at_next_line_repeat(text: &mut String, around: &Placement<'_>) {
+    let Some(next) = next_line(around) else {
         return;
     };
     let mut offset = 0usize;
@@ -316,6 +326,34 @@ mod tests {
             "y = x",
         );
         check("a = 1\n$0\nb = 2\n", "b = 2", true, "None");
+    }
+
+    #[test]
+    fn the_first_line_to_avoid_is_the_next_line_less_the_text_before_the_cursor() {
+        let first_line = |doc: &str| {
+            let (before, after) = doc.split_once("$0").expect("cursor marker");
+            let (line_suffix, next_lines) = after.split_once('\n').unwrap_or((after, ""));
+            let around = Placement {
+                line_prefix: before.rsplit('\n').next().unwrap_or(""),
+                line_suffix,
+                next_lines,
+                multi_line: true,
+            };
+            repeated_first_line(&around).map(str::to_owned)
+        };
+        let avoid = first_line("def f(x):\n    $0\n\n    return x  \n");
+        assert_eq!(avoid.as_deref(), Some("return x"));
+        // What `clean` drops whole is exactly that line after the text before the cursor.
+        check(
+            "def f(x):\n    $0\n\n    return x  \n",
+            "return x",
+            true,
+            "None",
+        );
+        assert_eq!(first_line("    x = $0\n    x = 2\n").as_deref(), Some("2"));
+        assert_eq!(first_line("    x = $0\n    y = 2\n"), None);
+        assert_eq!(first_line("        $0\n    }\n"), None);
+        assert_eq!(first_line("x = 1$0"), None);
     }
 
     #[test]

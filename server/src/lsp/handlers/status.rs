@@ -65,6 +65,7 @@ pub(crate) fn handle_status(state: &ServerState) -> Value {
             "cpuMsCancelled": get(&ec.cpu_us_cancelled) as f64 / 1000.0,
             "cpuMsSuperseded": get(&ec.cpu_us_superseded) as f64 / 1000.0,
             "restored": get(&ec.n_restored),
+            "avoidedLines": get(&ec.n_avoided_lines),
             "callsAllThreads": get(&ec.n_calls_all_threads),
             "callsOneThread": get(&ec.n_calls_one_thread),
             "savedDocuments": get(&ec.saved_documents),

@@ -73,6 +73,9 @@ pub(crate) struct Run {
     pub cancelled_cpu_share: f64,
     /// Jobs whose document's KV cache came back from memory (a switch back to it).
     pub restored: u64,
+    /// Jobs whose first line repeated the next line and went back for another start
+    /// (`avoidNextLine`).
+    pub avoided_lines: u64,
     /// From the first keystroke in a newly opened document to its first suggestion (the
     /// documents that got one).
     pub first_in_opened_ms: Quantiles,
@@ -836,6 +839,7 @@ fn replay_once(args: &ReplayBenchArgs, variant: &str, steps: &[Step]) -> Result<
     run.cpu_ms_cancelled = num(&engine["cpuMsCancelled"]);
     run.cancelled_cpu_share = ratio(run.cpu_ms_cancelled, run.cpu_ms);
     run.restored = engine["restored"].as_u64().unwrap_or(0);
+    run.avoided_lines = engine["avoidedLines"].as_u64().unwrap_or(0);
     let one_thread = num(&engine["callsOneThread"]);
     run.one_thread_share = ratio(one_thread, one_thread + num(&engine["callsAllThreads"]));
     let server_quantiles = |v: &Value| Quantiles {
@@ -924,6 +928,7 @@ fn median_run<'a>(runs: impl Iterator<Item = &'a Run>) -> Run {
         cpu_ms_cancelled: med(&|r| r.cpu_ms_cancelled),
         cancelled_cpu_share: med(&|r| r.cancelled_cpu_share),
         restored: med(&|r| r.restored as f64) as u64,
+        avoided_lines: med(&|r| r.avoided_lines as f64) as u64,
         one_thread_share: med(&|r| r.one_thread_share),
         first_in_opened_ms: q(&|r| r.first_in_opened_ms),
         first_in_opened_each_ms: runs
