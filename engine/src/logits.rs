@@ -13,15 +13,16 @@ pub(crate) fn argmax(logits: &[f32]) -> TokenId {
     best as TokenId
 }
 
-/// The most likely token other than `banned` (the lowest index among ties).
-pub(crate) fn argmax_except(logits: &[f32], banned: TokenId) -> TokenId {
+/// The most likely token that `allowed` accepts (the lowest index among ties); `None` when it
+/// accepts none.
+pub(crate) fn argmax_where(logits: &[f32], allowed: impl Fn(TokenId) -> bool) -> Option<TokenId> {
     let mut best: Option<usize> = None;
     for (i, &v) in logits.iter().enumerate() {
-        if i as TokenId != banned && best.is_none_or(|b| v > logits[b]) {
+        if best.is_none_or(|b| v > logits[b]) && allowed(i as TokenId) {
             best = Some(i);
         }
     }
-    best.map_or(banned, |b| b as TokenId)
+    best.map(|b| b as TokenId)
 }
 
 /// The `n` most likely tokens with their log-probabilities (log-softmax), most likely first.
@@ -69,11 +70,12 @@ mod tests {
     }
 
     #[test]
-    fn argmax_except_takes_the_next_most_likely() {
-        assert_eq!(argmax_except(&[0.1, 0.9, 0.5, -1.0], 1), 2);
-        assert_eq!(argmax_except(&[0.1, 0.9, 0.5, -1.0], 2), 1);
-        assert_eq!(argmax_except(&[0.3, 0.9, 0.3], 1), 0);
-        assert_eq!(argmax_except(&[2.0], 0), 0);
+    fn argmax_where_takes_the_most_likely_allowed() {
+        let logits = [0.1, 0.9, 0.5, -1.0];
+        assert_eq!(argmax_where(&logits, |t| t != 1), Some(2));
+        assert_eq!(argmax_where(&logits, |t| t != 2), Some(1));
+        assert_eq!(argmax_where(&[0.3, 0.9, 0.3], |t| t != 1), Some(0));
+        assert_eq!(argmax_where(&[2.0], |t| t != 0), None);
     }
 
     #[test]

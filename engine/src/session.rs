@@ -7,7 +7,7 @@ use crate::error::EngineError;
 use crate::job::CancelToken;
 use crate::kv_states::SavedDocs;
 use crate::llama::{Context, Logits, Model, Sampler, SavedKv};
-use crate::logits::{argmax, argmax_except, top2_margin, top_log_probs};
+use crate::logits::{argmax, argmax_where, top2_margin, top_log_probs};
 use crate::speculative::math::CostModel;
 use crate::text::Utf8Stream;
 use crate::{
@@ -460,8 +460,6 @@ impl<'m> Session<'m> {
             tracing::trace!(healed = ?String::from_utf8_lossy(&text), "token healing");
             out.heal(text);
         }
-        // Where the output's text starts, to go back to if its first line is the one to avoid.
-        let mut branch: Option<Branch> = None;
         let stop = loop {
             if let Some(why) = out.full() {
                 break why;
@@ -472,9 +470,6 @@ impl<'m> Session<'m> {
                 return Ok(Outcome::Cancelled(stats));
             }
             let logits = self.logits()?;
-            if out.at_text_start() {
-                branch = Some(out.branch(logits));
-            }
             out.observe(logits);
             let mut token = match (&sampling, sampler.as_mut()) {
                 _ if out.healing() => out.heal_choice(logits, None),
@@ -485,15 +480,12 @@ impl<'m> Session<'m> {
                 _ => argmax(logits),
             };
             let mut stopped = out.push(token);
-            if out.repeats_avoided(stopped.is_some()) {
-                if let Some(at) = branch.take() {
-                    // Back to where the text started: the same logits, the token chosen there
-                    // banned. The cells of the tokens generated since are dropped.
-                    self.truncate(n_prompt + at.n_tokens)?;
-                    stats.avoided_line = true;
-                    token = out.other_branch(at);
-                    stopped = out.push(token);
-                }
+            if let Some((n_kept, other)) = out.other_start(stopped.is_some()) {
+                // Back to where the text started: the cells of the tokens since are dropped.
+                self.truncate(n_prompt + n_kept)?;
+                stats.avoided_line = true;
+                token = other;
+                stopped = out.push(token);
             }
             if let Some(why) = stopped {
                 break why;
@@ -530,11 +522,13 @@ pub(crate) struct Emitter<'a> {
     /// The first line the output must not be ([`CompletionRequest::not_first_line`]), while
     /// it still could be: `None` once the first line differs or it was taken back.
     avoid: Option<String>,
+    /// While `avoid` is set: the state where the output's text started, to go back to.
+    branch: Option<Branch>,
 }
 
-/// The emitter's state where the output's text starts: what [`Emitter::other_branch`]
-/// goes back to.
-pub(crate) struct Branch {
+/// The emitter's state where the output's text starts: what [`Emitter::other_start`] goes
+/// back to.
+struct Branch {
     n_tokens: usize,
     heal_pending: Vec<u8>,
     n_heal_tokens: usize,
@@ -556,6 +550,7 @@ impl<'a> Emitter<'a> {
             heal_pending: Vec::new(),
             n_heal_tokens: 0,
             avoid: None,
+            branch: None,
         }
         .avoiding_line()
     }
@@ -582,46 +577,27 @@ impl<'a> Emitter<'a> {
 
     /// Whether the next token is the first of the output's text (nothing written yet, not
     /// even part of a character) while a line is to be avoided: where to go back to.
-    pub(crate) fn at_text_start(&self) -> bool {
+    fn at_text_start(&self) -> bool {
         self.avoiding() && self.text.is_empty() && self.utf8.is_idle()
     }
 
-    /// The state to go back to, at a step that has produced no text yet.
-    pub(crate) fn branch(&self, logits: &[f32]) -> Branch {
-        Branch {
-            n_tokens: self.tokens.len(),
-            heal_pending: self.heal_pending.clone(),
-            n_heal_tokens: self.n_heal_tokens,
-            utf8: self.utf8.clone(),
-            logits: logits.to_vec(),
-        }
-    }
-
-    /// Whether the output's first line is the line to avoid (`ended`: generation stops with
-    /// the text as it is). Once the first line is known to differ, stops avoiding.
-    pub(crate) fn repeats_avoided(&mut self, ended: bool) -> bool {
-        let Some(avoid) = &self.avoid else {
-            return false;
-        };
+    /// When the output's first line has turned out to be the line to avoid (`ended`:
+    /// generation stops with the text as it is): goes back to where its text started and
+    /// returns how many tokens are kept and the most likely other token there (for
+    /// [`Emitter::push`]). Once the first line is known to differ, stops avoiding.
+    pub(crate) fn other_start(&mut self, ended: bool) -> Option<(usize, TokenId)> {
+        let avoid = self.avoid.as_deref()?;
         let line = match self.text.find('\n') {
             Some(i) => &self.text[..i],
             None if ended => &self.text,
-            None if avoid.starts_with(self.text.trim_end()) => return false,
-            None => {
-                self.avoid = None;
-                return false;
-            }
+            None if avoid.starts_with(self.text.trim_end()) => return None,
+            None => "",
         };
         let repeats = line.trim_end() == avoid;
         self.avoid = None;
-        repeats
-    }
-
-    /// Goes back to `at` and returns the most likely token there other than the one taken
-    /// (for [`Emitter::push`]).
-    pub(crate) fn other_branch(&mut self, at: Branch) -> TokenId {
+        let at = self.branch.take().filter(|_| repeats)?;
         let banned = self.tokens[at.n_tokens];
-        tracing::trace!(avoided = ?self.text, "the output repeated the next line: other branch");
+        tracing::trace!(avoided = ?self.text, "the output repeated the next line: other start");
         self.tokens.truncate(at.n_tokens);
         self.text.clear();
         self.utf8 = at.utf8;
@@ -630,11 +606,12 @@ impl<'a> Emitter<'a> {
         // The observation of that step stays: its logits are the same.
         self.margins.truncate(at.n_tokens + 1);
         self.top_logprobs.truncate(at.n_tokens + 1);
-        if self.healing() {
+        let other = if self.healing() {
             self.heal_choice(&at.logits, Some(banned))
         } else {
-            argmax_except(&at.logits, banned)
-        }
+            argmax_where(&at.logits, |t| t != banned).unwrap_or(banned)
+        };
+        Some((at.n_tokens, other))
     }
 
     /// The output must start with `text`, which is not part of the completion.
@@ -651,18 +628,14 @@ impl<'a> Emitter<'a> {
     /// than `banned`.
     pub(crate) fn heal_choice(&self, logits: &[f32], banned: Option<TokenId>) -> TokenId {
         let pieces = self.model.pieces();
-        let mut best: Option<(usize, f32)> = None;
-        for (id, piece) in pieces.iter().enumerate() {
-            let v = logits.get(id).copied().unwrap_or(f32::NEG_INFINITY);
-            if best.is_none_or(|(_, b)| v > b)
-                && Some(id as TokenId) != banned
-                && crate::prompt::heals(&self.heal_pending, piece)
-            {
-                best = Some((id, v));
-            }
-        }
+        argmax_where(logits, |t| {
+            Some(t) != banned
+                && pieces
+                    .get(t as usize)
+                    .is_some_and(|piece| crate::prompt::heals(&self.heal_pending, piece))
+        })
         // A vocabulary always has the healed token itself; without one, plain argmax.
-        best.map_or_else(|| argmax(logits), |(id, _)| id as TokenId)
+        .unwrap_or_else(|| argmax(logits))
     }
 
     /// How many more tokens the budget allows.
@@ -675,8 +648,19 @@ impl<'a> Emitter<'a> {
         (self.room() == 0).then_some(StopReason::MaxTokens)
     }
 
-    /// Records what the request wants to know about the logits the next token is chosen from.
+    /// Records what the request wants to know about the logits the next token is chosen from,
+    /// and, where the output's text starts while a line is to be avoided, the state to go
+    /// back to.
     pub(crate) fn observe(&mut self, logits: &[f32]) {
+        if self.at_text_start() {
+            self.branch = Some(Branch {
+                n_tokens: self.tokens.len(),
+                heal_pending: self.heal_pending.clone(),
+                n_heal_tokens: self.n_heal_tokens,
+                utf8: self.utf8.clone(),
+                logits: logits.to_vec(),
+            });
+        }
         if self.req.record_margins {
             self.margins.push(top2_margin(logits));
         }
