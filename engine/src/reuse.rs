@@ -152,7 +152,8 @@ pub fn splice(
         }
     }
     let (len, lead, from) = best?;
-    (len >= recompute + MIN_SPLICE).then_some(Splice {
+    // `then`, not `then_some`: `len - recompute` must not be computed when it would underflow.
+    (len >= recompute + MIN_SPLICE).then(|| Splice {
         lead: lead + recompute,
         from: from + recompute,
         len: len - recompute,
@@ -318,6 +319,11 @@ mod tests {
             None
         );
         assert_eq!(splice(&parked, &[1, 2, 3, 4, 5], 0, 5), None);
+        // A run shorter than the tokens to recompute after the edit (no underflow).
+        assert_eq!(
+            splice(&parked, &(100..110).collect::<Vec<_>>(), 20, 10),
+            None
+        );
     }
 
     #[test]
