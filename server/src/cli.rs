@@ -117,6 +117,9 @@ pub struct IndexBenchArgs {
     /// Leave out the outlines of the definitions the file uses (`contextDefinitions` false).
     #[arg(long)]
     pub no_definitions: bool,
+    /// Leave out the members of the modules the file imports (`contextMembers` false).
+    #[arg(long)]
+    pub no_members: bool,
     /// Write the figures, and each position's chunks, as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -155,6 +155,10 @@ pub struct ServerConfig {
     /// With `context`: the definition lines of the names the document uses from the files it
     /// imports (an outline of those files) go first in the context, up to half its budget.
     pub context_definitions: bool,
+    /// With `context`: the top-level definitions of the modules the document imports as
+    /// modules (`from . import errors`) whose names share words with the lines around the
+    /// cursor, and that the window does not name yet, go in as the context's best chunk.
+    pub context_members: bool,
     /// A shared inference server (llama-server, an OpenAI-compatible endpoint) that generates
     /// instead of a local model.
     pub backend: Option<crate::backend::BackendConfig>,
@@ -194,6 +198,7 @@ impl Default for ServerConfig {
             context_max_tokens: 512,
             context_max_files: 10_000,
             context_definitions: true,
+            context_members: true,
             backend: None,
         }
     }

@@ -123,10 +123,18 @@ fn retrieval(
         } else {
             context::wanted_definitions(index, &text, Some(&paths[p.file]))
         };
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+        let members = if args.no_members {
+            Vec::new()
+        } else {
+            let head = context::head_of(&rope);
+            let imports = terms::Imports::of(&head);
+            let files = index.module_files(&imports, Some(&paths[p.file]), context::MEMBER_FILES);
+            context::members(files, &imports, &query, &at, read)
+        };
+        let ranked = context::members_first(members, ranked);
         let budget = args.context_tokens;
-        let chosen = context::assemble(ranked, wanted, budget, budget, &[], |path| {
-            std::fs::read_to_string(path).ok()
-        });
+        let chosen = context::assemble(ranked, wanted, budget, budget, &[], read);
         choose_ms.push(started.elapsed().as_secs_f64() * 1e3);
         let names: Vec<String> = chosen.iter().map(|(r, _)| context::describe(r)).collect();
         let definitions = positions::definitions_elsewhere(&texts, &rels, p);

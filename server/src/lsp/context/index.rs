@@ -341,6 +341,36 @@ impl Index {
             .collect()
     }
 
+    /// The files `imports` imports as modules ([`terms::Imports::brings_module`]), as (path,
+    /// relative path), at most `n`, but `exclude` (the importing file): where several files go
+    /// by the module's name (`utils.py` in many packages), those nearest `exclude` first, then
+    /// in path order.
+    pub fn module_files(
+        &self,
+        imports: &terms::Imports<'_>,
+        exclude: Option<&Path>,
+        n: usize,
+    ) -> Vec<(PathBuf, String)> {
+        let near = |p: &Path| {
+            let shared = exclude.map_or(0, |e| {
+                p.components()
+                    .zip(e.components())
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            });
+            std::cmp::Reverse(shared)
+        };
+        let mut files: Vec<(PathBuf, String)> = self
+            .files
+            .iter()
+            .filter(|f| Some(f.path.as_path()) != exclude && imports.brings_module(&f.rel))
+            .map(|f| (f.path.clone(), f.rel.clone()))
+            .collect();
+        files.sort_by(|a, b| near(&a.0).cmp(&near(&b.0)).then(a.1.cmp(&b.1)));
+        files.truncate(n);
+        files
+    }
+
     /// The chunks that best match `query` (identifiers around the cursor, with repeats), best
     /// first, at most `n`, none from `exclude` (the current file). Identifiers in `local` (defined
     /// in the current file) do not pull in other files' definitions of them. Chunks of files
@@ -459,6 +489,30 @@ fn is_source(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modules_imported_as_modules_are_looked_for_near_the_importing_file_first() {
+        let root = PathBuf::from("/amd-lsp-module-files");
+        let limits = Limits {
+            max_files: 10,
+            max_file_bytes: 1 << 20,
+        };
+        let mut index = Index::build(std::slice::from_ref(&root), limits);
+        for rel in ["a/utils.py", "b/c/utils.py", "b/other.py", "b/c/errors.py"] {
+            index.update(&root.join(rel), "def f():\n    pass\n");
+        }
+        let imports = terms::Imports::of("from . import utils, errors\n");
+        let here = root.join("b/c/main.py");
+        let rels = |n| -> Vec<String> {
+            index
+                .module_files(&imports, Some(&here), n)
+                .into_iter()
+                .map(|(_, rel)| rel)
+                .collect()
+        };
+        assert_eq!(rels(8), ["b/c/errors.py", "b/c/utils.py", "a/utils.py"]);
+        assert_eq!(rels(1), ["b/c/errors.py"]);
+    }
 
     /// A fresh folder under the system's temporary directory.
     fn scratch(name: &str) -> PathBuf {

@@ -33,6 +33,14 @@ const IMPORT_LINES: usize = 200;
 const CANDIDATES: usize = 24;
 /// Chunks sharing more of their identifiers than this with a chosen one are left out.
 const MAX_SIMILARITY: f32 = 0.9;
+/// Modules imported as modules whose members go into one prompt at most (see [`members`]).
+const MEMBER_MODULES: usize = 2;
+/// Member lines one module gives at most.
+const MEMBER_LINES: usize = 6;
+/// Words a member's name must share with the lines around the cursor.
+const MEMBER_MIN_WORDS: usize = 2;
+/// Files read for members at most (a common module name may match several).
+pub(crate) const MEMBER_FILES: usize = 8;
 /// Files larger than this are not indexed.
 pub(crate) const MAX_FILE_BYTES: u64 = 512 * 1024;
 
@@ -266,8 +274,9 @@ pub(crate) fn query_text(at: &CursorWindow) -> String {
 }
 
 /// Chunks for `query` in prompt order: the outlines of the definitions the document uses
-/// from the files it imports (`contextDefinitions`), then the ranked chunks (see
-/// [`assemble`]).
+/// from the files it imports (`contextDefinitions`), then the ranked chunks, the members of
+/// the modules it imports that suit the lines around the cursor (`contextMembers`) counted
+/// best (see [`assemble`], [`members`]).
 #[allow(clippy::too_many_arguments)]
 fn choose(
     state: &ServerState,
@@ -289,23 +298,31 @@ fn choose(
     // Imports sit at the top of a file, usually outside the window.
     let head = head_of(&doc.rope);
     let text = definitions.then(|| doc.rope.to_string());
-    let (ranked, wanted) = match lock(&state.context.index).as_ref() {
+    let imports = terms::Imports::of(&head);
+    let (ranked, wanted, modules) = match lock(&state.context.index).as_ref() {
         Some(index) => (
             rank(index, query, at, &head, path),
             text.as_deref()
                 .map(|t| wanted_definitions(index, t, path))
                 .unwrap_or_default(),
+            if config.context_members {
+                index.module_files(&imports, path, MEMBER_FILES)
+            } else {
+                Vec::new()
+            },
         ),
         None => return Vec::new(),
     };
     // The index's lock is not held here: reading a file checks it again.
+    let read = |p: &Path| file_text(state, p);
+    let members = members(modules, &imports, query, at, read);
     assemble(
-        ranked,
+        members_first(members, ranked),
         wanted,
         budget_tokens,
         max_tokens,
         previous,
-        |p: &Path| file_text(state, p),
+        read,
     )
 }
 
@@ -488,7 +505,7 @@ pub(crate) fn outlines(
             .then(a.file.cmp(&b.file))
             .then(a.line.cmp(&b.line))
     });
-    let cut = |l: &str| -> String { l.trim_end().chars().take(OUTLINE_LINE_CHARS).collect() };
+    let cut = outline_line;
     let mut kept: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); wanted.len()];
     let mut used = 0;
     for e in entries {
@@ -523,6 +540,128 @@ pub(crate) fn outlines(
             };
             (r, text)
         })
+        .collect()
+}
+
+/// An outline's line: `l` without its trailing blanks, cut at [`OUTLINE_LINE_CHARS`].
+fn outline_line(l: &str) -> String {
+    l.trim_end().chars().take(OUTLINE_LINE_CHARS).collect()
+}
+
+/// For the modules the document imports as modules (`files`, see [`Index::module_files`]) and
+/// the lines around the cursor name members through (`errors.X`, `chan::Tx`): their
+/// top-level definitions whose names share at least [`MEMBER_MIN_WORDS`] words
+/// ([`terms::subwords`]) with `query` (the lines around the cursor) and that the window
+/// before the cursor does not name, scored by those words (a word counts for less the more of
+/// the module's names have it); of each module the best [`MEMBER_LINES`] that score at least
+/// half the best, as one outline; the [`MEMBER_MODULES`] best modules, best first. What the
+/// user may be about to name through the module for the first time
+/// (`errors.StartBoundaryNotFoundDefect` where the code around speaks of a start boundary not
+/// found), which the outlines (the names the document already uses) cannot hold.
+pub(crate) fn members(
+    files: Vec<(std::path::PathBuf, String)>,
+    imports: &terms::Imports<'_>,
+    query: &str,
+    at: &CursorWindow,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Vec<ChunkRef> {
+    let seen: HashSet<&str> = terms::identifiers(&at.prefix)
+        .chain(terms::identifiers(query))
+        .collect();
+    let near: HashSet<String> = terms::identifiers(query)
+        .flat_map(terms::subwords)
+        .collect();
+    let mut modules: Vec<(f32, ChunkRef)> = Vec::new();
+    for (path, rel) in files {
+        if !imports
+            .module_refs(&rel)
+            .iter()
+            .any(|m| names_members_of(query, m))
+        {
+            continue;
+        }
+        let Some(text) = read(&path) else { continue };
+        let candidates: Vec<(usize, Vec<String>)> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.starts_with(char::is_whitespace) && terms::declares_api(l))
+            .filter_map(|(i, l)| terms::definition(l).map(|name| (i, name)))
+            .filter(|(_, name)| !seen.contains(name) && !name.starts_with("__"))
+            .map(|(i, name)| {
+                let mut words = terms::subwords(name);
+                words.sort_unstable();
+                words.dedup();
+                (i, words)
+            })
+            .collect();
+        let n = candidates.len() as f32;
+        let mut df: HashMap<&str, f32> = HashMap::new();
+        for (_, words) in &candidates {
+            for w in words {
+                *df.entry(w.as_str()).or_default() += 1.0;
+            }
+        }
+        let mut scored: Vec<(f32, usize)> = candidates
+            .iter()
+            .filter_map(|(i, words)| {
+                let shared: Vec<&str> = words
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|w| near.contains(*w))
+                    .collect();
+                (shared.len() >= MEMBER_MIN_WORDS).then(|| {
+                    let score = shared.iter().map(|w| (1.0 + n / df[w]).ln()).sum::<f32>();
+                    (score, *i)
+                })
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let Some(&(best, _)) = scored.first() else {
+            continue;
+        };
+        // Words every name of the module has (`Defect`) tie nothing: only names close to the
+        // best one stay.
+        scored.retain(|&(score, _)| score >= best / 2.0);
+        scored.truncate(MEMBER_LINES);
+        let mut lines: Vec<usize> = scored.iter().map(|&(_, i)| i).collect();
+        lines.sort_unstable();
+        let r = ChunkRef {
+            path,
+            rel,
+            start: lines[0],
+            end: lines[lines.len() - 1] + 1,
+            lines,
+        };
+        modules.push((best, r));
+    }
+    modules.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.rel.cmp(&b.1.rel)));
+    modules
+        .into_iter()
+        .take(MEMBER_MODULES)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Whether `text` names a member through the module `module` (`errors.X`, `chan::Tx`).
+fn names_members_of(text: &str, module: &str) -> bool {
+    text.match_indices(module).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = &text[i + module.len()..];
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && (after.starts_with('.') || after.starts_with("::"))
+    })
+}
+
+/// `members` ranked before all of `ranked`: they go into the prompt first, nearest the
+/// current file's code.
+pub(crate) fn members_first(
+    members: Vec<ChunkRef>,
+    ranked: Vec<(ChunkRef, f32)>,
+) -> Vec<(ChunkRef, f32)> {
+    members
+        .into_iter()
+        .map(|r| (r, f32::INFINITY))
+        .chain(ranked)
         .collect()
 }
 
@@ -668,10 +807,22 @@ fn file_text(state: &ServerState, path: &Path) -> Option<String> {
         .flatten()
 }
 
-/// A chunk's lines of its file's text.
+/// A chunk's lines of its file's text (an outline's: only its lines).
 fn lines_of(text: &str, r: &ChunkRef) -> Option<String> {
     let lines: Vec<&str> = text.lines().skip(r.start).take(r.end - r.start).collect();
-    (!lines.is_empty()).then(|| lines.join("\n") + "\n")
+    if r.lines.is_empty() {
+        return (!lines.is_empty()).then(|| lines.join("\n") + "\n");
+    }
+    let outline: Option<String> = r
+        .lines
+        .iter()
+        .map(|&l| {
+            lines
+                .get(l.checked_sub(r.start)?)
+                .map(|l| outline_line(l) + "\n")
+        })
+        .collect();
+    outline.filter(|o| !o.is_empty())
 }
 
 #[cfg(test)]
@@ -831,6 +982,67 @@ mod tests {
         assert_eq!(wanted.len(), 1);
         assert_eq!(shown(20), ["class LifoQueue:\n"]);
         assert_eq!(shown(100), ["class Queue:\nclass LifoQueue:\n"]);
+    }
+
+    #[test]
+    fn members_of_a_module_the_code_around_the_cursor_names_come_by_their_words() {
+        let (root, mut index) = memory_index("/amd-lsp-members");
+        let errors = "class MessageDefect(Exception):\n    pass\n\nclass NoBoundaryInMultipartDefect(MessageDefect):\n    pass\n\nclass StartBoundaryNotFoundDefect(MessageDefect):\n    \"\"\"The claimed start boundary was never found.\"\"\"\n\nclass CloseBoundaryNotFoundDefect(MessageDefect):\n    pass\n\nclass InvalidHeaderDefect(MessageDefect):\n    pass\n\ndef _private_boundary_not_found():\n    pass\n";
+        let parser = "def parse_message_id(value):\n    pass\n";
+        index.update(&root.join("errors.py"), errors);
+        index.update(&root.join("_header_value_parser.py"), parser);
+        index.update(
+            &root.join("parser.py"),
+            "def parse_boundary_not_found():\n    pass\n",
+        );
+        let read = |p: &Path| {
+            [("errors.py", errors), ("_header_value_parser.py", parser)]
+                .iter()
+                .find(|(n, _)| root.join(n) == p)
+                .map(|(_, t)| (*t).to_owned())
+        };
+        let this = root.join("feedparser.py");
+        // The members chosen with the cursor at the end of `head` and `body`.
+        let chosen = |head: &str, body: &str| {
+            let imports = terms::Imports::of(head);
+            let files = index.module_files(&imports, Some(&this), MEMBER_FILES);
+            let at = CursorWindow {
+                prefix: format!("{head}{body}"),
+                ..CursorWindow::default()
+            };
+            members(files, &imports, &query_text(&at), &at, read)
+                .iter()
+                .map(|r| (describe(r), lines_of(&read(&r.path).unwrap(), r).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let head = "from . import errors\n";
+        // The code speaks of a boundary not found and names members through `errors.`: the
+        // names that share its words, in file order; not the one the window already names,
+        // nor those that share only `Defect` (every name has it) or little more
+        // (`NoBoundaryInMultipartDefect`).
+        let body =
+            "\nif boundary not found:\n    defect = errors.CloseBoundaryNotFoundDefect()\n    x\n";
+        assert_eq!(
+            chosen(head, body),
+            [(
+                "errors.py:7,16".to_owned(),
+                "class StartBoundaryNotFoundDefect(MessageDefect):\ndef _private_boundary_not_found():\n"
+                    .to_owned()
+            )]
+        );
+        // Without a member named through the module near the cursor, nothing.
+        assert!(chosen(head, "\nif boundary not found:\n    x\n").is_empty());
+        // Through an alias: `parser.` names `_header_value_parser.py`'s members, not
+        // `parser.py`'s.
+        let head = "from . import errors\nfrom . import _header_value_parser as parser\n";
+        let body = "\nclass MessageIDHeader:\n    value = parser.get(value)\n\n";
+        assert_eq!(
+            chosen(head, body),
+            [(
+                "_header_value_parser.py:1".to_owned(),
+                "def parse_message_id(value):\n".to_owned()
+            )]
+        );
     }
 
     #[test]

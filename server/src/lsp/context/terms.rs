@@ -282,8 +282,12 @@ pub fn is_import(line: &str) -> bool {
 /// What a file imports.
 #[derive(Debug, Default)]
 pub struct Imports<'a> {
-    /// Per import line: the module path it imports from, and the names it imports.
+    /// Per import line: the module path it imports from, and the names it imports (their
+    /// aliases too: `parser` in `import _header_value_parser as parser`).
     lines: Vec<(Vec<&'a str>, Vec<&'a str>)>,
+    /// Per import line, in the same order: each alias, as (what it names, the alias); `self`
+    /// for the module itself (`use …::semaphore::{self as sem}`).
+    aliases: Vec<Vec<(&'a str, &'a str)>>,
 }
 
 impl<'a> Imports<'a> {
@@ -314,6 +318,7 @@ impl<'a> Imports<'a> {
                     (None, false) => path.last().copied().into_iter().collect(),
                 },
             };
+            imports.aliases.push(aliases(t));
             imports.lines.push((path, names));
         }
         imports
@@ -332,6 +337,98 @@ impl<'a> Imports<'a> {
                 || (names.contains(&name) && path.iter().any(|p| module(p)))
         })
     }
+
+    /// Whether the file at `rel` is imported as a module (`import parser`, `from . import
+    /// errors`, `use …::chan;`, `use …::semaphore::{self}`): the importing file names its
+    /// members through it (`errors.StartBoundaryNotFoundDefect`), each one possibly for the
+    /// first time.
+    pub fn brings_module(&self, rel: &str) -> bool {
+        !self.module_refs(rel).is_empty()
+    }
+
+    /// The names by which the importing file refers to the module at `rel` (its name, or
+    /// the alias it is imported as: `parser` for `from email import _header_value_parser as
+    /// parser`); none if it is not imported as a module. An alias that happens to be another
+    /// module's name (`parser.py`) does not import that module.
+    pub fn module_refs(&self, rel: &str) -> Vec<&'a str> {
+        let module = |m: &str| module_names(rel).any(|n| n == m);
+        let mut refs = Vec::new();
+        for ((path, names), aliases) in self.lines.iter().zip(&self.aliases) {
+            let last = path.last().copied();
+            for &n in names {
+                if !module(n) || aliases.iter().any(|&(_, alias)| alias == n) {
+                    continue;
+                }
+                let alias = aliases.iter().find(|&&(what, _)| {
+                    what == n
+                        || (what == "self" && Some(n) == last)
+                        || what.ends_with(&format!(".{n}"))
+                });
+                refs.push(alias.map_or(n, |&(_, a)| a));
+            }
+        }
+        refs.dedup();
+        refs
+    }
+}
+
+/// The `X as Y` pairs of an import line, as (`X` from its last `::` on, `Y`): `import a.b as c` →
+/// (`a.b`, `c`), `from x import y as z, w` → (`y`, `z`), `use a::{self as b}` → (`self`, `b`),
+/// `use a::B as C;` → (`a::B`, `C`).
+fn aliases(line: &str) -> Vec<(&str, &str)> {
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '(' | ')' | ';'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(3)
+        .filter(|w| w[1] == "as")
+        .filter_map(|w| {
+            let what = w[0].rsplit("::").next().unwrap_or(w[0]);
+            let alias = w[2];
+            (alias.chars().next().is_some_and(is_start) && alias.chars().all(is_inner))
+                .then_some((what, alias))
+        })
+        .collect()
+}
+
+/// The lowercase words an identifier is made of (`parse_content_type_header` → `parse`,
+/// `content`, `type`, `header`; `MessageIDHeader` → `message`, `id`, `header`), a plural's
+/// `s` dropped (`headers` → `header`), words of one letter or digits only left out. What ties
+/// a member's name to the words of the code around the cursor.
+pub fn subwords(ident: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let chars: Vec<char> = ident.chars().collect();
+    let mut flush = |word: &mut String| {
+        let w = std::mem::take(word).to_lowercase();
+        let w = match w.strip_suffix('s') {
+            Some(stem) if stem.len() >= 3 && !stem.ends_with('s') => stem.to_owned(),
+            _ => w,
+        };
+        if w.chars().count() >= 2 && w.chars().any(char::is_alphabetic) {
+            words.push(w);
+        }
+    };
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            flush(&mut word);
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1).copied();
+        // A new word starts at `aB` and at the last capital of `ABc` (`IDHeader` → `ID`, `Header`).
+        let boundary = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase() || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if boundary {
+            flush(&mut word);
+        }
+        word.push(c);
+    }
+    flush(&mut word);
+    words
 }
 
 /// What starts a line comment in the language of a file with this extension.
@@ -372,6 +469,57 @@ mod tests {
         // `Acquire` is imported, but not from batch_semaphore.rs, which defines one too.
         assert!(!imports.brings_from("Acquire", "batch_semaphore.rs"));
         assert!(imports.brings_from("channel", "mpsc/mod.rs"));
+    }
+
+    #[test]
+    fn modules_imported_as_modules() {
+        let py = "from . import errors\nimport email.utils\nfrom .queues import Queue\n";
+        let imports = Imports::of(py);
+        assert!(imports.brings_module("email/errors.py"));
+        assert!(imports.brings_module("email/utils.py"));
+        assert!(
+            !imports.brings_module("asyncio/queues.py"),
+            "a name from it, not it"
+        );
+        let rs = "use crate::sync::mpsc::chan;\nuse super::Semaphore;\n";
+        let imports = Imports::of(rs);
+        assert!(imports.brings_module("mpsc/chan.rs"));
+        assert!(!imports.brings_module("semaphore.rs"));
+        // Aliases: the module is known by its alias; the alias is no module of its own.
+        let py = "from email import _header_value_parser as parser\nimport os.path as osp\n";
+        let imports = Imports::of(py);
+        assert_eq!(
+            imports.module_refs("email/_header_value_parser.py"),
+            ["parser"]
+        );
+        assert!(!imports.brings_module("email/parser.py"));
+        assert_eq!(imports.module_refs("os/path.py"), ["osp"]);
+        let rs = "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n";
+        let imports = Imports::of(rs);
+        assert_eq!(
+            imports.module_refs("sync/batch_semaphore.rs"),
+            ["semaphore"]
+        );
+        assert!(!imports.brings_module("sync/semaphore.rs"));
+    }
+
+    #[test]
+    fn identifiers_split_into_words() {
+        assert_eq!(
+            subwords("parse_content_transfer_encoding_header"),
+            ["parse", "content", "transfer", "encoding", "header"]
+        );
+        assert_eq!(subwords("MessageIDHeader"), ["message", "id", "header"]);
+        assert_eq!(
+            subwords("FirstHeaderLineIsContinuationDefect"),
+            ["first", "header", "line", "is", "continuation", "defect"]
+        );
+        assert_eq!(subwords("headers"), ["header"]);
+        assert_eq!(subwords("address"), ["address"]);
+        assert_eq!(subwords("encode_7or8bit"), ["encode", "7or8bit"]);
+        assert_eq!(subwords("_x"), Vec::<String>::new());
+        assert_eq!(subwords("HTTPServer2"), ["http", "server2"]);
+        assert_eq!(subwords("éÉé"), ["éé"]);
     }
 
     #[test]
