@@ -105,7 +105,8 @@ pub fn check_document_edits(data: &[u8]) {
 }
 
 /// What context retrieval reads of any text: chunks cover its lines in order, and scanning
-/// identifiers and definitions never panics and returns pieces of the text.
+/// identifiers, definitions, the words of names and imports never panics and returns pieces
+/// of the text.
 fn check_context_scanning(text: &str) {
     use crate::lsp::context::{index::chunk_lines, terms};
     let chunks = chunk_lines(text);
@@ -120,6 +121,14 @@ fn check_context_scanning(text: &str) {
             assert!(line.contains(name));
         }
         assert!(terms::identifiers(line).all(|w| line.contains(w)));
+        for word in terms::identifiers(line) {
+            assert!(terms::subwords(word).iter().all(|s| s.chars().count() >= 2));
+        }
+    }
+    // The names a file refers to a module by are pieces of its import lines.
+    let imports = terms::Imports::of(text);
+    for rel in ["b.py", "a/mod.rs", "x/__init__.py", ""] {
+        assert!(imports.module_refs(rel).iter().all(|r| text.contains(r)));
     }
 }
 

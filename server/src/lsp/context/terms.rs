@@ -583,9 +583,16 @@ mod tests {
             "  const é",
             "def",
             "export default",
+            "import a as",
+            "from . import x as",
+            "use a::{self as",
+            "import as as as",
+            "from é import ü as ö",
         ] {
             let _ = definition(line);
             let _ = identifiers(line).count();
+            let _ = Imports::of(line).module_refs("x/é.py");
+            let _ = subwords(line);
         }
     }
 }
