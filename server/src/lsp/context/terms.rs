@@ -473,34 +473,42 @@ mod tests {
 
     #[test]
     fn modules_imported_as_modules() {
-        let py = "from . import errors\nimport email.utils\nfrom .queues import Queue\n";
-        let imports = Imports::of(py);
-        assert!(imports.brings_module("email/errors.py"));
-        assert!(imports.brings_module("email/utils.py"));
-        assert!(
-            !imports.brings_module("asyncio/queues.py"),
-            "a name from it, not it"
-        );
-        let rs = "use crate::sync::mpsc::chan;\nuse super::Semaphore;\n";
-        let imports = Imports::of(rs);
-        assert!(imports.brings_module("mpsc/chan.rs"));
-        assert!(!imports.brings_module("semaphore.rs"));
-        // Aliases: the module is known by its alias; the alias is no module of its own.
-        let py = "from email import _header_value_parser as parser\nimport os.path as osp\n";
-        let imports = Imports::of(py);
-        assert_eq!(
-            imports.module_refs("email/_header_value_parser.py"),
-            ["parser"]
-        );
-        assert!(!imports.brings_module("email/parser.py"));
-        assert_eq!(imports.module_refs("os/path.py"), ["osp"]);
-        let rs = "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n";
-        let imports = Imports::of(rs);
-        assert_eq!(
-            imports.module_refs("sync/batch_semaphore.rs"),
-            ["semaphore"]
-        );
-        assert!(!imports.brings_module("sync/semaphore.rs"));
+        // (a file's imports, a module's path, the names the file refers to it by)
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("from . import errors\n", "email/errors.py", &["errors"]),
+            ("import email.utils\n", "email/utils.py", &["utils"]),
+            // A name from the module, not the module.
+            ("from .queues import Queue\n", "asyncio/queues.py", &[]),
+            ("use crate::sync::mpsc::chan;\n", "mpsc/chan.rs", &["chan"]),
+            ("use super::Semaphore;\n", "semaphore.rs", &[]),
+            // Aliases: the module goes by its alias, and the alias is no module of its own.
+            (
+                "from email import _header_value_parser as parser\n",
+                "email/_header_value_parser.py",
+                &["parser"],
+            ),
+            (
+                "from email import _header_value_parser as parser\n",
+                "email/parser.py",
+                &[],
+            ),
+            ("import os.path as osp\n", "os/path.py", &["osp"]),
+            (
+                "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n",
+                "sync/batch_semaphore.rs",
+                &["semaphore"],
+            ),
+            (
+                "use crate::sync::batch_semaphore::{self as semaphore, TryAcquireError};\n",
+                "sync/semaphore.rs",
+                &[],
+            ),
+        ];
+        for &(text, rel, want) in cases {
+            let imports = Imports::of(text);
+            assert_eq!(imports.module_refs(rel), want, "{text} {rel}");
+            assert_eq!(imports.brings_module(rel), !want.is_empty(), "{text} {rel}");
+        }
     }
 
     #[test]
