@@ -374,7 +374,7 @@ impl<'a> Imports<'a> {
 
 /// The `X as Y` pairs of an import line, as (`X` from its last `::` on, `Y`): `import a.b as c` →
 /// (`a.b`, `c`), `from x import y as z, w` → (`y`, `z`), `use a::{self as b}` → (`self`, `b`),
-/// `use a::B as C;` → (`a::B`, `C`).
+/// `use a::B as C;` → (`B`, `C`).
 fn aliases(line: &str) -> Vec<(&str, &str)> {
     let words: Vec<&str> = line
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '(' | ')' | ';'))
