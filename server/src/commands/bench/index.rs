@@ -123,7 +123,9 @@ fn retrieval(
         } else {
             context::wanted_definitions(index, &text, Some(&paths[p.file]))
         };
-        let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+        let once =
+            context::ReadOnce::new(|path: &std::path::Path| std::fs::read_to_string(path).ok());
+        let read = |path: &std::path::Path| once.get(path);
         let members = if args.no_members {
             Vec::new()
         } else {

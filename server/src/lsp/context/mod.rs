@@ -314,7 +314,8 @@ fn choose(
         None => return Vec::new(),
     };
     // The index's lock is not held here: reading a file checks it again.
-    let read = |p: &Path| file_text(state, p);
+    let once = ReadOnce::new(|p: &Path| file_text(state, p));
+    let read = |p: &Path| once.get(p);
     let members = members(modules, &imports, query, at, read);
     assemble(
         members_first(members, ranked),
@@ -807,6 +808,33 @@ fn file_text(state: &ServerState, path: &Path) -> Option<String> {
         .flatten()
 }
 
+/// A file reader that reads each file once: the members, the outlines and the ranked chunks
+/// of one choice often come from the same files.
+pub(crate) struct ReadOnce<F> {
+    read: F,
+    texts: std::cell::RefCell<HashMap<std::path::PathBuf, Option<String>>>,
+}
+
+impl<F: Fn(&Path) -> Option<String>> ReadOnce<F> {
+    pub(crate) fn new(read: F) -> ReadOnce<F> {
+        ReadOnce {
+            read,
+            texts: Default::default(),
+        }
+    }
+
+    pub(crate) fn get(&self, path: &Path) -> Option<String> {
+        if let Some(text) = self.texts.borrow().get(path) {
+            return text.clone();
+        }
+        let text = (self.read)(path);
+        self.texts
+            .borrow_mut()
+            .insert(path.to_path_buf(), text.clone());
+        text
+    }
+}
+
 /// A chunk's lines of its file's text (an outline's: only its lines).
 fn lines_of(text: &str, r: &ChunkRef) -> Option<String> {
     let lines: Vec<&str> = text.lines().skip(r.start).take(r.end - r.start).collect();
@@ -1043,6 +1071,20 @@ mod tests {
                 "def parse_message_id(value):\n".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn a_choice_reads_each_file_once() {
+        let reads = std::cell::Cell::new(0);
+        let once = ReadOnce::new(|p: &Path| {
+            reads.set(reads.get() + 1);
+            (p == Path::new("/w/a.py")).then(|| "x = 1\n".to_owned())
+        });
+        for _ in 0..3 {
+            assert_eq!(once.get(Path::new("/w/a.py")).as_deref(), Some("x = 1\n"));
+            assert_eq!(once.get(Path::new("/w/gone.py")), None);
+        }
+        assert_eq!(reads.get(), 2, "one read per file, a missing one included");
     }
 
     #[test]
