@@ -29,3 +29,21 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq >/dev/null
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The cmake crate configures llama.cpp's CMake build once per target directory and never again,
+# so a build configured before .cargo/config.toml's llama.cpp options last changed (llamafile's
+# kernels for every batch size, cmake/ggml-batch-invariant.cmake) would keep the old ones.
+# Such a build is cleaned; the next cargo build configures it afresh.
+cd "$(dirname "$0")/.."
+for profile in release debug; do
+  for cache in target/"$profile"/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
+    [ -f "$cache" ] || continue
+    if ! grep -q '^CMAKE_PROJECT_INCLUDE:.*ggml-batch-invariant\.cmake' "$cache"; then
+      echo "setup: llama.cpp in target/$profile was configured with older options; cleaning it" >&2
+      flag=""
+      [ "$profile" = release ] && flag="--release"
+      cargo clean -q -p llama-cpp-sys-2 $flag
+      break
+    fi
+  done
+done

@@ -1,11 +1,13 @@
 //! Logits do not depend on how tokens are batched: a prompt evaluated token by token gives the
 //! same next-token log-probabilities as the same prompt in one batch. Speculative verification
 //! (a batch) and KV-cache reuse (cached entries written by single decode steps) rely on it to be
-//! token-identical to plain decoding. llama.cpp's llamafile sgemm kernels break it for Q8_0 and
-//! F16 weights (up to 0.13 in log-probability), which is why `.cargo/config.toml` builds
-//! llama.cpp with `GGML_LLAMAFILE=OFF`; this test fails if they come back. ggml's tiled matmul
-//! for K-quant weights does the same to Q4_K_M models: the Q4_K_M case and the real
-//! Qwen2.5-Coder case failed with it on (a 512-token chunk) and pass with
+//! token-identical to plain decoding. llama.cpp's llamafile sgemm kernels as upstream ships them
+//! break it for Q8_0 and F16 weights (up to 0.13 in log-probability): they serve batches of two
+//! or more tokens and ggml's mat-vec kernels serve one. `.cargo/config.toml` builds them in with
+//! `cmake/ggml-batch-invariant.cmake`, which makes them serve every batch size; this test fails
+//! with the kernels as upstream has them (Q8_0, chunk 2: another eighth-best token).
+//! ggml's tiled matmul for K-quant weights does the same to Q4_K_M models: the Q4_K_M case and
+//! the real Qwen2.5-Coder case failed with it on (a 512-token chunk) and pass with
 //! `GGML_CPU_TILED_MM=0` (`.cargo/config.toml`). Weight repacking (`GGML_CPU_REPACK=OFF`) was
 //! turned off on its kernels' design (gemm per 4 rows, gemv for the rest); these cases were not
 //! run with it on.
