@@ -24,6 +24,14 @@ if(GGML_LLAMAFILE AND NOT CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|x
   set(GGML_LLAMAFILE OFF CACHE BOOL "llamafile sgemm (amd-lsp: x86 only)" FORCE)
 endif()
 
+# llama.cpp builds with CMake 3.14 and up; the copy needs 3.21 (deferred calls, COPY_FILE).
+# An older CMake gets llamafile left out: batch-invariant as well, prompts slower.
+if(GGML_LLAMAFILE AND CMAKE_VERSION VERSION_LESS 3.21)
+  message(STATUS "amd-lsp: llamafile sgemm left out: CMake ${CMAKE_VERSION} is older than 3.21")
+  set(GGML_LLAMAFILE OFF CACHE BOOL "llamafile sgemm (amd-lsp: CMake 3.21 and up)" FORCE)
+  return()
+endif()
+
 function(amd_lsp_patch_sgemm)
   if(NOT GGML_LLAMAFILE)
     return()
