@@ -46,6 +46,20 @@ function(amd_lsp_patch_sgemm)
       "cmake/ggml-batch-invariant.cmake removes; check the new llama.cpp's sgemm by hand")
   endif()
   string(REPLACE "${check}" "" text "${text}")
+  # A one-token batch (decoding) took the 4-rows-by-1-column kernel (gemm4xN<1>), which runs at
+  # half the speed of ggml's mat-vec kernels here (Qwen2.5-Coder-0.5B: 22 against 50 tokens/s).
+  # The generic one-row kernel computes each element with the same operations in the same order
+  # (the scales' product, then one fused multiply-add per block along k, then one horizontal
+  # sum), so the numbers do not change, only the speed.
+  set(one_column "        case 0x41:\n            mc = 4;\n            nc = 1;\n#if defined(__AVX2__) && defined(__F16C__)\n            gemm4xN<1>(m0, m, n0, n);\n#else\n            gemm<4, 1>(m0, m, n0, n);\n#endif\n            break;\n")
+  string(FIND "${text}" "${one_column}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "amd-lsp: ${original} no longer has the one-column case that "
+      "cmake/ggml-batch-invariant.cmake changes; check the new llama.cpp's sgemm by hand")
+  endif()
+  string(REPLACE "${one_column}" "        case 0x41:\n            mc = 1;\n            nc = 1;\n            gemm<1, 1>(m0, m, n0, n);\n            break;\n" text "${text}")
+  # scripts/setup.sh cleans a build whose copy lacks this line (made by an older version of this file).
+  set(text "// amd-lsp batch-invariant sgemm v2 (cmake/ggml-batch-invariant.cmake)\n${text}")
   set(patched "${CMAKE_BINARY_DIR}/amd-lsp/sgemm.cpp")
   file(WRITE "${patched}.tmp" "${text}")
   file(COPY_FILE "${patched}.tmp" "${patched}" ONLY_IF_DIFFERENT)

@@ -32,13 +32,16 @@ fi
 
 # The cmake crate configures llama.cpp's CMake build once per target directory and never again,
 # so a build configured before .cargo/config.toml's llama.cpp options last changed (llamafile's
-# kernels for every batch size, cmake/ggml-batch-invariant.cmake) would keep the old ones.
+# kernels for every batch size, cmake/ggml-batch-invariant.cmake) would keep the old ones, and
+# so would one whose copy of sgemm.cpp an older version of that file wrote (no "v2" line).
 # Such a build is cleaned; the next cargo build configures it afresh.
 cd "$(dirname "$0")/.."
 for profile in release debug; do
   for cache in target/"$profile"/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
     [ -f "$cache" ] || continue
-    if ! grep -q '^CMAKE_PROJECT_INCLUDE:.*ggml-batch-invariant\.cmake' "$cache"; then
+    copy="$(dirname "$cache")/amd-lsp/sgemm.cpp"
+    if ! grep -q '^CMAKE_PROJECT_INCLUDE:.*ggml-batch-invariant\.cmake' "$cache" \
+       || { [ -f "$copy" ] && ! grep -q 'amd-lsp batch-invariant sgemm v2' "$copy"; }; then
       echo "setup: llama.cpp in target/$profile was configured with older options; cleaning it" >&2
       flag=""
       [ "$profile" = release ] && flag="--release"

@@ -6,7 +6,11 @@
 //! So with the default thread settings the engine thread looks, before a llama.cpp call and at
 //! most every [`RECHECK`], at how much CPU other processes used on our cores since its last
 //! look (the kernel's per-CPU counters less our own CPU time), and runs the call with all its
-//! threads only when they would have their cores to themselves; otherwise on one thread.
+//! threads only when they would have their cores to themselves; otherwise on one thread. The
+//! first look after an idle gap averages over the gap; when that finds the cores busy, it looks
+//! again over [`CONFIRM`] (the load may have ended before the job came: a build that finished,
+//! a benchmark's other server), so that a job's first prompt chunk does not run on one thread
+//! for a load that is gone.
 //!
 //! Linux only (it reads `/proc`); elsewhere, or when the OpenMP runtime cannot be switched,
 //! llama.cpp keeps the thread counts it was given.
@@ -20,6 +24,14 @@ use crate::stats::EngineCounters;
 
 /// How often the load is looked at while llama.cpp calls follow one another.
 pub(crate) const RECHECK: Duration = Duration::from_millis(100);
+
+/// A look more than this after the last one averages over a gap in which the engine was idle:
+/// it says what the machine did then (a build, another program's burst), not what it does now.
+pub(crate) const STALE: Duration = Duration::from_secs(1);
+
+/// How long a stale look that found the cores busy watches again before it takes the threads
+/// away (5 clock ticks per core).
+pub(crate) const CONFIRM: Duration = Duration::from_millis(50);
 
 /// Cores' worth of CPU that other processes may use on the cores we would take while we still
 /// run all threads (an editor redrawing as the user types uses a little).
@@ -200,17 +212,19 @@ impl Policy {
     /// Looks at the load again if [`RECHECK`] has passed, and switches the threads if the
     /// answer changed.
     fn look(&mut self) {
-        let now = Instant::now();
-        let (at, before) = self.last;
-        if now.duration_since(at) < RECHECK {
-            return;
-        }
-        let Some(sample) = read_sample(&self.source) else {
+        let (n_cpus, threads, source) = (self.n_cpus, self.threads, &self.source);
+        let Some((fit, others)) = decide(
+            &mut self.last,
+            |others| all_threads_fit(n_cpus, threads, others),
+            Instant::now(),
+            || read_sample(source),
+            |d| {
+                std::thread::sleep(d);
+                Instant::now()
+            },
+        ) else {
             return;
         };
-        self.last = (now, sample);
-        let others = others_cores(before, sample, now.duration_since(at).as_secs_f64());
-        let fit = all_threads_fit(self.n_cpus, self.threads, others);
         if fit != self.all_threads {
             tracing::debug!(
                 others = format!("{others:.2}"),
@@ -221,6 +235,37 @@ impl Policy {
             self.all_threads = fit;
         }
     }
+}
+
+/// The decision of a look, apart from where the samples come from and how time passes (so
+/// that it can be tested): whether all threads fit now, and the other processes' load that
+/// says so; `None` when the last look is less than [`RECHECK`] old or the counters cannot be
+/// read. A look after an idle gap ([`STALE`]) that finds the cores busy looks again over
+/// [`CONFIRM`] (`wait` waits that long and says when it is then) and goes by that.
+fn decide(
+    last: &mut (Instant, Sample),
+    fits: impl Fn(f64) -> bool,
+    now: Instant,
+    mut sample: impl FnMut() -> Option<Sample>,
+    wait: impl FnOnce(Duration) -> Instant,
+) -> Option<(bool, f64)> {
+    let (at, before) = *last;
+    let gap = now.checked_duration_since(at)?;
+    if gap < RECHECK {
+        return None;
+    }
+    let now_sample = sample()?;
+    *last = (now, now_sample);
+    let mut others = others_cores(before, now_sample, gap.as_secs_f64());
+    if gap > STALE && !fits(others) {
+        let then = wait(CONFIRM);
+        if let Some(then_sample) = sample() {
+            let secs = then.saturating_duration_since(now).as_secs_f64();
+            others = others_cores(now_sample, then_sample, secs);
+            *last = (then, then_sample);
+        }
+    }
+    Some((fits(others), others))
 }
 
 thread_local! {
@@ -371,6 +416,70 @@ ctxt 99
         // 8 cores, 7 threads: one core's worth of others still fits.
         assert!(all_threads_fit(8, 7, 1.2));
         assert!(!all_threads_fit(8, 7, 1.5));
+    }
+
+    #[test]
+    fn a_look_after_an_idle_gap_goes_by_the_load_of_now() {
+        let fits = |others: f64| all_threads_fit(2, 2, others);
+        let t0 = Instant::now();
+        let idle = Sample { busy: 0, ours: 0 };
+        // 4 s idle on our side, during which another process kept a core busy for 3.6 s.
+        let after_gap = Sample { busy: 360, ours: 0 };
+        // The 50 ms after: the cores idle (the other process is done), or one still busy.
+        for (then_busy, want_all) in [(0, true), (5, false)] {
+            let mut last = (t0, idle);
+            let mut samples = vec![
+                Sample {
+                    busy: 360 + then_busy,
+                    ours: 0,
+                },
+                after_gap,
+            ];
+            let now = t0 + Duration::from_secs(4);
+            let mut waited = None;
+            let got = decide(
+                &mut last,
+                fits,
+                now,
+                || samples.pop(),
+                |d| {
+                    waited = Some(d);
+                    now + d
+                },
+            );
+            assert_eq!(waited, Some(CONFIRM));
+            assert_eq!(
+                got.map(|g| g.0),
+                Some(want_all),
+                "busy ticks after: {then_busy}"
+            );
+            assert_eq!(last.0, now + CONFIRM);
+        }
+        // The same load within a job (looks 100 ms apart) takes the threads away at once.
+        let mut last = (t0, idle);
+        let now = t0 + RECHECK;
+        let busy = Sample { busy: 9, ours: 0 };
+        let got = decide(
+            &mut last,
+            fits,
+            now,
+            || Some(busy),
+            |_| unreachable!("no second look"),
+        );
+        assert_eq!(got.map(|g| g.0), Some(false));
+        // An idle gap with idle cores: all threads, no second look.
+        let mut last = (t0, idle);
+        let got = decide(
+            &mut last,
+            fits,
+            t0 + Duration::from_secs(4),
+            || Some(Sample { busy: 20, ours: 0 }),
+            |_| unreachable!("no second look"),
+        );
+        assert_eq!(got.map(|g| g.0), Some(true));
+        // Too soon after the last look: nothing decided.
+        let mut last = (t0, idle);
+        assert_eq!(decide(&mut last, fits, t0, || Some(idle), |_| t0), None);
     }
 
     /// ggml's CPU backend plans a graph for the context's threads and runs it on the threads
