@@ -32,6 +32,18 @@ if(GGML_LLAMAFILE AND CMAKE_VERSION VERSION_LESS 3.21)
   return()
 endif()
 
+# Replaces `old` by `new` in the caller's variable `var`; stops the build when `old` is not there
+# (a newer llama.cpp, whose sgemm.cpp must be read again by hand).
+function(amd_lsp_replace var what old new)
+  string(FIND "${${var}}" "${old}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "amd-lsp: ${original} no longer has ${what} that "
+      "cmake/ggml-batch-invariant.cmake changes; check the new llama.cpp's sgemm by hand")
+  endif()
+  string(REPLACE "${old}" "${new}" out "${${var}}")
+  set(${var} "${out}" PARENT_SCOPE)
+endfunction()
+
 function(amd_lsp_patch_sgemm)
   if(NOT GGML_LLAMAFILE)
     return()
@@ -40,24 +52,15 @@ function(amd_lsp_patch_sgemm)
   set(original "${src_dir}/ggml-cpu/llamafile/sgemm.cpp")
   file(READ "${original}" text)
   set(check "#if !defined(__MMA__)\n    if (n < 2)\n        return false;\n#endif\n")
-  string(FIND "${text}" "${check}" at)
-  if(at EQUAL -1)
-    message(FATAL_ERROR "amd-lsp: ${original} no longer has the batch-size check that "
-      "cmake/ggml-batch-invariant.cmake removes; check the new llama.cpp's sgemm by hand")
-  endif()
-  string(REPLACE "${check}" "" text "${text}")
-  # A one-token batch (decoding) took the 4-rows-by-1-column kernel (gemm4xN<1>), which runs at
-  # half the speed of ggml's mat-vec kernels here (Qwen2.5-Coder-0.5B: 22 against 50 tokens/s).
-  # The generic one-row kernel computes each element with the same operations in the same order
-  # (the scales' product, then one fused multiply-add per block along k, then one horizontal
-  # sum), so the numbers do not change, only the speed.
-  set(one_column "        case 0x41:\n            mc = 4;\n            nc = 1;\n#if defined(__AVX2__) && defined(__F16C__)\n            gemm4xN<1>(m0, m, n0, n);\n#else\n            gemm<4, 1>(m0, m, n0, n);\n#endif\n            break;\n")
-  string(FIND "${text}" "${one_column}" at)
-  if(at EQUAL -1)
-    message(FATAL_ERROR "amd-lsp: ${original} no longer has the one-column case that "
-      "cmake/ggml-batch-invariant.cmake changes; check the new llama.cpp's sgemm by hand")
-  endif()
-  string(REPLACE "${one_column}" "        case 0x41:\n            mc = 1;\n            nc = 1;\n            gemm<1, 1>(m0, m, n0, n);\n            break;\n" text "${text}")
+  amd_lsp_replace(text "the batch-size check" "${check}" "")
+  # A one-token batch (decoding) took the 4-rows-by-1-column kernel (gemm4xN<1>), which decoded
+  # at less than half the speed of ggml's mat-vec kernels here (Qwen2.5-Coder-0.5B: 25 tokens/s;
+  # 65 with the one-row kernel, docs/benchmarks.md). The generic one-row kernel computes each
+  # element with the same operations in the same order (the scales' product, then one fused
+  # multiply-add per block along k, then one horizontal sum): the numbers do not change.
+  amd_lsp_replace(text "the one-column case"
+    "        case 0x41:\n            mc = 4;\n            nc = 1;\n#if defined(__AVX2__) && defined(__F16C__)\n            gemm4xN<1>(m0, m, n0, n);\n#else\n            gemm<4, 1>(m0, m, n0, n);\n#endif\n            break;\n"
+    "        case 0x41:\n            mc = 1;\n            nc = 1;\n            gemm<1, 1>(m0, m, n0, n);\n            break;\n")
   # scripts/setup.sh cleans a build whose copy lacks this line (made by an older version of this file).
   set(text "// amd-lsp batch-invariant sgemm v2 (cmake/ggml-batch-invariant.cmake)\n${text}")
   set(patched "${CMAKE_BINARY_DIR}/amd-lsp/sgemm.cpp")
