@@ -5,7 +5,10 @@
 //! break it for Q8_0 and F16 weights (up to 0.13 in log-probability): they serve batches of two
 //! or more tokens and ggml's mat-vec kernels serve one. `.cargo/config.toml` builds them in with
 //! `cmake/ggml-batch-invariant.cmake`, which makes them serve every batch size; this test fails
-//! with the kernels as upstream has them (Q8_0, chunk 2: another eighth-best token).
+//! with the kernels as upstream has them (Q8_0, chunk 2: another eighth-best token). The same
+//! file sends a one-token batch to tinyBLAS's one-row kernel (`gemm<1, 1>`, twice as fast at
+//! decoding) while batches take its four-row kernels: token by token against chunks of 2, 7 and
+//! 512 is the check that the two give the same numbers.
 //! ggml's tiled matmul for K-quant weights does the same to Q4_K_M models: the Q4_K_M case and
 //! the real Qwen2.5-Coder case failed with it on (a 512-token chunk) and pass with
 //! `GGML_CPU_TILED_MM=0` (`.cargo/config.toml`). Weight repacking (`GGML_CPU_REPACK=OFF`) was
